@@ -102,7 +102,7 @@ def load_custom(folder: Path) -> Dataset:
     items, items_line = _read_table(items_path)
     _require_columns(items, items_path, ("item_id",))
     _check_not_empty(items, items_path, "item_id", items_line)
-    dup = _first_bad(items["item_id"].is_duplicated())
+    dup = _first_bad(~items["item_id"].is_first_distinct())
     if dup is not None:
         raise DataError(f"duplicate item_id {items['item_id'][dup]!r}", path=items_path, row=dup + items_line)
     text_fields = tuple(c for c in items.columns if c not in ("item_id", "image"))
@@ -152,8 +152,7 @@ def load_custom(folder: Path) -> Dataset:
         }
     )
     key = ["user_id", "item_id", "timestamp"] if has_ts else ["user_id", "item_id"]
-    dup_mask = frame.select(pl.struct(key).is_duplicated()).to_series()
-    dup = _first_bad(dup_mask & frame.select(~pl.struct(key).is_first_distinct()).to_series())
+    dup = _first_bad(frame.select(~pl.struct(key).is_first_distinct()).to_series())
     if dup is not None:
         what = ", ".join(f"{k}={frame[k][dup]}" for k in key)
         raise DataError(f"duplicate interaction ({what})", path=inter_path, row=dup + inter_line)
@@ -172,7 +171,7 @@ def load_custom(folder: Path) -> Dataset:
     if users_path is not None:
         users, users_line = _read_table(users_path)
         _require_columns(users, users_path, ("user_id",))
-        dup = _first_bad(users["user_id"].is_duplicated())
+        dup = _first_bad(~users["user_id"].is_first_distinct())
         if dup is not None:
             raise DataError(f"duplicate user_id {users['user_id'][dup]!r}", path=users_path, row=dup + users_line)
         ds.users = users

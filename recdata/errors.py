@@ -14,7 +14,9 @@ class DataError(ValueError):
         if path is not None:
             where = f"{path}"
             if row is not None:
-                where += f", row {row}"
+                # Text files are addressed by line number (header = line 1), tables by row.
+                text_file = str(path).endswith((".csv", ".tsv", ".txt", ".dat", ".yaml", ".yml"))
+                where += f", {'line' if text_file else 'row'} {row}"
             where += ": "
         super().__init__(f"{where}{message}")
         self.path = path

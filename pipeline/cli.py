@@ -1,0 +1,195 @@
+"""The ``mmqrec`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from recdata.errors import DataError
+
+log = logging.getLogger("mmqrec")
+
+
+def _setup_logging(verbose: bool, run_dir: Path | None = None) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    level = logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("urllib3", "matplotlib", "PIL", "filelock", "httpx", "huggingface_hub", "transformers", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if run_dir is not None:
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(run_dir / "logs" / "mmqrec.log")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(file_handler)
+
+
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    from recdata.registry import load_dataset
+
+    dataset = load_dataset(name=args.dataset, data_root=args.data_root, path=args.path)
+    stats = dataset.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        print(f"dataset            {stats['dataset']}")
+        for key in ("users", "items", "interactions", "items_with_text", "items_with_image"):
+            print(f"{key:<18} {stats[key]:,}")
+        if stats["skipped"]:
+            print("skipped / repaired:")
+            for reason, n in stats["skipped"].items():
+                print(f"  {reason:<40} {n:,}")
+        for warning in stats["warnings"]:
+            print(f"note: {warning}")
+    return 0
+
+
+def _load_cfg(args: argparse.Namespace):
+    from pipeline.config import load_config
+
+    overrides = list(args.set or [])
+    if getattr(args, "data_root", None):
+        overrides.append(f"data.data_root={args.data_root}")
+    return load_config(args.config, overrides)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.stages import run_pipeline
+
+    run_dir = Path(args.out)
+    _setup_logging(args.verbose, run_dir)
+    cfg = _load_cfg(args)
+    t0 = time.perf_counter()
+    outcome = run_pipeline(cfg=cfg, run_dir=run_dir, from_stage=args.from_stage, until_stage=args.until)
+    for name, what in outcome:
+        print(f"{name:<16} {what}")
+    report = run_dir / "report" / "report.md"
+    print(f"done in {time.perf_counter() - t0:.0f} s; run directory: {run_dir}")
+    if report.exists():
+        print(f"report: {report}")
+    return 0
+
+
+def _make_stage_command(stage_name: str):
+    def command(args: argparse.Namespace) -> int:
+        from pipeline.stages import run_pipeline
+
+        run_dir = Path(args.run_dir)
+        _setup_logging(args.verbose, run_dir)
+        cfg = _load_cfg(args)
+        for name, what in run_pipeline(cfg=cfg, run_dir=run_dir, from_stage=stage_name, until_stage=stage_name):
+            print(f"{name:<16} {what}")
+        return 0
+
+    return command
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from ranking.recommend import format_table, recommend
+
+    t0 = time.perf_counter()
+    result = recommend(run_dir=Path(args.run_dir), user_id=str(args.user), k=args.k, exclude_seen=not args.keep_seen)
+    elapsed = time.perf_counter() - t0
+    if args.json:
+        payload = result.to_dict() if hasattr(result, "to_dict") else result.__dict__
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print(format_table(result))
+        print(f"({elapsed:.2f} s)")
+    return 0
+
+
+def _cmd_report_compare(args: argparse.Namespace) -> int:
+    from eval.compare import compare_runs
+
+    text = compare_runs(run_a=Path(args.run_a), run_b=Path(args.run_b), out=Path(args.out) if args.out else None)
+    print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.stages import STAGES, STAGE_NAMES
+
+    parser = argparse.ArgumentParser(
+        prog="mmqrec",
+        description="Generative recommendation with multimodal semantic IDs.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="dataset utilities")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    stats = data_sub.add_parser("stats", help="counts after loading and cleaning a dataset")
+    stats.add_argument("--dataset", required=True, help="ml-100k-mm, ml-1m-mm, amazon-beauty, custom, synthetic")
+    stats.add_argument("--data-root", help="folder with the datasets (default: $MMQREC_DATA, else ../shared/data)")
+    stats.add_argument("--path", help="folder of your tables for --dataset custom")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(func=_cmd_data_stats)
+
+    def add_config_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. tokenizer.codebook_size=128 (repeatable)")
+        p.add_argument("--data-root", help="folder with the datasets")
+
+    run = sub.add_parser("run", help="run every stage, skipping those that are up to date")
+    run.add_argument("config", help="YAML config (see configs/)")
+    run.add_argument("--out", required=True, help="run directory")
+    run.add_argument("--from", dest="from_stage", choices=STAGE_NAMES, help="redo this stage and all later ones")
+    run.add_argument("--until", choices=STAGE_NAMES, help="stop after this stage")
+    add_config_args(run)
+    run.set_defaults(func=_cmd_run)
+
+    for stage in STAGES:
+        if stage.name == "data":
+            continue
+        p = sub.add_parser(stage.name, help=f"one stage: {stage.description} (earlier stages run if missing)")
+        p.add_argument("config", help="YAML config")
+        p.add_argument("run_dir", help="run directory")
+        add_config_args(p)
+        p.set_defaults(func=_make_stage_command(stage.name))
+
+    rec = sub.add_parser("recommend", help="top-k recommendations for one user of a trained run")
+    rec.add_argument("run_dir")
+    rec.add_argument("--user", required=True, help="the user's id as in the dataset")
+    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--keep-seen", action="store_true", help="do not exclude items the user has already seen")
+    rec.add_argument("--json", action="store_true")
+    rec.set_defaults(func=_cmd_recommend)
+
+    report = sub.add_parser("report", help="reports")
+    report_sub = report.add_subparsers(dest="report_command", required=True, metavar="SUBCOMMAND")
+    compare = report_sub.add_parser("compare", help="put two runs side by side")
+    compare.add_argument("run_a")
+    compare.add_argument("run_b")
+    compare.add_argument("--out", help="also write the comparison to this markdown file")
+    compare.set_defaults(func=_cmd_report_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command not in ("run",) and not hasattr(args, "run_dir"):
+        _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except DataError as exc:
+        print(f"mmqrec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmqrec: interrupted; finished artefacts are kept and the run can be resumed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

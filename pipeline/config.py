@@ -1,0 +1,171 @@
+"""The run configuration: one dataclass per component, composed and loaded from YAML.
+
+A YAML file under ``configs/`` names any subset of fields; the rest keep their defaults.
+Command-line overrides use dotted keys (``tokenizer.codebook_size=128``), parsed as YAML values.
+A config may ``extends: other.yaml`` (path relative to itself) to inherit and override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recdata.errors import DataError
+
+# Section name → (module, dataclass). Imported lazily so `mmqrec data stats` stays fast.
+SECTIONS: dict[str, tuple[str, str]] = {
+    "data": ("recdata.config", "DataConfig"),
+    "encoders": ("encoders.config", "EncoderConfig"),
+    "tokenizer": ("tokenizer.config", "TokenizerConfig"),
+    "retriever": ("generative_rec.config", "RetrieverConfig"),
+    "ranker": ("ranking.config", "RankerConfig"),
+    "eval": ("eval.config", "EvalConfig"),
+}
+
+
+def section_class(name: str) -> type:
+    module, cls = SECTIONS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs. Sections are component config dataclasses."""
+
+    seed: int = 0
+    device: str = "auto"
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> Any:
+        if name not in self.sections:
+            self.sections[name] = section_class(name)()
+        return self.sections[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"seed": self.seed, "device": self.device}
+        for name in SECTIONS:
+            out[name] = dataclasses.asdict(self.section(name))
+        return out
+
+    def section_hash(self, name: str) -> str:
+        payload = json.dumps(dataclasses.asdict(self.section(name)), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Build nested dataclasses from dicts and check simple scalar types."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
+        return build_dataclass(annotation, value, where)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except DataError:
+                continue
+        raise DataError(f"config {where}: {value!r} does not fit {annotation}")
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool):
+        if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+            raise DataError(f"config {where}: expected {annotation.__name__}, got {value!r}")
+        return value
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{where}[]") if inner is not Any and inner is not Ellipsis else v for v in value]
+        return tuple(items) if origin is tuple else items
+    return value
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise DataError(
+            f"config {where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = Path(path).resolve()
+    if not path.exists():
+        raise DataError("config file not found", path=path)
+    if path in _seen:
+        raise DataError("config `extends` loop", path=path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DataError(f"invalid YAML ({getattr(exc, 'problem', exc)})", path=path, row=mark.line + 1 if mark else None) from None
+    if not isinstance(raw, dict):
+        raise DataError("a config file must be a mapping", path=path)
+    parent = raw.pop("extends", None)
+    if parent:
+        raw = _deep_merge(read_yaml(path.parent / parent, _seen + (path,)), raw)
+    return raw
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``a.b=value`` strings → nested dict; values parsed as YAML (``true``, ``3``, ``[1,2]``)."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise DataError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    raw = dict(raw)
+    cfg = RunConfig(seed=int(raw.pop("seed", 0)), device=str(raw.pop("device", "auto")))
+    for name, values in raw.items():
+        if name not in SECTIONS:
+            raise DataError(
+                f"config: unknown section {name!r}; valid: seed, device, {', '.join(SECTIONS)}"
+            )
+        if not isinstance(values, dict):
+            raise DataError(f"config: section {name!r} must be a mapping")
+        cfg.sections[name] = build_dataclass(section_class(name), values, name)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    raw = read_yaml(Path(path)) if path is not None else {}
+    if overrides:
+        raw = _deep_merge(raw, parse_overrides(overrides))
+    return config_from_dict(raw)

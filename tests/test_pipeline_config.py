@@ -1,0 +1,76 @@
+"""Config loading, overrides, run directory and stage skipping."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.config import load_config, parse_overrides
+from pipeline.stages import run_pipeline, stage_hashes
+from recdata import DataError
+from tests.conftest import REPO_ROOT
+
+
+def test_yaml_extends_and_dotted_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 3\ndata:\n  dataset: synthetic\n  kcore: 2\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ndata:\n  kcore: 4\n")
+    cfg = load_config(tmp_path / "child.yaml", ["data.synthetic_users=30", "seed=7"])
+    data = cfg.section("data")
+    assert (cfg.seed, data.dataset, data.kcore, data.synthetic_users) == (7, "synthetic", 4, 30)
+
+
+def test_unknown_key_and_bad_type_are_clear_errors(tmp_path):
+    (tmp_path / "c.yaml").write_text("data:\n  kcoer: 5\n")
+    with pytest.raises(DataError, match="unknown key\\(s\\) kcoer"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(DataError, match="expected int"):
+        load_config(None, ["data.kcore=five"])
+    with pytest.raises(DataError, match="unknown section"):
+        load_config(None, ["tokeniser.codebook_size=3"])
+    with pytest.raises(DataError, match="section.key=value"):
+        parse_overrides(["novalue"])
+
+
+def test_stage_hash_changes_only_downstream():
+    a = stage_hashes(load_config(None, ["data.dataset=synthetic"]))
+    b = stage_hashes(load_config(None, ["data.dataset=synthetic", "ranker.k=7"]))
+    assert a["data"] == b["data"] and a["train-retriever"] == b["train-retriever"]
+    assert a["train-ranker"] != b["train-ranker"] and a["evaluate"] != b["evaluate"]
+
+
+def test_up_to_date_stage_is_skipped_and_from_redoes(tmp_path):
+    cfg = load_config(None, ["data.dataset=synthetic", "data.synthetic_users=30", "data.synthetic_items=40"])
+    assert run_pipeline(cfg=cfg, run_dir=tmp_path, until_stage="data") == [("data", "ran")]
+    assert run_pipeline(cfg=cfg, run_dir=tmp_path, until_stage="data") == [("data", "skipped")]
+    assert run_pipeline(cfg=cfg, run_dir=tmp_path, until_stage="data", from_stage="data") == [("data", "ran")]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    entry = manifest["stages"]["data"]
+    assert entry["status"] == "done" and entry["artefacts"] == ["data/dataset.json"]
+    assert entry["summary"]["users"] == 30
+    assert (tmp_path / "config.yaml").exists()
+    # A changed config re-runs the stage.
+    cfg2 = load_config(None, ["data.dataset=synthetic", "data.synthetic_users=31", "data.synthetic_items=40"])
+    assert run_pipeline(cfg=cfg2, run_dir=tmp_path, until_stage="data") == [("data", "ran")]
+
+
+def test_every_subcommand_has_help():
+    for args in (["--help"], ["data", "stats", "--help"], ["run", "--help"], ["encode", "--help"],
+                 ["tokenize", "--help"], ["train-retriever", "--help"], ["train-ranker", "--help"],
+                 ["evaluate", "--help"], ["recommend", "--help"], ["report", "compare", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO_ROOT)
+        assert out.returncode == 0, (args, out.stderr)
+        assert "usage:" in out.stdout
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: [1, 2\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, cwd=REPO_ROOT,
+    )
+    assert out.returncode == 2
+    errors = [l for l in out.stderr.splitlines() if "error" in l]
+    assert len(errors) == 1 and "c.yaml" in errors[0] and "Traceback" not in out.stderr
