@@ -28,7 +28,12 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "retriever": ("generative_rec.config", "RetrieverConfig"),
     "ranker": ("ranking.config", "RankerConfig"),
     "eval": ("eval.config", "EvalConfig"),
+    "bbqrec": ("generative_rec.bbqrec.config", "BBQRecConfig"),
 }
+
+
+VARIANT_KEYS = ("stages",)
+"""Keys of a variant entry that are not config sections."""
 
 
 def section_class(name: str) -> type:
@@ -43,6 +48,9 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     sections: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Extra systems trained on the same data and embeddings, each in ``variants/<name>/``:
+    name → {"stages": [...], and section overrides such as {"tokenizer": {"name": "rqvae"}}}."""
 
     def section(self, name: str) -> Any:
         if name not in self.sections:
@@ -53,7 +61,20 @@ class RunConfig:
         out: dict[str, Any] = {"seed": self.seed, "device": self.device}
         for name in SECTIONS:
             out[name] = dataclasses.asdict(self.section(name))
+        if self.variants:
+            out["variants"] = self.variants
         return out
+
+    def variants_hash(self) -> str:
+        payload = json.dumps(self.variants, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def variant(self, name: str) -> "RunConfig":
+        """The config of one variant: this config with the variant's section overrides."""
+        overrides = {k: v for k, v in self.variants[name].items() if k not in VARIANT_KEYS}
+        raw = _deep_merge(self.to_dict(), overrides)
+        raw.pop("variants", None)
+        return config_from_dict(raw)
 
     def section_hash(self, name: str) -> str:
         payload = json.dumps(dataclasses.asdict(self.section(name)), sort_keys=True, default=str)
@@ -105,7 +126,8 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        # An empty mapping clears what it overrides (e.g. `variants: {}` drops inherited variants).
+        if isinstance(value, dict) and value and isinstance(out.get(key), dict):
             out[key] = _deep_merge(out[key], value)
         else:
             out[key] = value
@@ -153,6 +175,17 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     raw = dict(raw)
     cfg = RunConfig(seed=int(raw.pop("seed", 0)), device=str(raw.pop("device", "auto")))
+    variants = raw.pop("variants", None) or {}
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise DataError("config: `variants` must map a name to a mapping of section overrides")
+    for vname, entry in variants.items():
+        unknown = sorted(set(entry) - set(SECTIONS) - set(VARIANT_KEYS))
+        if unknown:
+            raise DataError(f"config: variant {vname!r} has unknown key(s) {', '.join(unknown)}")
+        for section in ("data", "encoders"):
+            if section in entry:
+                raise DataError(f"config: variant {vname!r} may not change {section!r} (variants share data and embeddings)")
+    cfg.variants = variants
     for name, values in raw.items():
         if name not in SECTIONS:
             raise DataError(

@@ -32,6 +32,8 @@ class Stage:
     runner: str  # "module:function"
     outputs: tuple[str, ...]
     description: str
+    main: bool = True
+    """Part of the main chain; False = only run inside variants that list it."""
 
     def function(self) -> Callable[..., dict]:
         module, func = self.runner.split(":")
@@ -44,9 +46,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("tokenize", "tokenizer", "tokenizer.stage:run", ("tokenizer/semantic_ids.parquet",), "semantic IDs"),
     Stage("train-retriever", "retriever", "generative_rec.stage:run", ("retriever/metrics.json",), "generative retriever (+ stage 2)"),
     Stage("train-ranker", "ranker", "ranking.stage:run", ("ranker/metrics.json",), "CTR ranker and two-stage lists"),
+    Stage("variants", "*", "pipeline.variants:run", ("variants/status.json",), "extra systems (other tokenizers, BBQRec)"),
     Stage("evaluate", "eval", "eval.stage:run", ("metrics.json", "report/report.md"), "baselines and report"),
+    Stage("train-bbqrec", "bbqrec", "generative_rec.bbqrec.stage:run", ("bbqrec/metrics.json",), "BBQRec sequential recommender", main=False),
 )
-STAGE_NAMES = tuple(s.name for s in STAGES)
+STAGE_NAMES = tuple(s.name for s in STAGES if s.main)
+ALL_STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
 def stage_by_name(name: str) -> Stage:
@@ -56,11 +61,22 @@ def stage_by_name(name: str) -> Stage:
     raise DataError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
 
 
-def stage_hashes(cfg: RunConfig) -> dict[str, str]:
+def _section_hash(cfg: RunConfig, stage: Stage) -> str:
+    return cfg.variants_hash() if stage.section == "*" else cfg.section_hash(stage.section)
+
+
+def stage_hashes(cfg: RunConfig, stages: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Chained hashes: a stage's hash covers its own section and every earlier stage's hash.
+
+    ``stages`` picks the chain (default: the main chain); a variant passes its own list.
+    """
+    names = stages if stages is not None else STAGE_NAMES
     hashes: dict[str, str] = {}
     chain = f"seed={cfg.seed}"
     for stage in STAGES:
-        chain = hashlib.sha256(f"{chain}|{stage.name}={cfg.section_hash(stage.section)}".encode()).hexdigest()[:16]
+        if stage.name not in names:
+            continue
+        chain = hashlib.sha256(f"{chain}|{stage.name}={_section_hash(cfg, stage)}".encode()).hexdigest()[:16]
         hashes[stage.name] = chain
     return hashes
 
@@ -84,7 +100,8 @@ def run_stage(stage: Stage, *, cfg: RunConfig, run_dir: Path, manifest: Manifest
         stage.name,
         {"status": "running", "config_hash": config_hash, "code_version": code_version(), "started": started},
     )
-    summary = stage.function()(cfg=cfg.section(stage.section), run_dir=run_dir, seed=cfg.seed, device=cfg.device)
+    section = cfg if stage.section == "*" else cfg.section(stage.section)
+    summary = stage.function()(cfg=section, run_dir=run_dir, seed=cfg.seed, device=cfg.device)
     seconds = time.perf_counter() - t0
     manifest.record(
         stage.name,
@@ -135,6 +152,8 @@ def run_pipeline(
     forced = False
     outcome: list[tuple[str, str]] = []
     for stage in STAGES:
+        if not stage.main:
+            continue
         if from_stage is not None and stage.name == stage_by_name(from_stage).name:
             forced = True
         if only is not None and stage.name not in only:
