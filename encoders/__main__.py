@@ -1,0 +1,5 @@
+import sys
+
+from encoders.cli import main
+
+sys.exit(main())
