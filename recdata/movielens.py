@@ -68,6 +68,63 @@ def read_extrainfos(path: Path, *, dataset: Dataset | None = None) -> pl.DataFra
     return pl.DataFrame(rows, schema={k: pl.Utf8 for k in ("ml1m_movie_id", "x_year", "x_genres", "director", "actors", "plot")})
 
 
+def _title_keys(title: str) -> set[str]:
+    """Normalised spellings of a title: articles moved or dropped, alternative titles in
+    brackets, the part before a colon and the part after an episode dash."""
+
+    def norm(text: str) -> str:
+        text = text.lower().strip()
+        text = re.sub(r",\s*(the|a|an|la|le|les|il|das|der|die|el|l')$", "", text)
+        text = re.sub(r"^(the|a|an)\s+", "", text)
+        return re.sub(r"[^a-z0-9]+", " ", text).strip()
+
+    keys = {norm(title), norm(re.sub(r"\s*\(.*?\)\s*", " ", title))}
+    keys.update(norm(alt) for alt in re.findall(r"\((.*?)\)", title))
+    if ":" in title:
+        keys.add(norm(title.split(":")[0]))
+        tail = title.split(":", 1)[1]
+        if " - " in tail:
+            keys.add(norm(tail.split(" - ", 1)[1]))
+    return {k for k in keys if k}
+
+
+def _read_ml1m_movies(path: Path) -> list[tuple[str, str, str | None, str]]:
+    """(movie_id, title, year, genres) from the ISO-8859-1 ``movies.dat``."""
+    rows = []
+    pattern = re.compile(r"^(.*)\s+\((\d{4})\)\s*$")
+    for line in _require(path).read_bytes().decode("iso-8859-1").splitlines():
+        if not line.strip():
+            continue
+        movie_id, title_year, genres = line.split("::")
+        match = pattern.match(title_year)
+        title, year = (match.group(1), match.group(2)) if match else (title_year, None)
+        rows.append((movie_id, title, year, genres))
+    return rows
+
+
+def match_by_title_year(
+    titles: list[tuple[str, str | None, str | None]], movies: list[tuple[str, str, str | None, str]]
+) -> dict[str, str]:
+    """Map (item_id, title, year) to an ML-1M movie id when exactly one film of that year has a
+    matching normalised title. Ambiguous or year-less items stay unmatched."""
+    index: dict[tuple[str, str], set[str]] = {}
+    for movie_id, title, year, _genres in movies:
+        if year is None:
+            continue
+        for key in _title_keys(title):
+            index.setdefault((key, year), set()).add(movie_id)
+    out = {}
+    for item_id, title, year in titles:
+        if not title or not year:
+            continue
+        found: set[str] = set()
+        for key in _title_keys(title):
+            found |= index.get((key, year), set())
+        if len(found) == 1:
+            out[item_id] = found.pop()
+    return out
+
+
 def _poster_path(posters: Path, movie_id: str | None) -> str | None:
     if movie_id is None:
         return None
@@ -97,22 +154,44 @@ def load_ml100k(root: Path, *, multimodal: bool = True) -> Dataset:
     items = _read_atomic(base / "ml-100k.item")
     users_path = base / "ml-100k.user"
 
-    year = items["release_year"].map_elements(_clean, return_dtype=pl.Utf8)
+    # One row has its year inside the title ("... (1995)") and "V" as the year: repair from the
+    # title; any other non-year value is a missing year.
+    title_year = items["movie_title"].str.extract(r"\((\d{4})\)\s*$", 1)
+    raw_year = items["release_year"].map_elements(_clean, return_dtype=pl.Utf8)
+    valid_year = raw_year.str.contains(r"^\d{4}$").fill_null(False)
+    repaired = ~valid_year & title_year.is_not_null()
+    ds.count_skip("item_year_repaired_from_title", int(repaired.sum()))
+    year = pl.select(
+        pl.when(valid_year).then(raw_year).when(repaired).then(title_year).otherwise(None)
+    ).to_series()
     ds.count_skip("item_year_unparseable", int((year.is_null() & items["release_year"].is_not_null()).sum()))
-    title = items["movie_title"].map_elements(_clean, return_dtype=pl.Utf8)
+    title = items["movie_title"].str.replace(r"\s*\(\d{4}\)\s*$", "").map_elements(_clean, return_dtype=pl.Utf8)
     ds.count_skip("item_title_unknown", int(title.is_null().sum()))
     items = pl.DataFrame(
         {
             "item_id": items["item_id"],
             "title": title,
             "year": year,
-            "genres": items["class"].str.replace_all(" ", ", ").str.replace_all("Children's", "Children's"),
+            "genres": items["class"].map_elements(_clean, return_dtype=pl.Utf8).str.replace_all(" ", ", "),
         }
     )
     if multimodal:
         mapping = pl.read_csv(_require(base / "item_to_ml1m_movie.csv"), infer_schema=False).rename(
             {"ml100k_item_id": "item_id", "ml1m_movie_id": "ml1m_movie_id"}
         )
+        # The published join leaves 59 films unmatched (Star Wars among them); recover those whose
+        # normalised title and year identify exactly one ML-1M film.
+        unmatched = mapping.filter(pl.col("ml1m_movie_id").is_null()).join(items, on="item_id", how="left")
+        recovered = match_by_title_year(
+            list(zip(unmatched["item_id"].to_list(), unmatched["title"].to_list(), unmatched["year"].to_list())),
+            _read_ml1m_movies(root / "movielens" / "movies.dat"),
+        )
+        if recovered:
+            mapping = mapping.with_columns(
+                pl.coalesce(pl.col("ml1m_movie_id"), pl.col("item_id").replace_strict(recovered, default=None))
+                .alias("ml1m_movie_id")
+            )
+        ds.count_skip("items_matched_to_ml1m_by_title_year", len(recovered))
         ds.count_skip("items_without_ml1m_match", int(mapping["ml1m_movie_id"].is_null().sum()))
         extra = read_extrainfos(root / "movielens" / "movies_extrainfos.dat", dataset=ds)
         items = items.join(mapping, on="item_id", how="left").join(extra, on="ml1m_movie_id", how="left")
@@ -166,15 +245,10 @@ def load_ml1m(root: Path) -> Dataset:
         pl.col("timestamp").cast(pl.Int64),
         pl.col("rating").cast(pl.Float64),
     )
-    rows = []
-    pattern = re.compile(r"^(.*)\s+\((\d{4})\)\s*$")
-    for line in _require(ml / "movies.dat").read_bytes().decode("iso-8859-1").splitlines():
-        if not line.strip():
-            continue
-        movie_id, title_year, genres = line.split("::")
-        match = pattern.match(title_year)
-        title, year = (match.group(1), match.group(2)) if match else (title_year, None)
-        rows.append({"item_id": movie_id, "title": _clean(title), "year": year, "genres": genres.replace("|", ", ")})
+    rows = [
+        {"item_id": movie_id, "title": _clean(title), "year": year, "genres": genres.replace("|", ", ")}
+        for movie_id, title, year, genres in _read_ml1m_movies(ml / "movies.dat")
+    ]
     items = pl.DataFrame(rows, schema={"item_id": pl.Utf8, "title": pl.Utf8, "year": pl.Utf8, "genres": pl.Utf8})
     extra = read_extrainfos(ml / "movies_extrainfos.dat", dataset=ds).rename({"ml1m_movie_id": "item_id"})
     posters = ml / "posters"

@@ -111,6 +111,23 @@ def test_kcore_is_iterated_until_stable():
     assert kcore_filter(frame, k=3).height == 0
 
 
+def test_title_year_matching_is_unique_or_nothing():
+    from recdata.movielens import match_by_title_year
+
+    movies = [
+        ("260", "Star Wars: Episode IV - A New Hope", "1977", "Sci-Fi"),
+        ("1196", "Star Wars: Episode V - The Empire Strikes Back", "1980", "Sci-Fi"),
+        ("1", "Twin Film", "1990", "Drama"),
+        ("2", "Twin Film", "1990", "Comedy"),
+    ]
+    found = match_by_title_year(
+        [("50", "Star Wars", "1977"), ("172", "Empire Strikes Back, The", "1980"),
+         ("9", "Twin Film", "1990"), ("10", "Star Wars", "1978"), ("11", "Star Wars", None)],
+        movies,
+    )
+    assert found == {"50": "260", "172": "1196"}
+
+
 def test_popularity_strata_shares_and_cold():
     counts = np.array([10, 9, 8, 7, 6, 5, 4, 3, 0, 0])
     strata = popularity_strata(counts, popular_share=0.25, long_tail_share=0.25)
@@ -164,4 +181,5 @@ def test_ml100k_falls_back_to_recbole_copy(tmp_path, monkeypatch):
     stats = ds.stats()
     assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1682, 100_000)
     assert stats["items_with_image"] == 0
+    assert stats["items_with_text"] == 1681
     assert any("recbole" in w for w in stats["warnings"])

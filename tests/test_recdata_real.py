@@ -25,12 +25,28 @@ def test_ml100k_stats_cli_counts():
     require_shared("movielens", "ml-100k")
     stats = _stats_cli("ml-100k-mm")
     assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1682, 100_000)
-    assert stats["items_with_image"] == 1620
-    assert stats["items_with_text"] == 1682
-    # The year written "unkonwn" and the movie titled "unkonwn" are repaired by rule and counted.
+    # 1,620 posters through the published join, 36 more recovered by a unique title+year match.
+    assert stats["items_with_image"] == 1656
+    assert stats["skipped"]["items_matched_to_ml1m_by_title_year"] == 37
+    assert stats["skipped"]["items_without_ml1m_match"] == 22
+    # The item titled "unkonwn" (year "unkonwn", genre "unknown") has no text at all.
+    assert stats["items_with_text"] == 1681
     assert stats["skipped"]["item_year_unparseable"] == 1
-    assert stats["skipped"]["items_without_ml1m_match"] == 59
-    assert stats["skipped"]["items_without_plot"] == 71
+    assert stats["skipped"]["item_year_repaired_from_title"] == 1
+
+
+def test_ml100k_title_year_fallback_finds_star_wars():
+    require_shared("movielens", "ml-100k")
+    import polars as pl
+
+    items = load_dataset(name="ml-100k-mm").items
+    star_wars = items.filter(pl.col("item_id") == "50").row(0, named=True)
+    assert star_wars["ml1m_movie_id"] == "260"
+    assert star_wars["image_path"].endswith("/260.jpg")
+    assert star_wars["director"] == "George Lucas"
+    # The row with "V" as its year and "(1995)" in its title is repaired, not guessed.
+    land = items.filter(pl.col("item_id") == "1412").row(0, named=True)
+    assert land["year"] == "1995" and not land["title"].endswith("(1995)")
 
 
 def test_ml1m_drops_null_movie_ids_and_reads_latin1():
