@@ -1,0 +1,133 @@
+"""Baselines scored on the same split, strata and metrics as the generative retriever.
+
+Each baseline writes ``run_dir/baselines/<name>/ranked.parquet`` (test users' top lists) and
+``run_dir/baselines/<name>/metrics.json`` (metrics, intervals, exposure, timings, and the key of
+the config and data it was computed from, so an unchanged baseline is not retrained).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from eval.config import EvalConfig
+from eval.metrics import retrieval_report
+from eval.popularity import popularity_ranking
+from eval.ranked import read_ranked, write_ranked
+from recdata.errors import DataError
+from recdata.io import read_json, write_json
+from recdata.split import SequentialSplit
+
+logger = logging.getLogger(__name__)
+
+RankFn = Callable[..., tuple[np.ndarray, np.ndarray, dict[str, Any]]]
+
+
+def rank_popularity(
+    *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, seed: int, device: str
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Most popular items by training count (ties by item index)."""
+    exclude = split.test_inputs if cfg.exclude_history else None
+    ranked, scores = popularity_ranking(
+        train_counts=split.train_counts, n_users=split.n_users, depth=cfg.depth, exclude=exclude
+    )
+    return ranked, scores, {"ranking": "training interaction count, ties by item_idx"}
+
+
+def rank_sasrec(
+    *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, seed: int, device: str
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """SASRec (CE loss, full softmax) trained through RecBole on our split."""
+    try:
+        import recbole  # noqa: F401
+    except ImportError:
+        raise DataError("the sasrec baseline needs RecBole (pip install recbole==1.2.1); "
+                        "or drop it from eval.baselines") from None
+    from eval.recbole_sasrec import train_and_rank
+    from recdata.runtime import resolve_device
+
+    wanted = device if cfg.sasrec.device == "inherit" else cfg.sasrec.device
+    return train_and_rank(
+        split=split, cfg=cfg.sasrec, work_dir=work_dir, ks=cfg.ks, depth=cfg.depth,
+        exclude_history=cfg.exclude_history, seed=seed, device=resolve_device(wanted),
+    )
+
+
+BASELINES: dict[str, RankFn] = {"pop": rank_popularity, "sasrec": rank_sasrec}
+
+
+def data_fingerprint(run_dir: Path) -> str:
+    """Hash of the split-defining artefacts (sequences and strata)."""
+    digest = hashlib.sha256()
+    for name in ("sequences.parquet", "strata.parquet"):
+        path = Path(run_dir) / "data" / name
+        if not path.exists():
+            raise DataError("missing artefact (run the data stage first)", path=path)
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def baseline_key(*, name: str, cfg: EvalConfig, fingerprint: str, seed: int) -> str:
+    relevant: dict[str, Any] = {
+        "name": name, "ks": cfg.ks, "exclude_history": cfg.exclude_history,
+        "bootstrap": [cfg.bootstrap_samples, cfg.confidence], "seed": seed, "data": fingerprint,
+    }
+    if name == "sasrec":
+        relevant["sasrec"] = asdict(cfg.sasrec)
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_baseline(
+    *, name: str, split: SequentialSplit, cfg: EvalConfig, run_dir: Path, seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Run (or reuse) one baseline; returns its metrics.json content."""
+    if name not in BASELINES:
+        raise DataError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
+    out_dir = Path(run_dir) / "baselines" / name
+    key = baseline_key(name=name, cfg=cfg, fingerprint=data_fingerprint(run_dir), seed=seed)
+    metrics_path, ranked_path = out_dir / "metrics.json", out_dir / "ranked.parquet"
+    if cfg.reuse_baselines and metrics_path.exists() and ranked_path.exists():
+        cached = read_json(metrics_path)
+        if cached.get("key") == key:
+            logger.info("baseline %s: up to date, reusing %s", name, metrics_path)
+            return cached
+    t0 = time.perf_counter()
+    ranked, scores, info = BASELINES[name](
+        split=split, cfg=cfg, work_dir=out_dir, seed=seed, device=device
+    )
+    seconds = time.perf_counter() - t0
+    write_ranked(ranked_path, users=np.arange(split.n_users), items=ranked, scores=scores)
+    result = {
+        "model": name,
+        "key": key,
+        "seconds": round(seconds, 2),
+        "info": info,
+        **_score(ranked=ranked, split=split, cfg=cfg, seed=seed),
+    }
+    write_json(metrics_path, result)
+    logger.info("baseline %s: NDCG@10 %.4f in %.1fs", name,
+                result["overall"].get("ndcg@10") or 0.0, seconds)
+    return result
+
+
+def _score(*, ranked: np.ndarray, split: SequentialSplit, cfg: EvalConfig, seed: int) -> dict:
+    return retrieval_report(
+        ranked=ranked, targets=split.test_targets, strata=split.strata, ks=cfg.ks,
+        valid_items=split.n_items, n_samples=cfg.bootstrap_samples, confidence=cfg.confidence,
+        seed=seed,
+    )
+
+
+def load_ranked(run_dir: Path, name: str, *, n_users: int, depth: int) -> np.ndarray:
+    ranked, _ = read_ranked(
+        Path(run_dir) / "baselines" / name / "ranked.parquet", n_users=n_users, depth=depth
+    )
+    return ranked

@@ -1,0 +1,105 @@
+"""Configuration of the evaluation stage: protocol, baselines and report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SASRecConfig:
+    """SASRec baseline trained through RecBole (cross-entropy over the full catalogue).
+
+    The defaults are the standard SASRec sizes; :meth:`quick` gives a setting that trains on
+    MovieLens-100K in a few minutes on two CPU cores.
+    """
+
+    epochs: int = 50
+    """Maximum training epochs (early stopping on the validation metric may end sooner)."""
+    hidden_size: int = 64
+    """Width of item embeddings and of the transformer."""
+    inner_size: int = 256
+    """Width of the feed-forward layer inside each transformer block."""
+    n_layers: int = 2
+    """Transformer blocks."""
+    n_heads: int = 2
+    """Attention heads per block."""
+    max_seq_length: int = 50
+    """Most recent history items fed to the model (older ones are dropped)."""
+    max_train_prefixes: int = 0
+    """Training examples per user: only the most recent N prefixes of the training sequence
+    (0 = every prefix, RecBole's standard augmentation)."""
+    hidden_dropout: float = 0.2
+    """Dropout on embeddings and hidden states."""
+    attn_dropout: float = 0.2
+    """Dropout on attention weights."""
+    learning_rate: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    train_batch_size: int = 256
+    """Training examples (history prefix → next item) per batch."""
+    eval_batch_size: int = 512
+    """Users per batch when scoring the full catalogue."""
+    stopping_step: int = 5
+    """Stop after this many validation checks without improvement (best epoch is kept)."""
+    valid_metric: str = "NDCG@10"
+    """RecBole metric used on the validation users for early stopping."""
+    device: str = "inherit"
+    """"inherit" uses the stage's device; otherwise "cpu", "cuda" or "auto"."""
+    threads: int = 0
+    """CPU threads for torch while SASRec trains (0 = leave torch's setting unchanged)."""
+
+    @classmethod
+    def quick(cls) -> "SASRecConfig":
+        """A short schedule for demos and CI on CPU.
+
+        Training cost grows with (training prefixes) x max_seq_length, because RecBole's SASRec
+        encodes every prefix as its own padded sequence; the quick setting shortens the history
+        window to 20, trains on each user's 30 most recent prefixes and runs 3 epochs.
+        """
+        return cls(epochs=3, max_seq_length=20, max_train_prefixes=30, train_batch_size=512,
+                   learning_rate=2e-3, stopping_step=2)
+
+
+@dataclass
+class EvalConfig:
+    """How systems are evaluated and reported.
+
+    Every system (the generative retriever and the baselines) is scored on the same
+    leave-one-out test users with full-catalogue rankings and the same popularity strata.
+    """
+
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    """Cut-offs for Recall@K and NDCG@K."""
+    exclude_history: bool = False
+    """Remove a user's history items from the baselines' rankings (off by default, as in the
+    retriever; stated in the report either way)."""
+    baselines: list[str] = field(default_factory=lambda: ["pop", "sasrec"])
+    """Baselines to run (registry names in eval.baselines.BASELINES)."""
+    reuse_baselines: bool = True
+    """Reuse a baseline's stored results when its config and the data are unchanged."""
+    retriever_name: str | None = None
+    """Name of the generative retriever in the report; None → read from retriever/metrics.json
+    (key "model"), else "generative"."""
+    bootstrap_samples: int = 1000
+    """Bootstrap resamples of the test users for confidence intervals."""
+    confidence: float = 0.95
+    """Confidence level of the intervals."""
+    report: bool = True
+    """Write report/report.md and report/report.html."""
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    """Settings of the SASRec baseline."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sasrec, dict):
+            self.sasrec = SASRecConfig(**self.sasrec)
+        self.ks = [int(k) for k in self.ks]
+        if not self.ks or min(self.ks) <= 0:
+            from recdata.errors import DataError
+
+            raise DataError(f"eval.ks must be positive cut-offs, got {self.ks}")
+
+    @property
+    def depth(self) -> int:
+        """Length of the stored ranked lists (the largest cut-off)."""
+        return max(self.ks)

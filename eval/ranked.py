@@ -1,0 +1,98 @@
+"""Ranked lists: top-k selection with a fixed tie-break, and their parquet artefacts.
+
+Every system's test ranking is stored as ``user_idx, split, items (list[int]), scores
+(list[float])`` — the same columns as the retriever's ``candidates.parquet`` — so one reader
+serves them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+
+from recdata.errors import DataError
+from recdata.io import read_parquet, write_parquet
+
+
+def top_k(
+    scores: np.ndarray,
+    *,
+    k: int,
+    exclude: Sequence[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` item indices of each row of ``scores`` [B, N], best first.
+
+    Ties are broken by the smaller item index (a stable sort of the negated scores), so the
+    result does not depend on the hardware. ``exclude[b]`` lists items removed from row ``b``.
+    Rows with fewer than ``k`` rankable items are padded with ``-1`` / ``-inf``.
+    """
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    if scores.ndim != 2:
+        raise DataError(f"scores must be a 2-D array [users, items], got shape {scores.shape}")
+    if exclude is not None:
+        for row, items in enumerate(exclude):
+            scores[row, np.asarray(items, dtype=np.int64)] = -np.inf
+    k_eff = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k_eff]
+    top_scores = np.take_along_axis(scores, order, axis=1)
+    order = np.where(np.isneginf(top_scores), -1, order)
+    if k_eff < k:
+        pad = k - k_eff
+        order = np.pad(order, ((0, 0), (0, pad)), constant_values=-1)
+        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return order.astype(np.int64), top_scores
+
+
+def write_ranked(
+    path: str | Path, *, users: np.ndarray, items: np.ndarray, scores: np.ndarray,
+    split: str = "test",
+) -> Path:
+    """Store ranked lists (one row per user; ``-1`` padding is dropped)."""
+    items_l, scores_l = [], []
+    for row_items, row_scores in zip(np.asarray(items), np.asarray(scores, dtype=np.float64)):
+        keep = row_items >= 0
+        items_l.append(row_items[keep].astype(np.int64).tolist())
+        scores_l.append(row_scores[keep].astype(np.float64).tolist())
+    frame = pl.DataFrame(
+        {
+            "user_idx": np.asarray(users, dtype=np.int64),
+            "split": [split] * len(items_l),
+            "items": items_l,
+            "scores": scores_l,
+        },
+        schema={
+            "user_idx": pl.Int64, "split": pl.Utf8, "items": pl.List(pl.Int64),
+            "scores": pl.List(pl.Float64),
+        },
+    )
+    return write_parquet(path, frame)
+
+
+def read_ranked(
+    path: str | Path, *, n_users: int, depth: int, split: str = "test"
+) -> tuple[np.ndarray, int]:
+    """Ranked lists of ``split`` as a dense [n_users, depth] array (row = user_idx).
+
+    Users absent from the file get an all ``-1`` row (counted as empty, hence as misses and
+    invalid slots, never silently dropped). Returns ``(ranked, n_missing_users)``.
+    """
+    frame = read_parquet(path)
+    for column in ("user_idx", "items"):
+        if column not in frame.columns:
+            raise DataError(f"ranked lists lack the column {column!r}", path=path)
+    if "split" in frame.columns:
+        frame = frame.filter(pl.col("split") == split)
+    ranked = np.full((n_users, depth), -1, dtype=np.int64)
+    seen = np.zeros(n_users, dtype=bool)
+    for row, (user, items) in enumerate(zip(frame["user_idx"].to_list(), frame["items"].to_list())):
+        if user is None or not 0 <= user < n_users:
+            raise DataError(f"user_idx {user} outside [0, {n_users})", path=path, row=row)
+        if seen[user]:
+            raise DataError(f"user_idx {user} appears twice in split {split!r}", path=path, row=row)
+        seen[user] = True
+        items = [(-1 if i is None else int(i)) for i in (items or [])][:depth]
+        ranked[user, : len(items)] = items
+    return ranked, int((~seen).sum())

@@ -1,0 +1,245 @@
+"""The evaluation report (report.md + self-contained report.html + PNG charts).
+
+It is rendered from the merged ``metrics.json`` alone, so a report can be rebuilt (or two runs
+compared) without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from eval.charts import grouped_bars, simple_bars
+from eval.metrics import STRATA
+from eval.render import Bullets, Code, Document, Heading, Image, Para, Table, to_html, to_markdown
+from eval.sections import is_run
+from recdata.io import write_text
+
+STRATUM_LABELS = {"popular": "popular", "middle": "middle", "long_tail": "long-tail",
+                  "cold": "cold"}
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def fmt_ci(value: Any, ci: Any) -> str:
+    if value is None:
+        return "—"
+    if not ci:
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def _ks(metrics: Mapping[str, Any]) -> list[int]:
+    ks = metrics.get("protocol", {}).get("ks")
+    return list(ks) if ks else [5, 10, 20]
+
+
+def _retrieval_table(systems: Mapping[str, Any], scope: str, ks: list[int]) -> Table:
+    """One row per system for ``scope`` ("overall" or a stratum name)."""
+    ci_cols = {"recall@10", "ndcg@10"}
+    names = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks] + ["mrr", "invalid@10"]
+    headers = ["system", "users"] + [n.replace("recall", "Recall").replace("ndcg", "NDCG")
+                                     .replace("mrr", "MRR") for n in names]
+    rows = []
+    for system, sec in systems.items():
+        values = sec["overall"] if scope == "overall" else sec.get("strata", {}).get(scope, {})
+        cis = sec.get("ci", {})
+        cis = cis.get("overall", {}) if scope == "overall" else cis.get("strata", {}).get(scope, {})
+        cis = cis or {}
+        row = [system, fmt(values.get("users"))]
+        for n in names:
+            row.append(fmt_ci(values.get(n), cis.get(n)) if n in ci_cols else fmt(values.get(n)))
+        rows.append(row)
+    return Table(headers=headers, rows=rows)
+
+
+def build_document(metrics: Mapping[str, Any], *, out_dir: Path) -> Document:
+    """Assemble the report; charts are written into ``out_dir``."""
+    protocol = metrics.get("protocol", {})
+    dataset = metrics.get("dataset", {})
+    title = f"mmqrec evaluation — {dataset.get('name') or 'dataset'}"
+    doc = Document(title=title)
+    ks = _ks(metrics)
+    conf = protocol.get("bootstrap", {}).get("confidence", 0.95)
+    doc.add(Para(
+        f"Run directory: {metrics.get('run_dir', '?')}. Every system is scored on the same "
+        f"leave-one-out test users with full-catalogue rankings; intervals are "
+        f"{round(100 * conf)}% bootstrap intervals over users."
+    ))
+
+    not_run = metrics.get("not_run", {})
+    if not_run:
+        doc.add(Heading("Not run"), Bullets([f"{k}: {v}" for k, v in not_run.items()]))
+
+    # ------------------------------------------------------------------ dataset
+    doc.add(Heading("Dataset"))
+    rows = [[k.replace("_", " "), fmt(dataset.get(k))] for k in (
+        "name", "users", "items", "interactions", "train_interactions", "test_users",
+        "mean_sequence_length", "items_with_text", "items_with_image") if k in dataset]
+    doc.add(Table(headers=["quantity", "value"], rows=rows))
+    ips, tps = dataset.get("items_per_stratum", {}), dataset.get("test_targets_per_stratum", {})
+    doc.add(Table(
+        headers=["stratum", "items", "test targets"],
+        rows=[[STRATUM_LABELS[s], fmt(ips.get(s)), fmt(tps.get(s))] for s in STRATA],
+        caption="Popularity strata (training interactions); users are grouped by the stratum "
+                "of their test target.",
+    ))
+    if dataset.get("skipped"):
+        doc.add(Para("Skipped while loading: " + ", ".join(
+            f"{k}: {v}" for k, v in dataset["skipped"].items())))
+
+    # ------------------------------------------------------------------ tokenizer
+    doc.add(Heading("Tokenizer"))
+    tok = metrics.get("tokenizer", {})
+    if not is_run(tok):
+        doc.add(Para(f"Not run ({tok.get('reason', 'no tokenizer metrics')})."))
+    else:
+        keys = ["tokenizer", "reconstruction", "entropy", "utilization", "collision_rate",
+                "max_collision_group", "sid_length", "codebook_sizes"]
+        doc.add(Table(headers=["metric", "value"],
+                      rows=[[k, fmt(tok.get(k)) if not isinstance(tok.get(k), list)
+                             else ", ".join(map(str, tok[k]))] for k in keys if k in tok]))
+        per_position = tok.get("per_position") or []
+        if per_position:
+            doc.add(Table(
+                headers=["position / expert", "codebook size", "utilisation", "entropy (bits)",
+                         "perplexity"],
+                rows=[[p.get("name", str(i)), fmt(p.get("codebook_size")),
+                       fmt(p.get("utilization")), fmt(p.get("entropy")), fmt(p.get("perplexity"),
+                                                                                2)]
+                      for i, p in enumerate(per_position)],
+                caption="Codebook utilisation per expert (share of codes used by some item).",
+            ))
+            path = simple_bars(
+                path=out_dir / "codebook_utilisation.png",
+                labels=[p.get("name", str(i)) for i, p in enumerate(per_position)],
+                values=[p.get("utilization") or 0.0 for p in per_position],
+                ylabel="utilisation", title="Codebook utilisation per expert", ylim=(0, 1.05),
+            )
+            doc.add(Image(path, "Codebook utilisation per expert"))
+
+    variants = metrics.get("tokenizer_variants") or {}
+    if variants and is_run(tok):
+        cols = ["reconstruction", "entropy", "utilization", "collision_rate", "max_collision_group",
+                "sid_length", "train_seconds"]
+        rows = [[f"{tok.get('tokenizer', 'main')} (main run)"] + [fmt(tok.get(c)) for c in cols]]
+        rows += [[f"{v.get('tokenizer', name)} (variants/{name})"] + [fmt(v.get(c)) for c in cols]
+                 for name, v in variants.items()]
+        doc.add(Table(headers=["tokenizer"] + cols, rows=rows,
+                      caption="Every tokenizer of this run, side by side (same embeddings)."))
+
+    # ------------------------------------------------------------------ retrieval
+    doc.add(Heading("Retrieval"))
+    systems = metrics.get("retrieval", {})
+    if not systems:
+        doc.add(Para("No retrieval system was evaluated."))
+    else:
+        doc.add(Para(
+            "Recall@K equals hit rate (one target per user); NDCG@K = 1/log2(rank+1); MRR over "
+            f"the top {max(ks)}; invalid@10 = share of top-10 slots that are empty or not a "
+            "catalogue item. Recall@10 and NDCG@10 show the bootstrap interval in brackets."
+        ))
+        doc.add(Heading("Overall", 3), _retrieval_table(systems, "overall", ks))
+        for s in STRATA:
+            doc.add(Heading(f"Stratum: {STRATUM_LABELS[s]}", 3), _retrieval_table(systems, s, ks))
+        exp_rows = []
+        for system, sec in systems.items():
+            e = sec.get("exposure", {})
+            exp_rows.append([system, fmt(e.get("coverage@10")), fmt(e.get("long_tail_share@10")),
+                             fmt(e.get("cold_share@10")), fmt(e.get("gini@10"))])
+        doc.add(Heading("Exposure of the top-10 lists", 3), Table(
+            headers=["system", "catalogue coverage", "long-tail share", "cold share",
+                     "Gini of exposure"], rows=exp_rows))
+        groups = [f"overall\n(n={fmt(dataset.get('test_users'))})"] + [
+            f"{STRATUM_LABELS[s]}\n(n={fmt(tps.get(s))})" for s in STRATA]
+        for metric, label in (("ndcg@10", "NDCG@10"), ("recall@10", "Recall@10")):
+            series, errors = {}, {}
+            for system, sec in systems.items():
+                strata = sec.get("strata", {})
+                series[system] = [sec["overall"].get(metric)] + [
+                    strata.get(s, {}).get(metric) for s in STRATA]
+                ci = sec.get("ci", {})
+                errors[system] = [ci.get("overall", {}).get(metric)] + [
+                    (ci.get("strata", {}).get(s) or {}).get(metric) for s in STRATA]
+            path = grouped_bars(
+                path=out_dir / f"{metric.replace('@', '_at_')}_by_stratum.png", groups=groups,
+                series=series, errors=errors, ylabel=label,
+                title=f"{label} per popularity stratum (target item)",
+            )
+            doc.add(Image(path, f"{label} per stratum per system (error bars: bootstrap "
+                                f"intervals)"))
+        # metrics.json keeps every compared metric; the report shows NDCG@10.
+        comps = [c for c in metrics.get("comparisons", []) if c["metric"] == "ndcg@10"]
+        if comps:
+            doc.add(Heading("Paired comparisons", 3), Para(
+                "NDCG@10, per-user differences on the same test users: mean difference A − B "
+                "with a paired bootstrap interval and p-value, and the exact sign test over users "
+                "where the two systems differ (Recall@10 comparisons are in metrics.json)."))
+            doc.add(Table(
+                headers=["A", "B", "metric", "scope", "A", "B", "A − B [interval]", "A wins",
+                         "B wins", "p (bootstrap)", "p (sign)"],
+                rows=[[c["a"], c["b"], c["metric"], STRATUM_LABELS.get(c["scope"], c["scope"]),
+                       fmt(c["mean_a"]), fmt(c["mean_b"]), fmt_ci(c["diff"], c["ci"]),
+                       fmt(c["wins"]), fmt(c["losses"]), fmt(c["p_bootstrap"], 3),
+                       fmt(c["p_sign"], 3)] for c in comps],
+            ))
+
+    # ------------------------------------------------------------------ ranking
+    doc.add(Heading("Ranking (CTR)"))
+    ranking = metrics.get("ranking", {})
+    if not is_run(ranking):
+        doc.add(Para(f"Not run ({ranking.get('reason', 'no ranker metrics')})."))
+    else:
+        rows = []
+        for model, sec in ranking.items():
+            for scope in ["overall", *STRATA]:
+                v = sec["overall"] if scope == "overall" else sec.get("strata", {}).get(scope, {})
+                rows.append([model, STRATUM_LABELS.get(scope, scope), fmt(v.get("auc")),
+                             fmt(v.get("gauc")), fmt(v.get("logloss")), fmt(v.get("impressions")),
+                             fmt(v.get("gauc_users")), fmt(v.get("gauc_users_excluded"))])
+        doc.add(Para("AUC with ties counted one half; GAUC = per-user AUC weighted by impressions, "
+                     "one-class users excluded (counted); strata by the scored item."))
+        doc.add(Table(headers=["model", "scope", "AUC", "GAUC", "log-loss", "impressions",
+                               "GAUC users", "excluded users"], rows=rows))
+        groups = ["overall"] + [STRATUM_LABELS[s] for s in STRATA]
+        series = {m: [sec["overall"].get("auc")] + [sec.get("strata", {}).get(s, {}).get("auc")
+                                                    for s in STRATA]
+                  for m, sec in ranking.items()}
+        path = grouped_bars(path=out_dir / "ranking_auc_by_stratum.png", groups=groups,
+                            series=series, ylabel="AUC", title="Ranker AUC per stratum")
+        doc.add(Image(path, "Ranker AUC per stratum (ItemID vs SID)"))
+
+    # ------------------------------------------------------------------ protocol
+    doc.add(Heading("Protocol"))
+    doc.add(Bullets([f"{k}: {v if isinstance(v, str) else json.dumps(v, sort_keys=True)}"
+                     for k, v in protocol.items()]))
+    details = {name: {k: sec[k] for k in ("source", "missing_users", "decoding", "protocol")
+                      if k in sec} for name, sec in systems.items()}
+    details = {k: v for k, v in details.items() if v}
+    baselines = metrics.get("baselines", {})
+    if details or baselines:
+        doc.add(Heading("System details", 3),
+                Code(json.dumps({"systems": details, "baselines": baselines}, indent=2,
+                                sort_keys=True)))
+    return doc
+
+
+def write_report(metrics: Mapping[str, Any], *, out_dir: Path) -> dict[str, Path]:
+    """Write report.md, report.html and the PNG charts into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = build_document(metrics, out_dir=out_dir)
+    md = write_text(out_dir / "report.md", to_markdown(doc, base=out_dir))
+    page = write_text(out_dir / "report.html", to_html(doc))
+    return {"markdown": md, "html": page}

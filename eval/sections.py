@@ -1,0 +1,238 @@
+"""Readers for the sections of the merged metrics: what each earlier stage left in the run dir.
+
+A missing stage is not an error here: its section becomes ``{"status": "not run", "reason":
+...}`` and the report says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.config import EvalConfig
+from eval.metrics import STRATA, retrieval_report
+from eval.ranked import read_ranked
+from recdata.errors import DataError
+from recdata.io import read_json
+from recdata.split import SequentialSplit
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_KEYS = (
+    "reconstruction", "entropy", "utilization", "collision_rate", "max_collision_group",
+    "sid_length",
+)
+
+
+def not_run(reason: str) -> dict[str, str]:
+    return {"status": "not run", "reason": reason}
+
+
+def is_run(section: Any) -> bool:
+    return isinstance(section, dict) and section.get("status") != "not run"
+
+
+def _read_optional(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise DataError("expected a JSON object", path=path)
+    return data
+
+
+def dataset_section(run_dir: Path, split: SequentialSplit) -> dict[str, Any]:
+    """Counts of the data stage plus the split and strata as evaluated here."""
+    info = _read_optional(Path(run_dir) / "data" / "dataset.json") or {}
+    targets = split.test_targets
+    section: dict[str, Any] = {
+        "name": info.get("name"),
+        "users": split.n_users,
+        "items": split.n_items,
+        "interactions": int(sum(len(s) for s in split.sequences)),
+        "train_interactions": int(sum(len(s) - 2 for s in split.sequences)),
+        "test_users": int(len(targets)),
+        "mean_sequence_length": float(np.mean([len(s) for s in split.sequences])),
+        "items_per_stratum": {s: int((split.strata == s).sum()) for s in STRATA},
+        "test_targets_per_stratum": {s: int((split.strata[targets] == s).sum()) for s in STRATA},
+    }
+    for key in ("counts", "skipped", "warnings", "protocol", "items_with_text",
+                "items_with_image"):
+        if key in info:
+            section[key] = info[key]
+    return section
+
+
+def tokenizer_section(run_dir: Path) -> dict[str, Any]:
+    metrics = _read_optional(Path(run_dir) / "tokenizer" / "metrics.json")
+    if metrics is None:
+        return not_run("tokenizer/metrics.json not found")
+    section = {k: metrics.get(k) for k in TOKENIZER_KEYS}
+    for key, value in metrics.items():
+        section.setdefault(key, value)
+    return section
+
+
+def retriever_name(run_dir: Path, cfg: EvalConfig) -> str:
+    if cfg.retriever_name:
+        return cfg.retriever_name
+    metrics = _read_optional(Path(run_dir) / "retriever" / "metrics.json") or {}
+    if isinstance(metrics.get("model"), str):
+        return metrics["model"]
+    tok = _read_optional(Path(run_dir) / "tokenizer" / "metrics.json") or {}
+    if isinstance(tok.get("tokenizer"), str):
+        return f"{tok['tokenizer']}_tiger"
+    return "generative"
+
+
+def _beams(run_dir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("config.json", "metrics.json"):
+        data = _read_optional(Path(run_dir) / "retriever" / name) or {}
+        stack = [data]
+        while stack:
+            node = stack.pop()
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    stack.append(value)
+                elif key in ("num_beams", "decode_beams", "candidates_n", "max_history",
+                             "constrained") and key not in out:
+                    out[key] = value
+    return out
+
+
+def retriever_system(
+    run_dir: Path, split: SequentialSplit, cfg: EvalConfig, seed: int
+) -> tuple[str, dict[str, Any] | None, np.ndarray | None]:
+    """Metrics of the generative retriever recomputed from its test candidates.
+
+    Falls back to the retriever's own metrics.json (without intervals) when there are no
+    candidates; returns ``(name, section or None, ranked lists or None)``.
+    """
+    name = retriever_name(run_dir, cfg)
+    path = Path(run_dir) / "retriever" / "candidates.parquet"
+    if path.exists():
+        ranked, missing = read_ranked(path, n_users=split.n_users, depth=cfg.depth)
+        section = retrieval_report(
+            ranked=ranked, targets=split.test_targets, strata=split.strata, ks=cfg.ks,
+            valid_items=split.n_items, n_samples=cfg.bootstrap_samples,
+            confidence=cfg.confidence, seed=seed,
+        )
+        section["source"] = "retriever/candidates.parquet (split=test, first %d items)" % cfg.depth
+        section["missing_users"] = missing
+        section["decoding"] = _beams(run_dir)
+        return name, section, ranked
+    own = _read_optional(Path(run_dir) / "retriever" / "metrics.json") or {}
+    for candidate in (own.get("test"), own):
+        if isinstance(candidate, dict) and "overall" in candidate and "strata" in candidate:
+            section = {"overall": candidate["overall"], "strata": candidate["strata"],
+                       "source": "retriever/metrics.json (no per-user lists: no intervals)",
+                       "decoding": _beams(run_dir)}
+            return name, section, None
+    return name, None, None
+
+
+def two_stage_system(
+    run_dir: Path, split: SequentialSplit, cfg: EvalConfig, seed: int
+) -> tuple[str | None, dict[str, Any] | None, np.ndarray | None]:
+    """The ranker's re-ranked test lists (retriever candidates re-scored), when present."""
+    path = Path(run_dir) / "ranker" / "two_stage_ranked.parquet"
+    metrics = _read_optional(Path(run_dir) / "ranker" / "metrics.json") or {}
+    two_stage = metrics.get("two_stage") if isinstance(metrics.get("two_stage"), dict) else {}
+    protocol = two_stage.get("protocol", {}) if isinstance(two_stage, dict) else {}
+    if not path.exists():
+        return None, None, None
+    variant = protocol.get("ranked_file_variant", "ranker")
+    ranked, missing = read_ranked(path, n_users=split.n_users, depth=cfg.depth)
+    section = retrieval_report(
+        ranked=ranked, targets=split.test_targets, strata=split.strata, ks=cfg.ks,
+        valid_items=split.n_items, n_samples=cfg.bootstrap_samples, confidence=cfg.confidence,
+        seed=seed,
+    )
+    section["source"] = "ranker/two_stage_ranked.parquet"
+    section["missing_users"] = missing
+    section["protocol"] = protocol
+    return f"two_stage_{variant}", section, ranked
+
+
+def ranking_section(run_dir: Path) -> dict[str, Any]:
+    """CTR models of ranker/metrics.json: every entry with overall AUC/GAUC/log-loss."""
+    metrics = _read_optional(Path(run_dir) / "ranker" / "metrics.json")
+    if metrics is None:
+        return not_run("ranker/metrics.json not found")
+    models = {}
+    for name, value in metrics.items():
+        if isinstance(value, dict) and isinstance(value.get("overall"), dict) \
+                and "auc" in value["overall"]:
+            models[name] = {"overall": value["overall"], "strata": value.get("strata", {})}
+    if not models:
+        return not_run("ranker/metrics.json holds no model with AUC metrics")
+    return models
+
+
+KNOWN_DIRS = {"data", "embeddings", "tokenizer", "retriever", "ranker", "baselines", "report",
+              "variants", "logs"}
+
+
+def other_systems(
+    run_dir: Path, split: SequentialSplit, cfg: EvalConfig, seed: int
+) -> list[tuple[str, dict[str, Any], np.ndarray]]:
+    """Further systems a stage left as ``RUN_DIR/<name>/ranked.parquet`` + ``metrics.json``.
+
+    A folder qualifies when its metrics.json has ``overall`` and ``strata`` (e.g. BBQRec and its
+    ablations). Metrics are recomputed from the ranked lists like every other system's.
+    """
+    found = []
+    for folder in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()):
+        if folder.name in KNOWN_DIRS:
+            continue
+        ranked_path, metrics_path = folder / "ranked.parquet", folder / "metrics.json"
+        own = _read_optional(metrics_path) if ranked_path.exists() else None
+        if not own or "overall" not in own or "strata" not in own:
+            continue
+        ranked, missing = read_ranked(ranked_path, n_users=split.n_users, depth=cfg.depth)
+        section = retrieval_report(
+            ranked=ranked, targets=split.test_targets, strata=split.strata, ks=cfg.ks,
+            valid_items=split.n_items, n_samples=cfg.bootstrap_samples,
+            confidence=cfg.confidence, seed=seed,
+        )
+        section["source"] = f"{folder.name}/ranked.parquet"
+        section["missing_users"] = missing
+        if isinstance(own.get("protocol"), dict):
+            section["protocol"] = own["protocol"]
+        name = own["model"] if isinstance(own.get("model"), str) else folder.name
+        found.append((name, section, ranked))
+    return found
+
+
+def variant_systems(
+    run_dir: Path, split: SequentialSplit, cfg: EvalConfig, seed: int
+) -> tuple[list[tuple[str, dict[str, Any], np.ndarray | None]], dict[str, dict[str, Any]]]:
+    """Systems trained in ``RUN_DIR/variants/<name>/`` on the same data and embeddings.
+
+    Each variant's retriever is named ``<tokenizer>_tiger`` (the variant's name when that is
+    taken), and any further system it holds (e.g. BBQRec) keeps its own name. Returns the
+    systems and each variant's tokenizer metrics.
+    """
+    systems: list[tuple[str, dict[str, Any], np.ndarray | None]] = []
+    tokenizers: dict[str, dict[str, Any]] = {}
+    root = Path(run_dir) / "variants"
+    if not root.is_dir():
+        return systems, tokenizers
+    plain = dataclasses.replace(cfg, retriever_name=None)
+    for vdir in sorted(p for p in root.iterdir() if p.is_dir()):
+        name, section, lists = retriever_system(vdir, split, plain, seed)
+        if section is not None:
+            section["source"] = f"variants/{vdir.name}/" + section.get("source", "retriever")
+            systems.append((name, section, lists))
+        tok = tokenizer_section(vdir)
+        if is_run(tok):
+            tokenizers[vdir.name] = tok
+        for other, osec, olists in other_systems(vdir, split, cfg, seed):
+            osec["source"] = f"variants/{vdir.name}/" + osec["source"]
+            systems.append((other, osec, olists))
+    return systems, tokenizers
