@@ -1,0 +1,1 @@
+"""generative_rec package."""

@@ -1,0 +1,216 @@
+"""Configuration of the generative retriever (TIGER-style T5 over semantic-ID tokens).
+
+Every field maps 1:1 onto the ``retriever:`` section of a run's YAML config. Two presets exist:
+
+* ``"default"`` — the TIGER sizes (4 + 4 layers, 6 heads x 64, d_model 128, d_ff 1024,
+  dropout 0.1), meant for a GPU.
+* ``"quick"`` — a CPU profile (d_model 64, 2 + 2 layers, 4 heads x 16, d_ff 256, no dropout,
+  the last 10 items as history, 1000 steps of 64 examples, validation on 300 users) that trains
+  on ml-100k-mm in a few minutes on two CPU cores. Its numbers are a smoke signal, not a
+  benchmark: one pass over the data is not enough for this model to beat popularity reliably.
+
+``RetrieverConfig.from_profile("quick", lr=...)`` returns a preset with overrides applied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from recdata.errors import DataError
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass
+class Stage2Config:
+    """Behaviour-aware fine-tuning of the tokenizer through soft indexing (method.md section 4).
+
+    After the retriever has been trained on the stage-1 IDs, the tokenizer and the retriever are
+    trained jointly for ``steps`` steps on ``retrieval CE + recon_weight * L_recon +
+    aux_weight * L_aux``; the retriever sees every code token of the history (and, with
+    ``soft_targets``, of the target) as ``soft_onehot @ embedding`` (forward exactly discrete,
+    gradient through the softmax). Then
+    hard IDs are re-assigned, collisions re-resolved, the new tokenizer artefacts written (the
+    stage-1 ones are kept in ``tokenizer/stage1/``) and the retriever trains ``continue_steps``
+    more steps on the final IDs.
+    """
+
+    enabled: bool = False
+    """Run stage 2 at all (off: the retriever is trained once on the stage-1 IDs)."""
+    tau: float = 0.1
+    """Temperature of ``softmax(cos(z, C) / tau)`` in soft indexing."""
+    tokenizer_lr: float = 1e-4
+    """AdamW learning rate of the tokenizer's parameters during joint fine-tuning."""
+    retriever_lr: float = 2e-4
+    """Learning rate of the retriever during joint fine-tuning (constant)."""
+    steps: int = 300
+    """Joint fine-tuning steps (one retrieval batch each)."""
+    soft_targets: bool = False
+    """Also feed the target item's tokens softly (decoder inputs and cross-entropy targets).
+    Off by default: the cross-entropy then rewards making targets predictable, which has a
+    degenerate optimum (every item on one code); on ml-100k it collapsed an RQ-VAE tokenizer
+    to 3 % codebook utilisation in 100 steps. With it off, only the history tokens carry the
+    retrieval gradient to the tokenizer, and merging items would only hurt the loss."""
+    recon_weight: float = 0.5
+    """Weight of the tokenizer's reconstruction loss (paper: 0.5)."""
+    aux_weight: float = 0.5
+    """Weight of the tokenizer's auxiliary (per-modality / codebook) losses (paper: 0.5)."""
+    continue_steps: int = 1000
+    """Retriever steps on the final IDs after re-assignment (its own warmup + linear decay)."""
+    continue_lr: float | None = None
+    """Peak learning rate of the continued training; None = a third of the retriever's ``lr``
+    (re-warming to the full rate undid the stage-1 training in the ml-100k quick runs)."""
+
+
+@dataclass
+class RetrieverConfig:
+    """Generative retriever: model size, data, optimisation, decoding and stage 2."""
+
+    # -- model (T5 encoder-decoder, trained from scratch) --
+    d_model: int = 128
+    num_layers: int = 4
+    """Encoder layers."""
+    num_decoder_layers: int = 4
+    num_heads: int = 6
+    d_kv: int = 64
+    """Width of one attention head (heads x d_kv need not equal d_model in T5)."""
+    d_ff: int = 1024
+    dropout: float = 0.1
+    feed_forward_proj: str = "relu"
+    """T5 feed-forward activation: "relu" (T5 v1.0) or "gated-gelu" (T5 v1.1)."""
+
+    # -- data --
+    max_history: int = 20
+    """Most recent items of the history fed to the encoder (left-truncated)."""
+    n_user_buckets: int = 2000
+    """Hashed user-token buckets (TIGER: 2000)."""
+
+    # -- optimisation --
+    batch_size: int = 256
+    lr: float = 1e-3
+    """Peak AdamW learning rate (linear warmup, then linear decay to 0 at ``max_steps``)."""
+    weight_decay: float = 0.01
+    warmup_steps: int = 1000
+    max_steps: int = 20000
+    """Step budget; training also stops after ``max_epochs`` or early stopping."""
+    max_epochs: int = 200
+    grad_clip: float = 1.0
+    """Gradient-norm clipping (0 disables)."""
+    amp: str = "auto"
+    """Mixed precision: "auto" (bf16 on a GPU that supports it, else fp16; off on CPU), "off",
+    "bf16" or "fp16"."""
+
+    # -- validation / model selection --
+    eval_every: int = 1000
+    """Steps between validation runs (NDCG@10 on validation users) and checkpoints."""
+    patience: int = 5
+    """Stop after this many evaluations without a better validation NDCG@10 (0 = never)."""
+    val_max_users: int = 0
+    """Validate on a fixed random subset of this many users (0 = all validation users)."""
+    eval_batch_size: int = 64
+    """Users decoded together by beam search."""
+
+    # -- decoding --
+    num_beams: int = 20
+    """Beam width for evaluation; must be >= the largest K evaluated (20)."""
+    candidates_n: int = 50
+    """Candidates per user saved to ``candidates.parquet`` for the ranker; the final decoding
+    uses ``max(num_beams, candidates_n)`` beams."""
+
+    # -- stage 2 --
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stage2, dict):
+            self.stage2 = Stage2Config(**self.stage2)
+        self.validate()
+
+    def validate(self) -> None:
+        checks = [
+            (self.d_model > 0 and self.d_kv > 0 and self.d_ff > 0, "model sizes must be positive"),
+            (self.num_layers > 0 and self.num_decoder_layers > 0, "need at least one layer each"),
+            (self.num_heads > 0, "num_heads must be positive"),
+            (0.0 <= self.dropout < 1.0, "dropout must lie in [0, 1)"),
+            (self.max_history > 0, "max_history must be positive"),
+            (self.n_user_buckets > 0, "n_user_buckets must be positive"),
+            (self.batch_size > 0 and self.eval_batch_size > 0, "batch sizes must be positive"),
+            (self.lr > 0, "lr must be positive"),
+            (self.max_steps > 0 and self.max_epochs > 0, "max_steps and max_epochs must be > 0"),
+            (self.eval_every > 0, "eval_every must be positive"),
+            (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),
+            (self.num_beams >= 20, "num_beams must be >= 20 (the largest K evaluated)"),
+            (self.candidates_n > 0, "candidates_n must be positive"),
+            (self.stage2.tau > 0, "stage2.tau must be positive"),
+            (self.stage2.steps >= 0 and self.stage2.continue_steps >= 0,
+             "stage2 step counts must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DataError(f"retriever config: {message}")
+
+    @property
+    def decode_beams(self) -> int:
+        """Beams of the final decoding (never fewer than the candidates requested)."""
+        return max(self.num_beams, self.candidates_n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of the fields that change what the retriever's training produces (a checkpoint
+        is resumed only when it matches); decoding-only fields and stage 2 are excluded."""
+        fields = self.to_dict()
+        for name in ("stage2", "candidates_n", "eval_batch_size"):
+            fields.pop(name)
+        payload = json.dumps(fields, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RetrieverConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DataError(f"retriever config: unknown field(s) {unknown}")
+        return cls(**data)
+
+    @classmethod
+    def from_profile(cls, name: str, **overrides: Any) -> "RetrieverConfig":
+        if name not in PROFILES:
+            raise DataError(f"unknown retriever profile {name!r}; choose from {sorted(PROFILES)}")
+        base = PROFILES[name].to_dict()
+        stage2 = dict(base.pop("stage2"))
+        stage2.update(overrides.pop("stage2", {}) or {})
+        base.update(overrides)
+        return cls(**base, stage2=Stage2Config(**stage2))
+
+
+PROFILES: dict[str, RetrieverConfig] = {
+    # TIGER sizes; a GPU trains this in minutes on ml-1m, hours on Amazon Beauty.
+    "default": RetrieverConfig(),
+    # Two CPU cores, ml-100k-mm (~97k training prefixes). Deviations from the method, for speed:
+    # the encoder sees the last 10 items (not 20), no dropout (training stays near one epoch,
+    # where dropout only slows learning down), batch 64 for more updates per second.
+    "quick": RetrieverConfig(
+        d_model=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        d_kv=16,
+        d_ff=256,
+        dropout=0.0,
+        max_history=10,
+        batch_size=64,
+        lr=3e-3,
+        warmup_steps=100,
+        max_steps=1000,
+        eval_every=250,
+        patience=3,
+        val_max_users=300,
+        eval_batch_size=128,
+        stage2=Stage2Config(steps=100, continue_steps=300),
+    ),
+}

@@ -1,0 +1,368 @@
+"""Stage ``train-retriever``: train the T5 generative retriever on the run's semantic IDs,
+optionally run stage 2 (behaviour-aware tokenizer fine-tuning), evaluate on the test users and
+save candidates for the ranker.
+
+Reads ``data/`` (leave-one-out split, strata) and ``tokenizer/semantic_ids.parquet``; writes
+
+```
+retriever/
+  model.safetensors      final weights (best validation NDCG@10 of the last training phase)
+  config.json            retriever config, vocabulary, T5 config, SID fingerprint, summary
+  train_log.jsonl        one record per evaluation (phase, step, train loss, valid NDCG@10)
+  metrics.json           test metrics {"overall": {...}, "strata": {...}} (contract schema)
+  metrics_valid.json     the same on the validation users
+  metrics_stage1.json    with stage 2: test metrics of the stage-1 retriever, for comparison
+  candidates.parquet     user_idx, split (valid|test), items (list[int]), scores (list[float])
+  checkpoint/            resumable training state (one safetensors file per phase)
+```
+
+Evaluation protocol: full-catalogue ranking by trie-constrained beam search (``num_beams``
+beams for validation, ``max(num_beams, candidates_n)`` for the final lists), history items not
+excluded, metrics overall and per popularity stratum of the target item.
+
+Launch under ``torchrun --nproc_per_node N`` for DDP; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from generative_rec.config import RetrieverConfig
+from generative_rec.data import Collator, Examples, build_examples, histories_to_examples
+from generative_rec.ddp import DistContext, barrier, init_distributed, rank_device
+from generative_rec.model import build_model, load_model_state, model_state, unwrap
+from generative_rec.train import (
+    TrainResult,
+    amp_dtype,
+    decode_examples,
+    retrieval_metrics,
+    train_retriever,
+)
+from generative_rec.trie import SidTrie
+from generative_rec.vocab import SidVocab
+from recdata.errors import DataError
+from recdata.io import load_tensors, read_json, save_tensors, write_json, write_parquet, write_text
+from recdata.runtime import resolve_device, seed_everything
+from recdata.split import SequentialSplit
+
+log = logging.getLogger(__name__)
+
+RETRIEVER_DIR = "retriever"
+METRIC_KS = (5, 10, 20)
+
+
+def sid_fingerprint(codes: np.ndarray, sizes: list[int]) -> str:
+    """Hash of an ID table (what the retriever's vocabulary and trie are built from)."""
+    h = hashlib.sha256(np.ascontiguousarray(codes, dtype=np.int64).tobytes())
+    h.update(json.dumps([int(s) for s in sizes]).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class RetrieverData:
+    """Everything training and decoding need for one ID table."""
+
+    codes: np.ndarray  # [N, L] SID codes, row = item_idx
+    sizes: list[int]
+    vocab: SidVocab
+    trie: SidTrie
+    collator: Collator
+    examples: dict[str, Examples]
+
+    @property
+    def sid_hash(self) -> str:
+        return sid_fingerprint(self.codes, self.sizes)
+
+
+def make_retriever_data(
+    *, split: SequentialSplit, codes: np.ndarray, sizes: list[int], cfg: RetrieverConfig,
+    examples: dict[str, Examples] | None = None,
+) -> RetrieverData:
+    if codes.shape[0] != split.n_items:
+        raise DataError(
+            f"the semantic-ID table has {codes.shape[0]} items but data/ has {split.n_items}; "
+            "re-run the tokenize stage"
+        )
+    vocab = SidVocab(codebook_sizes=sizes, n_user_buckets=cfg.n_user_buckets)
+    trie = SidTrie.from_codes(codes)
+    collator = Collator(
+        item_tokens=vocab.encode_sids(np.asarray(codes, dtype=np.int64)),
+        user_tokens=vocab.user_tokens(split.user_ids),
+        pad_id=vocab.pad_id,
+        eos_id=vocab.eos_id,
+    )
+    if examples is None:
+        examples = build_examples(
+            train_sequences=split.train_sequences,
+            valid_inputs=split.valid_inputs,
+            valid_targets=split.valid_targets,
+            test_inputs=split.test_inputs,
+            test_targets=split.test_targets,
+            max_history=cfg.max_history,
+        )
+    return RetrieverData(np.asarray(codes, np.int64), list(sizes), vocab, trie, collator, examples)
+
+
+def train_phase(
+    *, model: torch.nn.Module, cfg: RetrieverConfig, data: RetrieverData, run_dir: Path,
+    device: str, seed: int, ctx: DistContext, phase: str, log_before: list[dict] | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """One resumable training phase with its checkpoint in ``retriever/checkpoint/<phase>``."""
+    out = Path(run_dir) / RETRIEVER_DIR
+    return train_retriever(
+        model=model, cfg=cfg, train=data.examples["train"], valid=data.examples["valid"],
+        collator=data.collator, trie=data.trie, vocab=data.vocab, device=device, seed=seed,
+        ckpt_path=out / "checkpoint" / f"{phase}.safetensors", log_path=out / "train_log.jsonl",
+        log_before=log_before, ctx=ctx, phase=phase, data_key=data.sid_hash, **overrides,
+    )
+
+
+def evaluate(
+    *, model: torch.nn.Module, cfg: RetrieverConfig, data: RetrieverData, split: SequentialSplit,
+    device: str, ctx: DistContext, which: str = "test", num_beams: int | None = None,
+    top_k: int | None = None,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Metrics and ranked lists (items, scores) for the validation or test users."""
+    ex = data.examples[which]
+    beams = num_beams or cfg.decode_beams
+    k = top_k or max(max(METRIC_KS), cfg.candidates_n)
+    items, scores = decode_examples(
+        model=model, examples=ex, collator=data.collator, trie=data.trie, vocab=data.vocab,
+        num_beams=max(beams, k), top_k=k, batch_size=cfg.eval_batch_size, device=device, ctx=ctx,
+        amp=amp_dtype(cfg.amp, device), desc=f"{which} decode",
+    )
+    metrics = retrieval_metrics(items[:, : max(METRIC_KS)], ex.targets, n_items=split.n_items,
+                                strata=split.strata)
+    return metrics, items, scores
+
+
+def _candidates_frame(users: np.ndarray, split_name: str, items: np.ndarray,
+                      scores: np.ndarray, n: int) -> pl.DataFrame:
+    items, scores = items[:, :n], scores[:, :n]
+    keep = items >= 0
+    return pl.DataFrame(
+        {
+            "user_idx": users.astype(np.int64),
+            "split": [split_name] * len(users),
+            "items": [row[m].tolist() for row, m in zip(items, keep)],
+            "scores": [row[m].astype(np.float64).tolist() for row, m in zip(scores, keep)],
+        },
+        schema={"user_idx": pl.Int64, "split": pl.String, "items": pl.List(pl.Int64),
+                "scores": pl.List(pl.Float64)},
+    )
+
+
+def save_retriever(
+    *, run_dir: Path, model: torch.nn.Module, cfg: RetrieverConfig, data: RetrieverData,
+    summary: dict[str, Any],
+) -> None:
+    out = Path(run_dir) / RETRIEVER_DIR
+    save_tensors(out / "model.safetensors", model_state(model),
+                 metadata={"sid_hash": data.sid_hash})
+    write_json(out / "config.json", {
+        "retriever": cfg.to_dict(),
+        "vocab": data.vocab.to_dict(),
+        "t5": unwrap(model).config.to_dict(),
+        "sid_hash": data.sid_hash,
+        "summary": summary,
+    })
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "auto") -> dict:
+    """Train (and with ``cfg.stage2.enabled`` fine-tune the tokenizer), evaluate, write
+    ``retriever/``. Returns a summary dict (also stored in ``retriever/config.json``)."""
+    from generative_rec.stage2 import run_stage2, stage1_semantic_ids
+
+    run_dir = Path(run_dir)
+    t_start = time.perf_counter()
+    device = resolve_device(device)
+    ctx = init_distributed(device)
+    device = rank_device(device, ctx)
+    seed_everything(seed)
+    out = run_dir / RETRIEVER_DIR
+
+    split = SequentialSplit.from_run_dir(run_dir)
+    codes, sizes = stage1_semantic_ids(run_dir=run_dir, stage2_enabled=cfg.stage2.enabled,
+                                       ctx=ctx)
+    data = make_retriever_data(split=split, codes=codes, sizes=sizes, cfg=cfg)
+    log.info("retriever: %d users, %d items, SID length %d, vocab %d, %d training prefixes",
+             split.n_users, split.n_items, data.vocab.sid_length, data.vocab.vocab_size,
+             len(data.examples["train"]))
+
+    seed_everything(seed)
+    model = build_model(cfg=cfg, vocab_size=data.vocab.vocab_size)
+    n_params = sum(p.numel() for p in model.parameters())
+    result = train_phase(model=model, cfg=cfg, data=data, run_dir=run_dir, device=device,
+                         seed=seed, ctx=ctx, phase="train")
+    phases = {"train": phase_summary(result)}
+    history = list(result.log)
+    summary: dict[str, Any] = {"parameters": n_params, "world_size": ctx.world_size}
+
+    if cfg.stage2.enabled:
+        before, _, _ = evaluate(model=model, cfg=cfg, data=data, split=split, device=device,
+                                ctx=ctx, which="test")
+        if ctx.is_main:
+            write_json(out / "metrics_stage1.json", before)
+        model, data, s2 = run_stage2(
+            model=model, cfg=cfg, run_dir=run_dir, split=split, data=data, device=device,
+            seed=seed, ctx=ctx, log_before=history,
+        )
+        history = s2.pop("log")
+        phases.update(s2.pop("phases"))
+        summary["stage2"] = s2
+        summary["stage1_test"] = {k: before["overall"][k] for k in
+                                  ("recall@10", "ndcg@10", "recall@20", "ndcg@20")}
+
+    test_metrics, test_items, test_scores = evaluate(
+        model=model, cfg=cfg, data=data, split=split, device=device, ctx=ctx, which="test")
+    valid_metrics, valid_items, valid_scores = evaluate(
+        model=model, cfg=cfg, data=data, split=split, device=device, ctx=ctx, which="valid")
+    summary.update({
+        "phases": phases,
+        "test": {k: test_metrics["overall"][k] for k in
+                 ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
+                  "invalid@10")},
+        "decode_beams": cfg.decode_beams,
+        "candidates_n": cfg.candidates_n,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    })
+    if ctx.is_main:
+        # metrics.json last: its presence means every other artefact is complete.
+        save_retriever(run_dir=run_dir, model=model, cfg=cfg, data=data, summary=summary)
+        n = cfg.candidates_n
+        frame = pl.concat([
+            _candidates_frame(data.examples["valid"].users, "valid", valid_items, valid_scores, n),
+            _candidates_frame(data.examples["test"].users, "test", test_items, test_scores, n),
+        ])
+        write_parquet(out / "candidates.parquet", frame)
+        write_text(out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        write_json(out / "metrics_valid.json", valid_metrics)
+        if not cfg.stage2.enabled:
+            (out / "metrics_stage1.json").unlink(missing_ok=True)  # from an earlier stage-2 run
+        write_json(out / "metrics.json", test_metrics)
+    barrier(ctx)
+    log.info("retriever: test recall@10 %.4f ndcg@10 %.4f (%.0f s)",
+             test_metrics["overall"]["recall@10"], test_metrics["overall"]["ndcg@10"],
+             summary["seconds"])
+    return summary
+
+
+def phase_summary(result: TrainResult) -> dict[str, Any]:
+    return {"steps": result.steps, "best_step": result.best_step,
+            "best_valid_ndcg@10": round(result.best_valid_ndcg10, 6),
+            "stop_reason": result.stop_reason, "seconds": round(result.seconds, 1),
+            "resumed_from": result.resumed_from}
+
+
+# --------------------------------------------------------------------------- inference API
+
+
+def retriever_config(run_dir: Path) -> RetrieverConfig:
+    """The config a trained retriever was built with."""
+    meta = read_json(Path(run_dir) / RETRIEVER_DIR / "config.json")
+    return RetrieverConfig.from_dict(meta["retriever"])
+
+
+def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, SidVocab, SidTrie]:
+    """The trained retriever (eval mode), its vocabulary and the trie of the run's current IDs.
+
+    Raises DataError when ``tokenizer/semantic_ids.parquet`` no longer matches the IDs the
+    retriever was trained on (re-run ``train-retriever`` after ``tokenize``).
+    """
+    from tokenizer.sid import SemanticIds
+
+    run_dir = Path(run_dir)
+    device = resolve_device(device)
+    meta = read_json(run_dir / RETRIEVER_DIR / "config.json")
+    cfg = RetrieverConfig.from_dict(meta["retriever"])
+    vocab = SidVocab.from_dict(meta["vocab"])
+    sids = SemanticIds.from_run_dir(run_dir)
+    codes = np.asarray(sids.codes, dtype=np.int64)
+    if sid_fingerprint(codes, list(sids.codebook_sizes)) != meta["sid_hash"]:
+        raise DataError(
+            "the semantic IDs changed since the retriever was trained; re-run train-retriever",
+            path=run_dir / "tokenizer" / "semantic_ids.parquet",
+        )
+    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size)
+    load_model_state(model, load_tensors(run_dir / RETRIEVER_DIR / "model.safetensors"))
+    model.to(device).eval()
+    return model, vocab, SidTrie.from_codes(codes, device=device)
+
+
+def recommend_for_histories(
+    *,
+    model: torch.nn.Module,
+    vocab: SidVocab,
+    trie: SidTrie,
+    histories: list[list[int]],
+    user_ids: list[str],
+    top_k: int = 10,
+    num_beams: int | None = None,
+    max_history: int = 20,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``top_k`` items (``[B, top_k]`` item_idx, -1 = none) and sequence log-probabilities for
+    arbitrary chronological histories of item indices; ``user_ids`` pick the hashed user tokens
+    (an unseen id simply hashes to some bucket)."""
+    if len(histories) != len(user_ids):
+        raise DataError(f"{len(histories)} histories but {len(user_ids)} user ids")
+    n_items = trie.n_items
+    for row, hist in enumerate(histories):
+        if any((i < 0 or i >= n_items) for i in hist):
+            raise DataError(f"history {row} holds an item index outside 0..{n_items - 1}")
+    device = str(next(model.parameters()).device)
+    codes = trie.codes.cpu().numpy()
+    collator = Collator(item_tokens=vocab.encode_sids(codes),
+                        user_tokens=vocab.user_tokens(user_ids),
+                        pad_id=vocab.pad_id, eos_id=vocab.eos_id)
+    examples = histories_to_examples(histories, max_history)
+    beams = max(num_beams or 20, top_k)
+    items, scores = decode_examples(
+        model=model, examples=examples, collator=collator, trie=trie, vocab=vocab,
+        num_beams=beams, top_k=top_k, batch_size=batch_size, device=device,
+    )
+    return items, scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m generative_rec.stage RUN_DIR``: this stage alone, e.g. under
+    ``torchrun --nproc_per_node 2 -m generative_rec.stage RUN_DIR --profile default``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m generative_rec.stage",
+                                     description=main.__doc__)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--profile", default="quick", help="retriever preset (quick | default)")
+    parser.add_argument("--set", default="{}", metavar="JSON",
+                        help='field overrides as JSON, e.g. '
+                             '\'{"max_steps": 500, "stage2": {"enabled": true}}\'')
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        cfg = RetrieverConfig.from_profile(args.profile, **json.loads(args.set))
+        summary = run(cfg=cfg, run_dir=args.run_dir, seed=args.seed, device=args.device)
+    except (DataError, json.JSONDecodeError) as exc:
+        print(f"error: {exc}")
+        return 2
+    print(json.dumps(summary.get("test", {}), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

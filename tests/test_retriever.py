@@ -1,0 +1,283 @@
+"""Generative retriever: examples, batches, training, checkpoints and the stage's artefacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from generative_rec.config import PROFILES, RetrieverConfig
+from generative_rec.data import (
+    Collator,
+    Examples,
+    build_examples,
+    epoch_order,
+    right_aligned_windows,
+)
+from generative_rec.model import build_model, model_state
+from generative_rec.train import decode_examples, lr_at, retrieval_metrics, train_retriever
+from generative_rec.trie import SidTrie
+from generative_rec.vocab import SidVocab
+from recdata.errors import DataError
+
+torch.set_num_threads(1)
+
+TINY = dict(d_model=32, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16, d_ff=64,
+            dropout=0.0, n_user_buckets=16, batch_size=16, warmup_steps=5, eval_batch_size=64,
+            val_max_users=0, patience=0, candidates_n=20)
+
+
+def tiny_cfg(**overrides) -> RetrieverConfig:
+    return RetrieverConfig.from_profile("quick", **{**TINY, **overrides})
+
+
+def random_unique_codes(n: int, sizes: list[int], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, sizes[:-1], size=(n, len(sizes) - 1))
+    from tokenizer.sid import resolve_collisions
+
+    codes, stats = resolve_collisions(raw)
+    assert stats["collision_codebook_size"] <= sizes[-1]
+    return codes
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_windows_match_slow_reference():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        seq = rng.integers(0, 50, size=rng.integers(1, 30))
+        h = int(rng.integers(1, 8))
+        ends = np.arange(len(seq) + 1)
+        got = right_aligned_windows(seq, ends, h)
+        for row, e in zip(got, ends):
+            hist = list(seq[max(0, e - h) : e])
+            assert row.tolist() == hist + [-1] * (h - len(hist))
+
+
+def test_examples_cover_every_prefix_and_the_split():
+    seqs = [np.array([5, 6, 7, 8, 9]), np.array([1, 2, 3])]
+    ex = build_examples(
+        train_sequences=[s[:-2] for s in seqs], valid_inputs=[s[:-2] for s in seqs],
+        valid_targets=np.array([s[-2] for s in seqs]), test_inputs=[s[:-1] for s in seqs],
+        test_targets=np.array([s[-1] for s in seqs]), max_history=2,
+    )
+    # User 0 trains on [5,6,7]: (5)->6, (5,6)->7; user 1's training sequence [1] has no prefix.
+    assert ex["train"].users.tolist() == [0, 0]
+    assert ex["train"].targets.tolist() == [6, 7]
+    assert ex["train"].history.tolist() == [[5, -1], [5, 6]]
+    assert ex["valid"].targets.tolist() == [8, 2]
+    assert ex["valid"].history.tolist() == [[6, 7], [1, -1]]  # left-truncated to 2 items
+    assert ex["test"].history.tolist() == [[7, 8], [1, 2]]
+    assert ex["test"].targets.tolist() == [9, 3]
+
+
+def test_collator_layout():
+    vocab = SidVocab(codebook_sizes=[4, 4, 2], n_user_buckets=8)
+    codes = np.array([[0, 1, 0], [3, 2, 0], [3, 2, 1]])
+    tokens = vocab.encode_sids(codes)
+    col = Collator(item_tokens=tokens, user_tokens=np.array([vocab.user_token("a"), 3]),
+                   pad_id=vocab.pad_id, eos_id=vocab.eos_id)
+    ex = Examples(np.array([0, 1]), np.array([[0, 1, -1], [2, -1, -1]], np.int32), np.array([2, 0]))
+    b = col(ex)
+    ids = b.input_ids.tolist()
+    assert ids[0] == [vocab.user_token("a"), *tokens[0], *tokens[1], vocab.eos_id]
+    assert ids[1] == [3, *tokens[2], vocab.eos_id, 0, 0, 0]
+    assert b.attention_mask.tolist() == [[1] * 8, [1] * 5 + [0] * 3]
+    assert b.labels.tolist() == [tokens[2].tolist(), tokens[0].tolist()]
+    assert b.hist_items.tolist() == [[0, 1], [2, -1]]
+
+
+def test_epoch_order_is_seeded_and_shards_partition():
+    a = epoch_order(103, epoch=3, seed=7)
+    assert np.array_equal(a, epoch_order(103, epoch=3, seed=7))
+    assert not np.array_equal(a, epoch_order(103, epoch=4, seed=7))
+    assert sorted(a.tolist()) == list(range(103))
+    shards = [epoch_order(103, epoch=3, seed=7, rank=r, world_size=2) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 52
+    assert set(np.concatenate(shards).tolist()) == set(range(103))
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    lrs = [lr_at(s, peak=1.0, warmup=10, total=100) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lr_at(100, peak=1.0, warmup=10, total=100) == 0.0
+
+
+def test_config_validation_and_profiles():
+    assert PROFILES["default"].d_model == 128 and PROFILES["default"].num_layers == 4
+    assert PROFILES["default"].num_heads == 6 and PROFILES["default"].d_ff == 1024
+    cfg = RetrieverConfig.from_profile("quick", candidates_n=50)
+    assert cfg.decode_beams == 50
+    with pytest.raises(DataError, match="num_beams"):
+        RetrieverConfig(num_beams=10)
+    with pytest.raises(DataError, match="unknown"):
+        RetrieverConfig.from_dict({"d_modle": 3})
+    assert RetrieverConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# --------------------------------------------------------------------------- training
+
+
+def cyclic_problem(n_users: int = 12, n_items: int = 40, length: int = 14):
+    """Users walk through the catalogue in steps of one: the next item is a function of the last."""
+    seqs = [np.array([(3 * u + t) % n_items for t in range(length)]) for u in range(n_users)]
+    sizes = [8, 8, 4]
+    codes = random_unique_codes(n_items, sizes, seed=3)
+    vocab = SidVocab(codebook_sizes=sizes, n_user_buckets=16)
+    collator = Collator(item_tokens=vocab.encode_sids(codes),
+                        user_tokens=vocab.user_tokens([f"u{u}" for u in range(n_users)]),
+                        pad_id=vocab.pad_id, eos_id=vocab.eos_id)
+    ex = build_examples(
+        train_sequences=[s[:-2] for s in seqs], valid_inputs=[s[:-2] for s in seqs],
+        valid_targets=np.array([s[-2] for s in seqs]), test_inputs=[s[:-1] for s in seqs],
+        test_targets=np.array([s[-1] for s in seqs]), max_history=5,
+    )
+    return ex, vocab, collator, SidTrie.from_codes(codes)
+
+
+def _train(tmp: Path, cfg: RetrieverConfig, *, seed: int = 0, on_step=None):
+    ex, vocab, collator, trie = cyclic_problem()
+    torch.manual_seed(seed)
+    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size)
+    result = train_retriever(
+        model=model, cfg=cfg, train=ex["train"], valid=ex["valid"], collator=collator, trie=trie,
+        vocab=vocab, device="cpu", seed=seed, ckpt_path=tmp / "ckpt" / "train.safetensors",
+        log_path=tmp / "train_log.jsonl", on_step=on_step,
+    )
+    return model, result, (ex, vocab, collator, trie)
+
+
+def test_tiny_model_overfits_tiny_data(tmp_path):
+    cfg = tiny_cfg(lr=1e-2, max_steps=150, eval_every=50, d_model=48, d_ff=96)
+    model, result, (ex, vocab, collator, trie) = _train(tmp_path, cfg)
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [50, 100, 150]
+    assert log[-1]["train_loss"] < 0.4 * log[0]["train_loss"]
+    items, _ = decode_examples(model=model, examples=ex["train"], collator=collator, trie=trie,
+                               vocab=vocab, num_beams=20, top_k=20, batch_size=64, device="cpu")
+    metrics = retrieval_metrics(items, ex["train"].targets, n_items=trie.n_items)
+    chance = 10 / trie.n_items
+    assert metrics["overall"]["recall@10"] > max(0.7, 2.5 * chance)
+    assert metrics["overall"]["invalid@10"] == 0.0
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_resume_after_crash_gives_identical_weights(tmp_path):
+    cfg = tiny_cfg(lr=5e-3, max_steps=40, eval_every=10, dropout=0.1)
+    ref_model, ref, _ = _train(tmp_path / "a", cfg)
+
+    def crash_at_25(step: int) -> None:
+        if step == 25:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _train(tmp_path / "b", cfg, on_step=crash_at_25)
+    model, result, _ = _train(tmp_path / "b", cfg)
+    assert result.resumed_from == 20  # last checkpoint before the crash
+    ref_state, state = model_state(ref_model), model_state(model)
+    assert ref_state.keys() == state.keys()
+    for k in ref_state:
+        assert torch.equal(ref_state[k], state[k]), k
+
+    def records(path: Path) -> list[dict]:
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert records(tmp_path / "a" / "train_log.jsonl") == \
+        records(tmp_path / "b" / "train_log.jsonl")
+    # A finished checkpoint is not retrained: it only restores the best weights.
+    again, res2, _ = _train(tmp_path / "b", cfg)
+    assert res2.steps == 40 and res2.resumed_from == 40
+    assert all(torch.equal(v, model_state(again)[k]) for k, v in state.items())
+
+
+def test_checkpoint_of_another_config_is_ignored(tmp_path):
+    cfg = tiny_cfg(max_steps=10, eval_every=10)
+    _train(tmp_path, cfg)
+    _, res, _ = _train(tmp_path, tiny_cfg(max_steps=12, eval_every=6))
+    assert res.resumed_from == 0 and res.steps == 12
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def write_run(tmp: Path, *, n_users: int = 40, n_items: int = 30) -> Path:
+    from recdata.synthetic import write_synthetic_run_data
+    from recdata.split import SequentialSplit
+    from tokenizer.sid import SemanticIds
+
+    run = tmp / "run"
+    write_synthetic_run_data(run, n_users=n_users, n_items=n_items, seed=0, with_images=False)
+    split = SequentialSplit.from_run_dir(run)
+    sizes = [6, 6, 4]
+    codes = random_unique_codes(split.n_items, sizes, seed=0)
+    SemanticIds(codes=codes, codebook_sizes=sizes, item_ids=split.item_ids).save(run)
+    return run
+
+
+def test_stage_writes_metrics_candidates_and_reloads(tmp_path):
+    from generative_rec import stage
+    from recdata.split import SequentialSplit
+
+    run = write_run(tmp_path)
+    cfg = tiny_cfg(max_steps=30, eval_every=15, lr=5e-3, candidates_n=25)
+    summary = stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
+    out = run / "retriever"
+    for name in ("model.safetensors", "config.json", "train_log.jsonl", "metrics.json",
+                 "candidates.parquet"):
+        assert (out / name).exists(), name
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    keys = {"recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20", "invalid@10"}
+    assert keys <= set(metrics["overall"])
+    assert set(metrics["strata"]) == {"popular", "middle", "long_tail", "cold"}
+    assert metrics["overall"]["invalid@10"] == 0.0
+    assert summary["test"]["ndcg@10"] == metrics["overall"]["ndcg@10"]
+
+    split = SequentialSplit.from_run_dir(run)
+    cands = pl.read_parquet(out / "candidates.parquet")
+    assert cands.group_by("split").len().sort("split").rows() == [("test", split.n_users),
+                                                                 ("valid", split.n_users)]
+    test = cands.filter(pl.col("split") == "test").sort("user_idx")
+    lengths = test["items"].list.len().to_list()
+    assert all(n == 25 for n in lengths)  # 30 items in the catalogue, 25 requested
+    flat = np.concatenate(test["items"].to_list())
+    assert flat.min() >= 0 and flat.max() < split.n_items
+    for scores in test["scores"].to_list():
+        assert scores == sorted(scores, reverse=True)
+
+    # The inference API reproduces the stage's test lists from raw histories.
+    model, vocab, trie = stage.load_retriever(run, device="cpu")
+    items, _ = stage.recommend_for_histories(
+        model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
+        user_ids=split.user_ids, top_k=25, num_beams=cfg.decode_beams,
+        max_history=cfg.max_history,
+    )
+    assert items.tolist() == test["items"].to_list()
+    with pytest.raises(DataError, match="outside"):
+        stage.recommend_for_histories(model=model, vocab=vocab, trie=trie, histories=[[999]],
+                                      user_ids=["x"])
+
+
+def test_load_retriever_rejects_changed_ids(tmp_path):
+    from generative_rec import stage
+    from recdata.split import SequentialSplit
+    from tokenizer.sid import SemanticIds
+
+    run = write_run(tmp_path)
+    stage.run(cfg=tiny_cfg(max_steps=5, eval_every=5), run_dir=run, seed=0, device="cpu")
+    split = SequentialSplit.from_run_dir(run)
+    codes = random_unique_codes(split.n_items, [6, 6, 4], seed=1)
+    SemanticIds(codes=codes, codebook_sizes=[6, 6, 4], item_ids=split.item_ids).save(run)
+    with pytest.raises(DataError, match="re-run train-retriever"):
+        stage.load_retriever(run, device="cpu")

@@ -1,0 +1,165 @@
+"""Stage 2: soft indexing reaches the tokenizer, IDs are re-assigned uniquely, and the stage-1
+table is kept (and restored when stage 2 is switched off)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_retriever import tiny_cfg  # noqa: E402
+
+torch.set_num_threads(1)
+
+STAGE2 = dict(enabled=True, steps=6, continue_steps=10, tokenizer_lr=1e-3)
+
+
+def _tokenized_run(root: Path, name: str) -> Path:
+    """Synthetic data, random embeddings with cluster structure, a tiny fitted tokenizer."""
+    from recdata.io import save_tensors
+    from recdata.synthetic import write_synthetic_run_data
+    from tokenizer.config import TokenizerConfig
+    from tokenizer.stage import run as tokenize
+
+    run = root / name
+    write_synthetic_run_data(run, n_users=40, n_items=36, seed=0, with_images=False)
+    rng = np.random.default_rng(0)
+    n = 36
+    centres = rng.normal(size=(6, 16))
+    text = centres[np.arange(n) % 6] + 0.3 * rng.normal(size=(n, 16))
+    image = rng.normal(size=(n, 12))
+    save_tensors(run / "embeddings" / "text.safetensors",
+                 {"embeddings": torch.tensor(text, dtype=torch.float32),
+                  "mask": torch.ones(n, dtype=torch.uint8)})
+    save_tensors(run / "embeddings" / "image.safetensors",
+                 {"embeddings": torch.tensor(image, dtype=torch.float32),
+                  "mask": torch.tensor(rng.random(n) < 0.8, dtype=torch.uint8)})
+    cfg = TokenizerConfig(name=name, codebook_size=8, latent_dim=8, expert_hidden=16,
+                          decoder_hidden=16, gate_hidden=8, n_shared=1, n_text=1, n_vision=1,
+                          epochs=4, batch_size=16, kmeans_iters=4, rqvae_hidden=[16],
+                          rqvae_latent_dim=8, rqvae_levels=2)
+    tokenize(cfg=cfg, run_dir=run, seed=0, device="cpu")
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("stage2")
+    return {name: _tokenized_run(root, name) for name in ("mmq", "rqvae")}
+
+
+def _setup(run: Path):
+    from generative_rec.model import build_model
+    from generative_rec.stage import make_retriever_data
+    from recdata.split import SequentialSplit
+    from tokenizer.export import load_tokenizer
+    from tokenizer.inputs import load_inputs
+    from tokenizer.sid import SemanticIds
+
+    cfg = tiny_cfg(stage2=STAGE2)
+    split = SequentialSplit.from_run_dir(run)
+    sids = SemanticIds.from_run_dir(run)
+    data = make_retriever_data(split=split, codes=sids.codes, sizes=sids.codebook_sizes, cfg=cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg=cfg, vocab_size=data.vocab.vocab_size)
+    return cfg, data, model, load_tokenizer(run), load_inputs(run)
+
+
+@pytest.mark.parametrize("soft_targets", [False, True])
+@pytest.mark.parametrize("name", ["mmq", "rqvae"])
+def test_soft_lookup_is_exact_and_gradient_reaches_tokenizer(runs, name, soft_targets):
+    from generative_rec.model import retrieval_loss, shift_right, sid_logits
+    from generative_rec.stage2 import joint_loss
+
+    cfg, data, model, tokenizer, inputs = _setup(runs[name])
+    cfg.stage2.soft_targets = soft_targets
+    train = data.examples["train"]
+    batch = data.collator(train, np.arange(min(24, len(train))))
+    item_tokens = torch.as_tensor(data.collator.item_tokens)
+    losses = joint_loss(model=model, tokenizer=tokenizer, inputs=inputs, batch=batch,
+                        item_tokens=item_tokens, vocab=data.vocab, cfg=cfg)
+    # Forward pass: soft indexing is exactly the integer lookup of the stage-1 table.
+    logits = sid_logits(model, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        decoder_input_ids=shift_right(batch.labels))
+    hard = retrieval_loss(logits, batch.labels)
+    assert float(losses["retrieval"].detach()) == pytest.approx(float(hard.detach()), rel=1e-5)
+    # Backward pass: the retrieval loss alone has a gradient on the tokenizer's weights.
+    params = [p for p in tokenizer.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(losses["retrieval"], params, allow_unused=True)
+    norms = [float(g.norm()) for g in grads if g is not None]
+    assert norms and max(norms) > 0
+
+
+def test_carry_over_embeddings_keeps_rows_per_position():
+    from generative_rec.model import build_model
+    from generative_rec.stage2 import carry_over_embeddings
+    from generative_rec.vocab import SidVocab
+
+    cfg = tiny_cfg()
+    old, new = SidVocab([4, 4, 2], n_user_buckets=8), SidVocab([4, 4, 3], n_user_buckets=8)
+    model = build_model(cfg=cfg, vocab_size=old.vocab_size)
+    moved = carry_over_embeddings(model=model, old=old, new=new, cfg=cfg)
+    a, b = model.shared.weight, moved.shared.weight
+    assert b.shape[0] == new.vocab_size
+    assert torch.equal(a[: old.offsets[2] + 2], b[: new.offsets[2] + 2])
+    assert torch.equal(model.lm_head.weight[:5], moved.lm_head.weight[:5])  # still tied
+    assert carry_over_embeddings(model=model, old=old, new=old, cfg=cfg) is model
+
+
+@pytest.mark.parametrize("name", ["mmq", "rqvae"])
+def test_stage2_end_to_end_then_switch_off(runs, tmp_path, name):
+    from generative_rec import stage
+    from generative_rec.stage import sid_fingerprint
+    from generative_rec.trie import SidTrie
+    from tokenizer.sid import SemanticIds
+
+    run = tmp_path / name
+    shutil.copytree(runs[name], run)
+    before = SemanticIds.from_run_dir(run)
+    h1 = sid_fingerprint(before.codes, before.codebook_sizes)
+    cfg = tiny_cfg(max_steps=10, eval_every=10, lr=5e-3, stage2=STAGE2)
+    summary = stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
+
+    tok = run / "tokenizer"
+    after = SemanticIds.from_run_dir(run)  # validates uniqueness and code ranges
+    assert len(np.unique(after.codes, axis=0)) == after.n_items
+    SidTrie.from_codes(after.codes)  # rejects duplicates
+    assert summary["stage2"]["final_sid_hash"] == sid_fingerprint(after.codes, after.codebook_sizes)
+    assert summary["stage2"]["stage1_sid_hash"] == h1
+    assert (tok / "stage1" / "semantic_ids.parquet").exists()
+    assert (tok / "stage1" / "model.safetensors").exists()
+    assert json.loads((tok / "stage2.json").read_text())["stage1_sid_hash"] == h1
+    assert (run / "retriever" / "metrics_stage1.json").exists()
+    log = [json.loads(x) for x in (run / "retriever" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in log][0] == "train"
+    assert {"stage2_joint", "stage2_continue"} <= {r["phase"] for r in log}
+    stage.load_retriever(run, device="cpu")  # the final IDs match the saved retriever
+
+    # A run that died while rewriting the tokenizer files leaves a pending marker: the stage-1
+    # files come back before anything trusts the half-written table.
+    from generative_rec.stage2 import stage1_semantic_ids
+
+    marker = json.loads((tok / "stage2.json").read_text())
+    (tok / "stage2.json").write_text(json.dumps({**marker, "pending": True}))
+    codes, sizes = stage1_semantic_ids(run_dir=run, stage2_enabled=True)
+    assert sid_fingerprint(codes, sizes) == h1
+    restored = SemanticIds.from_run_dir(run)
+    assert sid_fingerprint(restored.codes, restored.codebook_sizes) == h1
+    assert not (tok / "stage2.json").exists()
+    stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")  # redo stage 2 from the restored state
+    assert (tok / "stage2.json").exists()
+
+    # Switching stage 2 off restores the stage-1 table the retriever is then trained on.
+    cfg_off = tiny_cfg(max_steps=10, eval_every=10, lr=5e-3)
+    stage.run(cfg=cfg_off, run_dir=run, seed=0, device="cpu")
+    restored = SemanticIds.from_run_dir(run)
+    assert sid_fingerprint(restored.codes, restored.codebook_sizes) == h1
+    assert not (tok / "stage2.json").exists() and not (tok / "stage1").exists()
+    stage.load_retriever(run, device="cpu")

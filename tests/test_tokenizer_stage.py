@@ -1,0 +1,148 @@
+"""The tokenize stage end to end on a small synthetic run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from recdata.errors import DataError
+from recdata.io import read_json, save_tensors
+from tokenizer import SemanticIds, TokenizerConfig, load_inputs, load_tokenizer, reassign_ids
+from tokenizer.stage import run
+
+D_T, D_V, N = 16, 12, 90
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny matrices: thread hand-offs cost more than they save on a shared CI machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_run(run_dir: Path, *, image: bool = True, seed: int = 0, missing_image: float = 0.2) -> Path:
+    rng = np.random.default_rng(seed)
+    lab = rng.integers(0, 10, N)
+    text = rng.normal(size=(10, D_T))[lab] + 0.4 * rng.normal(size=(N, D_T))
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    (run_dir / "data").mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"item_idx": np.arange(N), "item_id": [f"i{i}" for i in range(N)],
+                  "title": [f"item {i}" for i in range(N)]}).write_parquet(run_dir / "data" / "items.parquet")
+    save_tensors(run_dir / "embeddings" / "text.safetensors",
+                 {"embeddings": text.astype(np.float32), "mask": np.ones(N, dtype=np.uint8)})
+    if image:
+        img = rng.normal(size=(10, D_V))[lab] + 0.4 * rng.normal(size=(N, D_V))
+        mask = (rng.random(N) >= missing_image).astype(np.uint8)
+        img[mask == 0] = 0.0
+        save_tensors(run_dir / "embeddings" / "image.safetensors",
+                     {"embeddings": img.astype(np.float32), "mask": mask})
+    return run_dir
+
+
+def cfg(name: str = "mmq", **kw) -> TokenizerConfig:
+    base = dict(name=name, codebook_size=16, latent_dim=8, expert_hidden=16, decoder_hidden=16,
+                gate_hidden=8, epochs=4, warmup_epochs=1, batch_size=32, rqvae_hidden=[16],
+                rqvae_latent_dim=6, kmeans_iters=5)
+    base.update(kw)
+    return TokenizerConfig(**base)
+
+
+@pytest.mark.parametrize("name", ["mmq", "rqvae", "rqkmeans"])
+def test_stage_writes_every_artefact(tmp_path, name):
+    run_dir = write_run(tmp_path)
+    summary = run(cfg=cfg(name), run_dir=run_dir, seed=0, device="cpu")
+    out = run_dir / "tokenizer"
+    for f in ("model.safetensors", "config.json", "semantic_ids.parquet", "metrics.json"):
+        assert (out / f).exists(), f
+    metrics = read_json(out / "metrics.json")
+    for key in ("reconstruction", "entropy", "utilization", "collision_rate", "max_collision_group",
+                "sid_length", "codebook_sizes", "per_position", "train_seconds"):
+        assert key in metrics, key
+    expected_len = 7 if name == "mmq" else 4
+    assert metrics["sid_length"] == expected_len == len(metrics["codebook_sizes"])
+    assert len(metrics["per_position"]) == expected_len
+    assert metrics["codebook_sizes"][-1] == max(1, metrics["max_collision_group"])
+    assert summary["utilization"] == metrics["utilization"]
+    assert np.isfinite(metrics["reconstruction"])
+
+    frame = pl.read_parquet(out / "semantic_ids.parquet")
+    assert frame.columns == ["item_idx", "item_id"] + [f"t{i}" for i in range(expected_len)]
+    sids = SemanticIds.from_run_dir(run_dir)
+    assert sids.codes.shape == (N, expected_len)
+    assert len({tuple(r) for r in sids.codes.tolist()}) == N
+    assert sids.item_ids[5] == "i5"
+
+    # The saved weights reproduce the raw codes of the table.
+    model = load_tokenizer(run_dir)
+    codes = model.encode_inputs(load_inputs(run_dir)).numpy()
+    np.testing.assert_array_equal(codes, sids.codes[:, :-1])
+
+
+def test_mmq_token_order_and_text_only_run(tmp_path):
+    run_dir = write_run(tmp_path / "mm")
+    run(cfg=cfg(), run_dir=run_dir)
+    names = SemanticIds.from_run_dir(run_dir).position_names
+    assert names == ["shared0", "shared1", "text0", "text1", "vision0", "vision1", "collision"]
+
+    text_only = write_run(tmp_path / "t", image=False)
+    summary = run(cfg=cfg(), run_dir=text_only)
+    assert summary["sid_length"] == 5
+    assert SemanticIds.from_run_dir(text_only).position_names[-2:] == ["text1", "collision"]
+
+
+def test_same_seed_same_table(tmp_path):
+    a = write_run(tmp_path / "a")
+    b = write_run(tmp_path / "b")
+    run(cfg=cfg(), run_dir=a, seed=3)
+    run(cfg=cfg(), run_dir=b, seed=3)
+    np.testing.assert_array_equal(SemanticIds.from_run_dir(a).codes, SemanticIds.from_run_dir(b).codes)
+
+
+def test_reassign_ids_rewrites_the_table_after_fine_tuning(tmp_path):
+    run_dir = write_run(tmp_path)
+    run(cfg=cfg(), run_dir=run_dir)
+    before = SemanticIds.from_run_dir(run_dir)
+    model = load_tokenizer(run_dir).train()
+    inputs = load_inputs(run_dir)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    target = torch.randn(16, 4)
+    for _ in range(5):  # a stand-in downstream loss through the soft codes
+        batch = inputs.rows(torch.arange(N))
+        ind = model.soft_codes(*batch, tau=0.5)
+        losses = model.reconstruction_losses(*batch)
+        loss = (ind[0] @ target).pow(2).mean() + 0.5 * losses["recon"] + 0.5 * losses["aux"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    metrics = reassign_ids(model=model.eval(), run_dir=run_dir, collision_strategy="reassign")
+    after = SemanticIds.from_run_dir(run_dir)
+    assert len({tuple(r) for r in after.codes.tolist()}) == N
+    assert not np.array_equal(before.codes, after.codes)
+    assert metrics["sid_length"] == after.length
+    assert read_json(run_dir / "tokenizer" / "config.json")["config"]["collision_strategy"] == "reassign"
+
+
+def test_bad_inputs_are_one_line_data_errors(tmp_path):
+    run_dir = write_run(tmp_path)
+    emb = np.random.default_rng(0).normal(size=(N, D_T)).astype(np.float32)
+    emb[7, 3] = np.nan
+    save_tensors(run_dir / "embeddings" / "text.safetensors", {"embeddings": emb, "mask": np.ones(N, np.uint8)})
+    with pytest.raises(DataError, match="row 7"):
+        run(cfg=cfg(), run_dir=run_dir)
+    save_tensors(run_dir / "embeddings" / "text.safetensors",
+                 {"embeddings": emb[:10], "mask": np.ones(10, np.uint8)})
+    with pytest.raises(DataError, match="10 embedding rows"):
+        run(cfg=cfg(), run_dir=run_dir)
+    (run_dir / "embeddings" / "text.safetensors").unlink()
+    with pytest.raises(DataError, match="missing artefact"):
+        run(cfg=cfg(), run_dir=run_dir)
+    with pytest.raises(DataError, match="tokenizer.name"):
+        run(cfg=cfg("vqgan"), run_dir=run_dir)
+    with pytest.raises(DataError, match="unknown tokenizer config keys"):
+        TokenizerConfig.from_dict({"name": "mmq", "codebooksize": 3})

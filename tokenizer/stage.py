@@ -1,0 +1,52 @@
+"""The ``tokenize`` stage: fit the configured tokenizer on the catalogue embeddings of a run
+directory and write ``run_dir/tokenizer/`` (weights, config, semantic_ids.parquet, metrics)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from recdata.runtime import resolve_device, seed_everything
+from tokenizer.config import TokenizerConfig
+from tokenizer.export import write_artefacts
+from tokenizer.inputs import load_inputs
+from tokenizer.registry import build_tokenizer
+from tokenizer.train import fit_tokenizer
+
+log = logging.getLogger(__name__)
+
+SUMMARY_KEYS = ("reconstruction", "entropy", "utilization", "collision_rate",
+                "max_collision_group", "sid_length", "train_seconds")
+
+
+def run(*, cfg: TokenizerConfig, run_dir: Path, seed: int = 0, device: str = "auto") -> dict:
+    """Train the tokenizer ``cfg.name`` and write its artefacts; returns the headline metrics.
+
+    Reads ``run_dir/data/items.parquet`` and ``run_dir/embeddings/{text,image}.safetensors``;
+    standardisation is fitted on every catalogue item that has the modality.
+    """
+    cfg.validate()
+    if cfg.name == "bbq":
+        from tokenizer import bbq_stage  # BBQ also reads the training histories
+
+        return bbq_stage.run(cfg=cfg, run_dir=run_dir, seed=seed, device=device)
+    seed_everything(seed)
+    dev = resolve_device(device)
+    run_dir = Path(run_dir)
+    inputs = load_inputs(run_dir).to(dev)
+    model = build_tokenizer(cfg, d_text=inputs.d_text, d_image=inputs.d_image).to(dev)
+    log.info("tokenizer %s: %d items, text dim %d, image dim %d, %d raw positions x %d codes",
+             cfg.name, inputs.n_items, inputs.d_text, inputs.d_image, model.n_positions, cfg.codebook_size)
+    start = time.perf_counter()
+    history = fit_tokenizer(model, inputs, seed=seed)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        metrics = write_artefacts(model=model, inputs=inputs, run_dir=run_dir,
+                                  train_seconds=seconds, history=history)
+    summary = {k: metrics[k] for k in SUMMARY_KEYS}
+    summary["stopped_early"] = history.get("stopped_early")
+    log.info("tokenizer %s done: %s", cfg.name, summary)
+    return summary
