@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -51,7 +52,9 @@ class Manifest:
 
     def record(self, name: str, entry: dict[str, Any]) -> None:
         self.data["stages"][name] = entry
-        write_json(self.path, self.data)
+        # Under torchrun every rank runs the stage; only rank 0 owns the run directory's files.
+        if os.environ.get("RANK", "0") == "0":
+            write_json(self.path, self.data)
 
     def forget(self, name: str) -> None:
         if self.data["stages"].pop(name, None) is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,8 @@ def is_up_to_date(stage: Stage, *, run_dir: Path, manifest: Manifest, expected_h
 
 
 def write_resolved_config(cfg: RunConfig, run_dir: Path) -> None:
+    if os.environ.get("RANK", "0") != "0":
+        return
     write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
