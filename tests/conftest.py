@@ -14,6 +14,11 @@ os.environ.setdefault("MMQREC_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# Tests use tiny tensors, for which one thread is much faster than several on a busy 2-core box.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 
 def require_shared(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)

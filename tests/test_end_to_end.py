@@ -59,7 +59,7 @@ eval:
   baselines: [pop]
   bootstrap_samples: 50
 variants:
-  rqk_tiger:
+  rqkmeans_tiger:
     tokenizer:
       name: rqkmeans
       codebook_size: 16
@@ -101,7 +101,7 @@ def test_run_end_to_end(tmp_path):
     for key in ("reconstruction", "entropy", "utilization", "collision_rate", "max_collision_group", "sid_length"):
         assert key in metrics["tokenizer"], key
     systems = metrics["retrieval"]
-    assert {"mmq_tiger", "pop", "rqk_tiger"} <= set(systems), sorted(systems)
+    assert {"mmq_tiger", "pop", "rqkmeans_tiger", "two_stage_sid"} <= set(systems), sorted(systems)
     for name, section in systems.items():
         for key in ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"):
             assert key in section["overall"], (name, key)
@@ -112,7 +112,7 @@ def test_run_end_to_end(tmp_path):
         assert {"auc", "gauc", "logloss"} <= set(section["overall"])
 
     report = (run_dir / "report" / "report.md").read_text()
-    for word in ("popular", "middle", "long_tail", "cold", "mmq_tiger", "pop", "rqk_tiger", "ranker_sid"):
+    for word in ("popular", "middle", "long_tail", "cold", "mmq_tiger", "pop", "rqkmeans_tiger", "ranker_sid"):
         assert word in report, word
     html = (run_dir / "report" / "report.html").read_text()
     assert "data:image/png;base64," in html
