@@ -44,7 +44,7 @@ from tokenizer.bbq_config import BBQConfig
 from tokenizer.config import TokenizerConfig
 from tokenizer.inputs import TokenizerInputs
 from tokenizer.mmq import MLP
-from tokenizer.quantizer import Codebook, kmeans
+from tokenizer.quantizer import Codebook, init_residual_codebooks
 
 __all__ = ["BBQConfig", "BBQTokenizer"]
 
@@ -263,17 +263,10 @@ class BBQTokenizer(SemanticTokenizer):
         valid = torch.ones(inputs.n_items, dtype=torch.bool, device=inputs.text.device)
         return [(torch.cat([p[i] for p in parts]), valid) for i in range(self.n_positions)]
 
-    @torch.no_grad()
     def init_codebooks(self, inputs: TokenizerInputs, generator: torch.Generator) -> None:
-        # Level l is initialised on the residuals left by the already-initialised levels.
-        for level, cb in enumerate(self.codebooks):
-            r, _ = self.position_latents(inputs)[level]
-            if self.cfg.kmeans_init:
-                centers, _ = kmeans(r, cb.size, iters=self.cfg.kmeans_iters, generator=generator)
-            else:
-                centers = r[torch.randint(0, r.shape[0], (cb.size,), generator=generator).to(r.device)]
-            cb.set_codewords(torch.arange(cb.size, device=r.device), centers,
-                             count=max(1.0, self.bbq.pair_batch / cb.size))
+        # EMA counts start at the expected hits per code of one pair batch.
+        count = max(1.0, self.bbq.pair_batch / self.codebooks[0].size)
+        init_residual_codebooks(self, inputs, generator, count=count)
 
     def fit_nonparametric(self, inputs: TokenizerInputs, generator: torch.Generator) -> None:
         raise NotImplementedError("BBQ is trained with user histories: use tokenizer.bbq_train.fit_bbq")

@@ -218,3 +218,18 @@ class Codebook(nn.Module):
         if self.update == "ema":
             self.ema_count[index] = count
             self.ema_sum[index] = vectors * count
+
+
+@torch.no_grad()
+def init_residual_codebooks(
+    model: "torch.nn.Module", inputs: "object", generator: torch.Generator, *, count: float = 1.0
+) -> None:
+    """Initialise a residual stack level by level: level l on the residuals left by the already
+    initialised levels (k-means, or random latents when ``cfg.kmeans_init`` is off)."""
+    for level, cb in enumerate(model.codebooks):
+        r, _ = model.position_latents(inputs)[level]
+        if model.cfg.kmeans_init:
+            centers, _ = kmeans(r, cb.size, iters=model.cfg.kmeans_iters, generator=generator)
+        else:
+            centers = r[torch.randint(0, r.shape[0], (cb.size,), generator=generator).to(r.device)]
+        cb.set_codewords(torch.arange(cb.size, device=r.device), centers, count=count)

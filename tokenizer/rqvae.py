@@ -14,7 +14,7 @@ from torch import nn
 from tokenizer.base import Batch, SemanticTokenizer
 from tokenizer.config import TokenizerConfig
 from tokenizer.inputs import TokenizerInputs
-from tokenizer.quantizer import Codebook, kmeans
+from tokenizer.quantizer import Codebook, init_residual_codebooks
 
 
 def _mlp(widths: list[int]) -> nn.Sequential:
@@ -116,14 +116,6 @@ class RQVAETokenizer(SemanticTokenizer):
         valid = torch.ones(inputs.n_items, dtype=torch.bool, device=inputs.text.device)
         return [(torch.cat([p[i] for p in parts]), valid) for i in range(self.n_positions)]
 
-    @torch.no_grad()
     def init_codebooks(self, inputs: TokenizerInputs, generator: torch.Generator) -> None:
-        # Level l is initialised on the residuals left by the already-initialised levels.
-        for level, cb in enumerate(self.codebooks):
-            r, _ = self.position_latents(inputs)[level]
-            if self.cfg.kmeans_init:
-                centers, _ = kmeans(r, cb.size, iters=self.cfg.kmeans_iters, generator=generator)
-            else:
-                centers = r[torch.randint(0, r.shape[0], (cb.size,), generator=generator).to(r.device)]
-            cb.set_codewords(torch.arange(cb.size, device=r.device), centers)
+        init_residual_codebooks(self, inputs, generator)
 
