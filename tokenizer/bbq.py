@@ -44,7 +44,7 @@ from tokenizer.bbq_config import BBQConfig
 from tokenizer.config import TokenizerConfig
 from tokenizer.inputs import TokenizerInputs
 from tokenizer.mmq import MLP
-from tokenizer.quantizer import Codebook, init_residual_codebooks
+from tokenizer.quantizer import Codebook, init_residual_codebooks, residual_quantise
 
 __all__ = ["BBQConfig", "BBQTokenizer"]
 
@@ -139,16 +139,7 @@ class BBQTokenizer(SemanticTokenizer):
 
     def _residuals(self, h: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Residual quantisation: (residual per level, codes per level, z_q, codebook loss)."""
-        r, zq = h, torch.zeros_like(h)
-        residuals, codes, losses = [], [], []
-        for cb in self.codebooks:
-            residuals.append(r)
-            q, c, loss = cb(r)
-            codes.append(c)
-            losses.append(loss)
-            zq = zq + q
-            r = r - q.detach()
-        return residuals, codes, zq, torch.stack(losses).sum()
+        return residual_quantise(self.codebooks, h)
 
     def _quantised(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(straight-through latent z_st, codebook loss); identity during warm-up."""

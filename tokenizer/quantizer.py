@@ -233,3 +233,23 @@ def init_residual_codebooks(
         else:
             centers = r[torch.randint(0, r.shape[0], (cb.size,), generator=generator).to(r.device)]
         cb.set_codewords(torch.arange(cb.size, device=r.device), centers, count=count)
+
+
+def residual_quantise(
+    codebooks: "list[Codebook] | torch.nn.ModuleList", z: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Residual quantisation through a stack of codebooks.
+
+    Returns (the residual each level quantised, codes per level, z_q, summed codebook loss).
+    Residuals are detached between levels so each level's loss trains only its own codebook.
+    """
+    r, zq = z, torch.zeros_like(z)
+    residuals, codes, losses = [], [], []
+    for cb in codebooks:
+        residuals.append(r)
+        q, c, loss = cb(r)
+        codes.append(c)
+        losses.append(loss)
+        zq = zq + q
+        r = r - q.detach()
+    return residuals, codes, zq, torch.stack(losses).sum()

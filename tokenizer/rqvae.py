@@ -14,7 +14,7 @@ from torch import nn
 from tokenizer.base import Batch, SemanticTokenizer
 from tokenizer.config import TokenizerConfig
 from tokenizer.inputs import TokenizerInputs
-from tokenizer.quantizer import Codebook, init_residual_codebooks
+from tokenizer.quantizer import Codebook, init_residual_codebooks, residual_quantise
 
 
 def _mlp(widths: list[int]) -> nn.Sequential:
@@ -62,16 +62,7 @@ class RQVAETokenizer(SemanticTokenizer):
 
     def _residuals(self, z: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Residual quantisation: (residual per level, codes per level, z_q, codebook loss)."""
-        r, zq = z, torch.zeros_like(z)
-        residuals, codes, losses = [], [], []
-        for cb in self.codebooks:
-            residuals.append(r)
-            q, c, loss = cb(r)
-            codes.append(c)
-            losses.append(loss)
-            zq = zq + q
-            r = r - q.detach()
-        return residuals, codes, zq, torch.stack(losses).sum()
+        return residual_quantise(self.codebooks, z)
 
     def encode(self, text, image=None, text_mask=None, image_mask=None) -> torch.Tensor:
         x, _ = self._input(self._masks(text, image, text_mask, image_mask))
