@@ -5,9 +5,11 @@ Every field maps 1:1 onto the ``retriever:`` section of a run's YAML config. Two
 * ``"default"`` — the TIGER sizes (4 + 4 layers, 6 heads x 64, d_model 128, d_ff 1024,
   dropout 0.1), meant for a GPU.
 * ``"quick"`` — a CPU profile (d_model 64, 2 + 2 layers, 4 heads x 16, d_ff 256, no dropout,
-  the last 10 items as history, 1000 steps of 64 examples, validation on 300 users) that trains
-  on ml-100k-mm in a few minutes on two CPU cores. Its numbers are a smoke signal, not a
-  benchmark: one pass over the data is not enough for this model to beat popularity reliably.
+  the last 10 items as history, 1000 steps of 256 examples, validation on every user) that
+  trains on ml-100k-mm in under two minutes on two CPU cores.
+
+Both read one encoder position per history item and train one softmax per SID position
+(``history_encoding``, ``output_softmax``); the TIGER layout is ``history_encoding="token"``.
 
 ``RetrieverConfig.from_profile("quick", lr=...)`` returns a preset with overrides applied.
 """
@@ -23,6 +25,9 @@ from typing import Any
 from recdata.errors import DataError
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+HISTORY_ENCODINGS = ("item", "token")
+SCORES = ("joint", "children")
+OUTPUT_SOFTMAX = ("position", "vocab")
 
 
 @dataclass
@@ -84,8 +89,16 @@ class RetrieverConfig:
     """T5 feed-forward activation: "relu" (T5 v1.0) or "gated-gelu" (T5 v1.1)."""
 
     # -- data --
+    history_encoding: str = "item"
+    """How the encoder reads the history: "item" — one position per history item, the scaled
+    sum of its SID token embeddings (L times shorter input, several times cheaper per step);
+    "token" — one position per SID token, as TIGER does."""
     max_history: int = 20
     """Most recent items of the history fed to the encoder (left-truncated)."""
+    max_train_prefixes: int = 0
+    """Training examples per user: only the targets of the most recent N prefixes of each
+    training sequence (0 = every prefix, as TIGER). Recent targets resemble the held-out ones
+    more, and an epoch gets shorter, so a CPU budget buys more passes over them."""
     n_user_buckets: int = 2000
     """Hashed user-token buckets (TIGER: 2000)."""
 
@@ -117,6 +130,16 @@ class RetrieverConfig:
     # -- decoding --
     num_beams: int = 20
     """Beam width for evaluation; must be >= the largest K evaluated (20)."""
+    output_softmax: str = "position"
+    """What each decoding step's softmax runs over, in training and in scoring: "position" —
+    that SID position's own codebook (a step's head costs K rows, not the whole vocabulary);
+    "vocab" — the whole vocabulary (user tokens and the other positions' codes included), as
+    a plain T5 language-model head does."""
+    score: str = "joint"
+    """Score of a decoded item: "joint" — the model's joint log-likelihood of the whole SID
+    under ``output_softmax``; "children" — log-softmax over the trie's valid children only,
+    under which a step with one child adds exactly 0, so the tokens after the first unique
+    prefix never rank anything."""
     candidates_n: int = 50
     """Candidates per user saved to ``candidates.parquet`` for the ranker; the final decoding
     uses ``max(num_beams, candidates_n)`` beams."""
@@ -136,12 +159,18 @@ class RetrieverConfig:
             (self.num_heads > 0, "num_heads must be positive"),
             (0.0 <= self.dropout < 1.0, "dropout must lie in [0, 1)"),
             (self.max_history > 0, "max_history must be positive"),
+            (self.max_train_prefixes >= 0, "max_train_prefixes must be >= 0"),
             (self.n_user_buckets > 0, "n_user_buckets must be positive"),
             (self.batch_size > 0 and self.eval_batch_size > 0, "batch sizes must be positive"),
             (self.lr > 0, "lr must be positive"),
             (self.max_steps > 0 and self.max_epochs > 0, "max_steps and max_epochs must be > 0"),
             (self.eval_every > 0, "eval_every must be positive"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),
+            (self.history_encoding in HISTORY_ENCODINGS,
+             f"history_encoding must be one of {HISTORY_ENCODINGS}"),
+            (self.score in SCORES, f"score must be one of {SCORES}"),
+            (self.output_softmax in OUTPUT_SOFTMAX,
+             f"output_softmax must be one of {OUTPUT_SOFTMAX}"),
             (self.num_beams >= 20, "num_beams must be >= 20 (the largest K evaluated)"),
             (self.candidates_n > 0, "candidates_n must be positive"),
             (self.stage2.tau > 0, "stage2.tau must be positive"),
@@ -151,6 +180,11 @@ class RetrieverConfig:
         for ok, message in checks:
             if not ok:
                 raise DataError(f"retriever config: {message}")
+
+    @property
+    def normalize(self) -> str:
+        """The constrained search's ``normalize`` argument for this config's scoring rule."""
+        return "children" if self.score == "children" else self.output_softmax
 
     @property
     def decode_beams(self) -> int:
@@ -191,9 +225,10 @@ class RetrieverConfig:
 PROFILES: dict[str, RetrieverConfig] = {
     # TIGER sizes; a GPU trains this in minutes on ml-1m, hours on Amazon Beauty.
     "default": RetrieverConfig(),
-    # Two CPU cores, ml-100k-mm (~97k training prefixes). Deviations from the method, for speed:
-    # the encoder sees the last 10 items (not 20), no dropout (training stays near one epoch,
-    # where dropout only slows learning down), batch 64 for more updates per second.
+    # Two CPU cores, ml-100k-mm (~97k training prefixes): the settings of
+    # configs/ml-100k-mm.quick.yaml (measured in benchmarks/results/retriever_sweep_ml-100k.jsonl).
+    # Deviations from the method, for speed: the encoder sees the last 10 items (not 20) and no
+    # dropout (training stays within a few epochs, where dropout only slows learning down).
     "quick": RetrieverConfig(
         d_model=64,
         num_layers=2,
@@ -203,13 +238,13 @@ PROFILES: dict[str, RetrieverConfig] = {
         d_ff=256,
         dropout=0.0,
         max_history=10,
-        batch_size=64,
+        batch_size=256,
         lr=3e-3,
         warmup_steps=100,
         max_steps=1000,
-        eval_every=250,
-        patience=3,
-        val_max_users=300,
+        eval_every=500,
+        patience=0,
+        val_max_users=0,
         eval_batch_size=128,
         stage2=Stage2Config(steps=100, continue_steps=300),
     ),

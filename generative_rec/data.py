@@ -8,7 +8,8 @@ For a user with chronological sequence ``s`` (leave-one-out split, see docs/arch
 * test: history ``s[:-1]`` (last ``H`` items), target ``s[-1]``.
 
 A batch's encoder input is ``[user token] + SID tokens of each history item, oldest first +
-[eos]``, right-padded with pad (0) to the batch maximum; the labels are exactly the ``L`` SID
+[eos]`` (with ``history_encoding: item`` one token per history item instead of its ``L`` SID
+tokens), right-padded with pad (0) to the batch maximum; the labels are exactly the ``L`` SID
 tokens of the target (the decoder emits a fixed-length SID, so no eos is needed).
 
 Histories are stored as an ``int32 [E, H]`` matrix of item indices, right-padded with -1, so a
@@ -83,17 +84,20 @@ def build_examples(
     test_inputs: list[np.ndarray],
     test_targets: np.ndarray,
     max_history: int,
+    max_train_prefixes: int = 0,
 ) -> dict[str, Examples]:
-    """Examples of the three splits (see the module docstring)."""
+    """Examples of the three splits (see the module docstring); with ``max_train_prefixes > 0``
+    only each user's most recent ``max_train_prefixes`` training targets are kept."""
     users, hists, targets = [], [], []
     for u, seq in enumerate(train_sequences):
         seq = np.asarray(seq, dtype=np.int64)
         if len(seq) < 2:
             continue
-        ends = np.arange(1, len(seq))
+        first = 1 if max_train_prefixes <= 0 else max(1, len(seq) - max_train_prefixes)
+        ends = np.arange(first, len(seq))
         users.append(np.full(len(ends), u, dtype=np.int64))
         hists.append(right_aligned_windows(seq, ends, max_history))
-        targets.append(seq[1:])
+        targets.append(seq[ends])
     if users:
         train = Examples(
             np.concatenate(users),
@@ -141,12 +145,15 @@ class Collator:
     """
 
     def __init__(self, *, item_tokens: np.ndarray, user_tokens: np.ndarray, pad_id: int,
-                 eos_id: int) -> None:
+                 eos_id: int, item_offset: int | None = None) -> None:
         self.item_tokens = np.asarray(item_tokens, dtype=np.int64)
         self.user_tokens = np.asarray(user_tokens, dtype=np.int64)
         self.pad_id = pad_id
         self.eos_id = eos_id
         self.sid_len = int(self.item_tokens.shape[1])
+        self.item_offset = item_offset
+        """None: one encoder position per SID token; else item ``i`` is the single token
+        ``item_offset + i`` (``history_encoding: item``, see ``generative_rec.model``)."""
 
     def __call__(self, examples: Examples, index: np.ndarray | None = None) -> Batch:
         ex = examples if index is None else examples.subset(index)
@@ -155,8 +162,12 @@ class Collator:
         h = max(int(lengths.max()) if len(lengths) else 0, 1)
         hist = hist[:, :h]
         b, sid_len = len(ex), self.sid_len
-        tokens = self.item_tokens[np.maximum(hist, 0)]  # [B, h, L]
-        tokens[hist < 0] = self.pad_id
+        if self.item_offset is not None:
+            tokens = np.where(hist >= 0, self.item_offset + hist, self.pad_id)[:, :, None]
+            sid_len = 1
+        else:
+            tokens = self.item_tokens[np.maximum(hist, 0)]  # [B, h, L]
+            tokens[hist < 0] = self.pad_id
         width = 2 + h * sid_len
         ids = np.full((b, width), self.pad_id, dtype=np.int64)
         ids[:, 0] = self.user_tokens[ex.users]

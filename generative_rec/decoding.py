@@ -20,7 +20,9 @@ prefix only, so a sequence's score is its log-probability under the model restri
 catalogue step by step (the probability constrained sampling would draw it with).
 ``normalize="vocab"`` takes the log-softmax over the whole vocabulary, i.e. the model's plain
 joint log-likelihood of the SID, as Hugging Face ``generate`` with ``prefix_allowed_tokens_fn``
-reports it. Both are exact beam searches for their score; the oracles in
+reports it. ``normalize="position"`` takes it over the current SID position's own token range:
+the joint log-likelihood of a model trained with one softmax per position
+(``generative_rec.model.PositionHeads``). Both are exact beam searches for their score; the oracles in
 :mod:`generative_rec.reference_decoding` implement both.
 """
 
@@ -40,8 +42,8 @@ from generative_rec.vocab import SidVocab
 
 logger = logging.getLogger(__name__)
 
-Normalize = Literal["children", "vocab"]
-NORMALIZATIONS: tuple[str, ...] = ("children", "vocab")
+Normalize = Literal["children", "vocab", "position"]
+NORMALIZATIONS: tuple[str, ...] = ("children", "vocab", "position")
 CrossAttention = Literal["auto", "shared", "expand"]
 
 
@@ -77,7 +79,7 @@ def constrained_beam_search(
     vocab: SidVocab,
     num_beams: int,
     top_k: int,
-    normalize: Normalize = "children",
+    normalize: Normalize = "position",
     use_cache: bool = True,
     cross_attention: CrossAttention = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +91,7 @@ def constrained_beam_search(
         input_ids, attention_mask: ``[B, S]`` encoder inputs (mask may be ``None`` = no padding).
         trie: catalogue SIDs; moved to ``input_ids``' device if needed (build it there to avoid the copy).
         num_beams: beams kept per query; must be ``>= top_k`` (never shrunk silently).
-        normalize: ``"children"`` or ``"vocab"``, see the module docstring.
+        normalize: ``"position"``, ``"vocab"`` or ``"children"``, see the module docstring.
         use_cache: reuse decoder keys/values between steps (``False`` recomputes the prefix; same result).
         cross_attention: ``"shared"`` keeps one cross-attention key/value set per query and lets all
             its beams attend to it (memory and traffic ``num_beams`` times smaller); ``"expand"``
@@ -127,6 +129,7 @@ def constrained_beam_search(
             attention_mask=attention_mask,
             trie=trie,
             offsets=vocab.offsets,
+            sizes=tuple(vocab.codebook_sizes),
             start_id=vocab.pad_id,
             num_beams=num_beams,
             top_k=top_k,
@@ -145,6 +148,7 @@ def _search(
     attention_mask: torch.Tensor,
     trie: SidTrie,
     offsets: tuple[int, ...],
+    sizes: tuple[int, ...],
     start_id: int,
     num_beams: int,
     top_k: int,
@@ -179,7 +183,7 @@ def _search(
         scores, nodes, origin, tokens = _expand(
             trie=trie, depth=0, logits=out.logits[:, -1:, :],
             scores=torch.zeros(batch, 1, device=device), nodes=torch.zeros(batch, 1, dtype=torch.long, device=device),
-            offset=offsets[0], num_beams=num_beams, normalize=normalize,
+            offset=offsets[0], size=sizes[0], num_beams=num_beams, normalize=normalize,
         )
         del out
         seqs = tokens.unsqueeze(-1)  # [B, K, t]: tokens chosen so far, aligned with the current beams
@@ -210,7 +214,7 @@ def _search(
             del out
             scores, nodes, origin, tokens = _expand(
                 trie=trie, depth=depth, logits=logits, scores=scores, nodes=nodes,
-                offset=offsets[depth], num_beams=num_beams, normalize=normalize,
+                offset=offsets[depth], size=sizes[depth], num_beams=num_beams, normalize=normalize,
             )
             seqs = torch.cat([seqs.gather(1, origin.unsqueeze(-1).expand(-1, -1, seqs.shape[-1])), tokens.unsqueeze(-1)], dim=-1)
             if cache is not None and depth < length - 1:
@@ -311,6 +315,7 @@ def _expand(
     scores: torch.Tensor,
     nodes: torch.Tensor,
     offset: int,
+    size: int,
     num_beams: int,
     normalize: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -326,6 +331,9 @@ def _expand(
     tok = code + offset
     if normalize == "vocab":
         step = torch.log_softmax(logits.float(), dim=-1).gather(-1, tok)
+    elif normalize == "position":
+        own = logits[..., offset : offset + size].float()
+        step = torch.log_softmax(own, dim=-1).gather(-1, code)
     else:
         step = torch.log_softmax(logits.gather(-1, tok).float().masked_fill(~valid, float("-inf")), dim=-1)
     cand = (scores.unsqueeze(-1) + step).masked_fill(~valid, float("-inf")).view(batch, beams * width)
@@ -356,7 +364,7 @@ def constrained_beam_search_batched(
     num_beams: int,
     top_k: int,
     batch_size: int = 256,
-    normalize: Normalize = "children",
+    normalize: Normalize = "position",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`constrained_beam_search` over a large query set in chunks of ``batch_size`` queries.
 

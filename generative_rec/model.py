@@ -11,13 +11,21 @@ used both to read it and to score it. Stage 2 feeds ``soft_onehot @ E[offset : o
 instead of an integer lookup (:func:`soft_position_embeddings`), which is why the helpers below
 accept ``inputs_embeds``.
 
+With ``history_encoding: item`` (the default) the encoder reads one position per history item
+instead of one per SID token: :class:`ItemSidEmbedding` embeds item ``i`` (token id
+``vocab_size + i``) as the scaled sum of its SID tokens' rows, so the encoder input is ``L`` times
+shorter and a step several times cheaper, while the representation is still built from the SID
+tokens alone.
+
 Weights are stored as safetensors without the tied aliases (``model_state``/``load_model_state``).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 
 from generative_rec.config import RetrieverConfig
@@ -49,11 +57,61 @@ def t5_config(*, cfg: RetrieverConfig, vocab_size: int) -> T5Config:
     )
 
 
-def build_model(*, cfg: RetrieverConfig, vocab_size: int) -> T5ForConditionalGeneration:
-    """A freshly initialised retriever (seed the global RNG first for reproducible weights)."""
-    model = T5ForConditionalGeneration(t5_config(cfg=cfg, vocab_size=vocab_size))
+class ItemSidEmbedding(nn.Module):
+    """The encoder's token embedding when a history item is one encoder position.
+
+    Ids below ``vocab_size`` are ordinary tokens (pad, eos, users, SID tokens) looked up in the
+    shared table. An id ``vocab_size + i`` stands for catalogue item ``i`` and embeds as the sum
+    of its SID tokens' rows divided by ``sqrt(L)`` (so its scale matches a single token's):
+    items that share codes share vectors, and a new item needs only its SID. The shared table is
+    the same parameter object as ``model.shared.weight`` (saved once, tied like T5's own
+    embeddings); the item -> token table is a non-persistent buffer set from the run's IDs by
+    :func:`set_item_tokens`.
+    """
+
+    def __init__(self, shared: nn.Embedding, item_tokens: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = shared.weight
+        self.vocab_size = int(shared.weight.shape[0])
+        self.register_buffer("item_tokens", item_tokens.long(), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        is_item = ids >= self.vocab_size
+        direct = F.embedding(torch.where(is_item, 0, ids), self.weight)
+        rows = self.item_tokens[(ids - self.vocab_size).clamp(min=0, max=len(self.item_tokens) - 1)]
+        pooled = F.embedding(rows, self.weight).sum(-2) * self.item_tokens.shape[1] ** -0.5
+        return torch.where(is_item.unsqueeze(-1), pooled, direct)
+
+
+def build_model(
+    *, cfg: RetrieverConfig, vocab_size: int, item_tokens: np.ndarray | torch.Tensor | None = None
+) -> T5ForConditionalGeneration:
+    """A freshly initialised retriever (seed the global RNG first for reproducible weights).
+
+    With ``cfg.history_encoding == "item"`` the encoder reads one position per history item and
+    ``item_tokens`` (``[N, L]`` vocabulary ids of every item's SID) is required.
+    """
     # T5 initialises token embeddings with std 1 for its scaled tied head; keep that.
+    model = T5ForConditionalGeneration(t5_config(cfg=cfg, vocab_size=vocab_size))
+    if cfg.history_encoding == "item":
+        if item_tokens is None:
+            raise DataError("history_encoding 'item' needs the item -> SID token table")
+        model.encoder.embed_tokens = ItemSidEmbedding(model.shared, torch.as_tensor(item_tokens))
     return model
+
+
+def item_token_offset(model: torch.nn.Module) -> int | None:
+    """Token id of item 0 for an item-level encoder (the collator's ``item_offset``), else None."""
+    emb = unwrap(model).encoder.embed_tokens
+    return emb.vocab_size if isinstance(emb, ItemSidEmbedding) else None
+
+
+def set_item_tokens(model: torch.nn.Module, item_tokens: np.ndarray | torch.Tensor) -> None:
+    """Point an item-level encoder at a new item -> SID token table (new items, stage 2)."""
+    emb = unwrap(model).encoder.embed_tokens
+    if isinstance(emb, ItemSidEmbedding):
+        emb.item_tokens = torch.as_tensor(np.ascontiguousarray(item_tokens), dtype=torch.long,
+                                          device=emb.weight.device)
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -74,7 +132,7 @@ def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -
 
 
 def unwrap(model: torch.nn.Module) -> T5ForConditionalGeneration:
-    """The bare T5 model inside a DistributedDataParallel wrapper (or the model itself)."""
+    """The bare model inside a DistributedDataParallel wrapper (or the model itself)."""
     return model.module if hasattr(model, "module") else model  # type: ignore[return-value]
 
 
@@ -93,7 +151,12 @@ def sid_logits(
     decoder_input_ids: torch.Tensor | None = None,
     decoder_inputs_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Teacher-forced next-token logits ``[B, L, V]`` (call through the DDP wrapper if any)."""
+    """Teacher-forced next-token logits ``[B, L, V]``, or ``[B, L, K_max]`` when ``model`` is a
+    :class:`PositionHeads` (call through the DDP wrapper if any)."""
+    if isinstance(unwrap(model), PositionHeads):
+        return model(input_ids=input_ids, inputs_embeds=inputs_embeds,
+                     attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                     decoder_inputs_embeds=decoder_inputs_embeds)
     out = model(
         input_ids=input_ids,
         inputs_embeds=inputs_embeds,
@@ -108,6 +171,49 @@ def sid_logits(
 def retrieval_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean token cross-entropy of the target SID (every position counts, no padding)."""
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1))
+
+
+class PositionHeads(nn.Module):
+    """Teacher-forced SID scores with one softmax per SID position (``output_softmax:
+    position``): the decoder's output at position ``p`` is scored against that position's
+    codebook rows only, ``[B, L, K_max]`` logits (``-inf`` past a shorter codebook).
+
+    The full-vocabulary head of :func:`sid_logits` spends most of a small model's step on rows
+    the position can never emit (user tokens, the other positions' codes) and lets probability
+    leak onto them; restricting each step to its own range is what decoding does anyway. This
+    module wraps the T5 (DDP wraps it in turn, so gradients are synchronised as usual); its
+    ``[p, :K_p]`` slice equals ``sid_logits(...)[:, p, offset_p : offset_p + K_p]``.
+    """
+
+    def __init__(self, model: T5ForConditionalGeneration, *, offsets: tuple[int, ...],
+                 sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.t5 = unwrap(model)
+        self.ranges = [(int(o), int(o) + int(k)) for o, k in zip(offsets, sizes)]
+        self.width = max(int(k) for k in sizes)
+
+    def forward(self, *, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None,
+                decoder_input_ids: torch.Tensor | None = None,
+                decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        t5 = self.t5
+        enc = t5.encoder(input_ids=input_ids, inputs_embeds=inputs_embeds,
+                         attention_mask=attention_mask).last_hidden_state
+        dec = t5.decoder(input_ids=decoder_input_ids, inputs_embeds=decoder_inputs_embeds,
+                         encoder_hidden_states=enc, encoder_attention_mask=attention_mask,
+                         use_cache=False).last_hidden_state
+        if t5.config.scale_decoder_outputs:
+            dec = dec * (t5.model_dim ** -0.5)
+        weight = t5.lm_head.weight
+        rows = [F.pad(dec[:, p] @ weight[lo:hi].T, (0, self.width - (hi - lo)),
+                      value=float("-inf")) for p, (lo, hi) in enumerate(self.ranges)]
+        return torch.stack(rows, dim=1)
+
+
+def position_loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Mean per-position cross-entropy of :class:`PositionHeads` logits against SID codes
+    (``labels - offsets``)."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), codes.reshape(-1))
 
 
 def soft_position_embeddings(

@@ -100,6 +100,11 @@ def hf_trie_beam_search(
     dict_trie: dict[int, Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """HF ``generate`` beam search constrained by a Python dict trie. Results on the CPU."""
+    if normalize == "position":
+        # generate() hands logits processors scores already masked to the allowed children, so
+        # a per-position normaliser cannot be rebuilt there; exhaustive_scores covers it.
+        raise ValueError("hf_trie_beam_search supports normalize 'children' and 'vocab'; "
+                         "use exhaustive_top_k for 'position'")
     trie_shape = SidTrie.from_codes(codes) if dict_trie is None else None
     if trie_shape is not None:
         check_decoding_args(trie=trie_shape, vocab=vocab, num_beams=num_beams, top_k=top_k, normalize=normalize, model=model)
@@ -219,6 +224,9 @@ def _teacher_forced(
         for d, tok in enumerate(row):
             if normalize == "vocab":
                 total += float(torch.log_softmax(logits[i, d], dim=-1)[tok])
+            elif normalize == "position":
+                lo, hi = vocab.position_range(d)
+                total += float(torch.log_softmax(logits[i, d, lo:hi], dim=-1)[tok - lo])
             else:
                 cand = allowed[tuple(row[:d])]
                 total += float(torch.log_softmax(logits[i, d, cand], dim=-1)[cand.index(tok)])
@@ -240,7 +248,8 @@ def exhaustive_scores(
 ) -> torch.Tensor:
     """Teacher-forced score of every catalogue item for every query: ``[B, N]`` on the CPU.
 
-    ``"vocab"``: sum over positions of log-softmax over the whole vocabulary. ``"children"``: at each
+    ``"vocab"``: sum over positions of log-softmax over the whole vocabulary; ``"position"``: over
+    the position's own token range. ``"children"``: at each
     position the log-softmax is taken over the tokens that extend the item's prefix to some catalogue
     SID (a plain Python dict of prefixes). With ``items [B, k]`` only those items are scored
     (``[B, k]``; ``-1`` entries get ``-inf``).

@@ -40,7 +40,13 @@ import torch
 from generative_rec.config import RetrieverConfig
 from generative_rec.data import Collator, Examples, build_examples, histories_to_examples
 from generative_rec.ddp import DistContext, barrier, init_distributed, rank_device
-from generative_rec.model import build_model, load_model_state, model_state, unwrap
+from generative_rec.model import (
+    build_model,
+    item_token_offset,
+    load_model_state,
+    model_state,
+    unwrap,
+)
 from generative_rec.train import (
     TrainResult,
     amp_dtype,
@@ -100,6 +106,7 @@ def make_retriever_data(
         user_tokens=vocab.user_tokens(split.user_ids),
         pad_id=vocab.pad_id,
         eos_id=vocab.eos_id,
+        item_offset=vocab.vocab_size if cfg.history_encoding == "item" else None,
     )
     if examples is None:
         examples = build_examples(
@@ -109,6 +116,7 @@ def make_retriever_data(
             test_inputs=split.test_inputs,
             test_targets=split.test_targets,
             max_history=cfg.max_history,
+            max_train_prefixes=cfg.max_train_prefixes,
         )
     return RetrieverData(np.asarray(codes, np.int64), list(sizes), vocab, trie, collator, examples)
 
@@ -140,7 +148,7 @@ def evaluate(
     items, scores = decode_examples(
         model=model, examples=ex, collator=data.collator, trie=data.trie, vocab=data.vocab,
         num_beams=max(beams, k), top_k=k, batch_size=cfg.eval_batch_size, device=device, ctx=ctx,
-        amp=amp_dtype(cfg.amp, device), desc=f"{which} decode",
+        amp=amp_dtype(cfg.amp, device), desc=f"{which} decode", normalize=cfg.normalize,
     )
     metrics = retrieval_metrics(items[:, : max(METRIC_KS)], ex.targets, n_items=split.n_items,
                                 strata=split.strata)
@@ -204,7 +212,8 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
              len(data.examples["train"]))
 
     seed_everything(seed)
-    model = build_model(cfg=cfg, vocab_size=data.vocab.vocab_size)
+    model = build_model(cfg=cfg, vocab_size=data.vocab.vocab_size,
+                        item_tokens=data.collator.item_tokens)
     n_params = sum(p.numel() for p in model.parameters())
     result = train_phase(model=model, cfg=cfg, data=data, run_dir=run_dir, device=device,
                          seed=seed, ctx=ctx, phase="train")
@@ -297,7 +306,7 @@ def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module,
             "the semantic IDs changed since the retriever was trained; re-run train-retriever",
             path=run_dir / "tokenizer" / "semantic_ids.parquet",
         )
-    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size)
+    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=vocab.encode_sids(codes))
     load_model_state(model, load_tensors(run_dir / RETRIEVER_DIR / "model.safetensors"))
     model.to(device).eval()
     return model, vocab, SidTrie.from_codes(codes, device=device)
@@ -314,6 +323,7 @@ def recommend_for_histories(
     num_beams: int | None = None,
     max_history: int = 20,
     batch_size: int = 64,
+    normalize: str = "position",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items (``[B, top_k]`` item_idx, -1 = none) and sequence log-probabilities for
     arbitrary chronological histories of item indices; ``user_ids`` pick the hashed user tokens
@@ -328,12 +338,13 @@ def recommend_for_histories(
     codes = trie.codes.cpu().numpy()
     collator = Collator(item_tokens=vocab.encode_sids(codes),
                         user_tokens=vocab.user_tokens(user_ids),
-                        pad_id=vocab.pad_id, eos_id=vocab.eos_id)
+                        pad_id=vocab.pad_id, eos_id=vocab.eos_id,
+                        item_offset=item_token_offset(model))
     examples = histories_to_examples(histories, max_history)
     beams = max(num_beams or 20, top_k)
     items, scores = decode_examples(
         model=model, examples=examples, collator=collator, trie=trie, vocab=vocab,
-        num_beams=beams, top_k=top_k, batch_size=batch_size, device=device,
+        num_beams=beams, top_k=top_k, batch_size=batch_size, device=device, normalize=normalize,
     )
     return items, scores
 

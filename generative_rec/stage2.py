@@ -51,7 +51,14 @@ import torch.nn.functional as F
 from generative_rec.config import RetrieverConfig
 from generative_rec.data import Batch, epoch_order
 from generative_rec.ddp import DistContext, barrier
-from generative_rec.model import build_model, load_model_state, model_state, unwrap
+from generative_rec.model import (
+    build_model,
+    item_token_offset,
+    load_model_state,
+    model_state,
+    set_item_tokens,
+    unwrap,
+)
 from generative_rec.train import amp_dtype, autocast, make_optimizer
 from generative_rec.vocab import SidVocab
 from recdata.errors import DataError
@@ -198,11 +205,20 @@ def joint_loss(
 
     b, L = hist.shape[0], vocab.sid_length
     h = hist.shape[1]
-    base = emb[batch.input_ids]  # [B, T, d]
-    sid_slots = base[:, 1 : 1 + h * L].reshape(b, h, L, -1)
     hist_emb = per_item[lookup[hist.clamp(min=0)]]  # [B, h, L, d]
-    sid_slots = torch.where((hist >= 0)[:, :, None, None], hist_emb, sid_slots)
-    enc = torch.cat([base[:, :1], sid_slots.reshape(b, h * L, -1), base[:, 1 + h * L :]], dim=1)
+    if item_token_offset(net) is not None:
+        # One encoder position per item: the same scaled sum ItemSidEmbedding computes, of the
+        # soft rows (forward-identical to the hard lookup).
+        base = net.encoder.embed_tokens(batch.input_ids)  # [B, T, d]
+        slots = torch.where((hist >= 0)[:, :, None], hist_emb.sum(2) * L ** -0.5,
+                            base[:, 1 : 1 + h])
+        enc = torch.cat([base[:, :1], slots, base[:, 1 + h :]], dim=1)
+    else:
+        base = emb[batch.input_ids]  # [B, T, d]
+        sid_slots = base[:, 1 : 1 + h * L].reshape(b, h, L, -1)
+        sid_slots = torch.where((hist >= 0)[:, :, None, None], hist_emb, sid_slots)
+        enc = torch.cat([base[:, :1], sid_slots.reshape(b, h * L, -1), base[:, 1 + h * L :]],
+                        dim=1)
 
     t_rows = lookup[targets]
     if s2.soft_targets:
@@ -213,20 +229,24 @@ def joint_loss(
     dec = torch.cat([start, target_emb[:, : L - 1]], dim=1)
     logits = model(inputs_embeds=enc, attention_mask=batch.attention_mask,
                    decoder_inputs_embeds=dec, use_cache=False).logits
-    logp = F.log_softmax(logits.float(), dim=-1)
     terms = []
     for p in range(L):
+        lo, hi = vocab.position_range(p)
+        # The retriever's own output softmax: over the position's range or the whole vocabulary.
+        if cfg.output_softmax == "position":
+            logp, base_id = F.log_softmax(logits[:, p, lo:hi].float(), dim=-1), lo
+        else:
+            logp, base_id = F.log_softmax(logits[:, p].float(), dim=-1)[:, lo:hi], lo
         if s2.soft_targets and p < n_soft:
-            lo, hi = vocab.position_range(p)
-            terms.append(-(soft[p][t_rows].float() * logp[:, p, lo:hi]).sum(-1))
+            terms.append(-(soft[p][t_rows].float() * logp).sum(-1))
         else:
             # Hard labels: the soft codes' argmax for the tokenizer's positions (equal to the
             # table unless collisions were re-assigned), the table's collision token otherwise.
             if p >= n_soft:
-                label = hard[t_rows, p]
+                label = hard[t_rows, p] - base_id
             else:
-                label = soft[p][t_rows].argmax(-1) + vocab.offsets[p]
-            terms.append(-logp[:, p].gather(-1, label[:, None]).squeeze(-1))
+                label = soft[p][t_rows].argmax(-1)
+            terms.append(-logp.gather(-1, label[:, None]).squeeze(-1))
     ce = torch.stack(terms, dim=1).mean()
     rec = tokenizer.reconstruction_losses(text, image, text_mask, image_mask)
     total = ce + s2.recon_weight * rec["recon"] + s2.aux_weight * rec["aux"]
@@ -246,13 +266,15 @@ def _all_reduce_grads(params: list[torch.nn.Parameter], ctx: DistContext) -> Non
 
 
 def carry_over_embeddings(*, model: torch.nn.Module, old: SidVocab, new: SidVocab,
-                          cfg: RetrieverConfig) -> torch.nn.Module:
-    """A model for vocabulary ``new`` with ``model``'s weights; each SID position's rows are
-    copied (up to the smaller codebook), new rows keep their fresh initialisation."""
+                          cfg: RetrieverConfig, item_tokens: np.ndarray) -> torch.nn.Module:
+    """A model for vocabulary ``new`` and the item -> token table ``item_tokens`` with
+    ``model``'s weights; each SID position's rows are copied (up to the smaller codebook), new
+    rows keep their fresh initialisation."""
     if tuple(old.codebook_sizes) == tuple(new.codebook_sizes) and \
             old.n_user_buckets == new.n_user_buckets:
+        set_item_tokens(model, item_tokens)
         return model
-    fresh = build_model(cfg=cfg, vocab_size=new.vocab_size)
+    fresh = build_model(cfg=cfg, vocab_size=new.vocab_size, item_tokens=item_tokens)
     state = model_state(model)
     table = fresh.shared.weight.detach().clone()
     src = state["shared.weight"]
@@ -429,7 +451,8 @@ def run_stage2(
     # Step 3: continue training on the final IDs.
     new_data = make_retriever_data(split=split, codes=codes, sizes=sizes, cfg=cfg,
                                    examples=data.examples)
-    model = carry_over_embeddings(model=model, old=data.vocab, new=new_data.vocab, cfg=cfg)
+    model = carry_over_embeddings(model=model, old=data.vocab, new=new_data.vocab, cfg=cfg,
+                                  item_tokens=new_data.collator.item_tokens)
     history = list(log_before) + records
     phases: dict[str, Any] = {"stage2_joint": {"steps": cfg.stage2.steps,
                                                "seconds": round(joint_seconds, 1)}}

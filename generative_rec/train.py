@@ -32,8 +32,10 @@ from generative_rec.config import RetrieverConfig
 from generative_rec.data import Collator, Examples, epoch_order
 from generative_rec.ddp import DistContext, all_reduce_mean, barrier, gather_rows, shard_indices
 from generative_rec.model import (
+    PositionHeads,
     load_model_state,
     model_state,
+    position_loss,
     retrieval_loss,
     shift_right,
     sid_logits,
@@ -114,6 +116,7 @@ def decode_examples(
     ctx: DistContext | None = None,
     amp: torch.dtype | None = None,
     desc: str = "decode",
+    normalize: str = "position",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items ``[E, top_k]`` (-1 = none) and their log-probabilities for every
     example, by constrained beam search; sharded over ranks and gathered under DDP."""
@@ -141,6 +144,7 @@ def decode_examples(
                 vocab=vocab,
                 num_beams=num_beams,
                 top_k=top_k,
+                normalize=normalize,
             )
         items[start : start + len(idx)] = got_items.cpu().numpy()
         scores[start : start + len(idx)] = got_scores.float().cpu().numpy()
@@ -301,11 +305,17 @@ def train_retriever(
 
     model.to(device)
     net = unwrap(model)
-    ddp_model: torch.nn.Module = model
+    # What one training step calls: the T5 itself (full-vocabulary head) or the per-position
+    # heads around it; DDP wraps whichever it is.
+    scorer: torch.nn.Module = net
+    if cfg.output_softmax == "position":
+        scorer = PositionHeads(net, offsets=vocab.offsets, sizes=tuple(vocab.codebook_sizes))
+    offsets = torch.tensor(vocab.offsets, device=device)
+    ddp_model: torch.nn.Module = scorer
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ddp_model = DDP(net, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
+        ddp_model = DDP(scorer, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
     optimizer = make_optimizer(net, lr=peak, weight_decay=cfg.weight_decay)
     # fp16 needs loss scaling; bf16 has fp32's range and does not.
     use_scaler = amp == torch.float16 and device.startswith("cuda")
@@ -347,7 +357,7 @@ def train_retriever(
         items, _ = decode_examples(
             model=net, examples=valid, collator=collator, trie=trie, vocab=vocab,
             num_beams=cfg.num_beams, top_k=20, batch_size=cfg.eval_batch_size, device=device,
-            ctx=ctx, amp=amp, desc=f"{phase} valid",
+            ctx=ctx, amp=amp, desc=f"{phase} valid", normalize=cfg.normalize,
         )
         metrics = retrieval_metrics(items, valid.targets, n_items=trie.n_items)
         return float(metrics["overall"][SELECTION_METRIC])
@@ -406,7 +416,10 @@ def train_retriever(
                 logits = sid_logits(ddp_model, input_ids=batch.input_ids,
                                     attention_mask=batch.attention_mask,
                                     decoder_input_ids=shift_right(batch.labels))
-            loss = retrieval_loss(logits, batch.labels)
+            if scorer is net:
+                loss = retrieval_loss(logits, batch.labels)
+            else:
+                loss = position_loss(logits, batch.labels - offsets)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

@@ -102,6 +102,7 @@ def _candidates(
         items, scores = recommend_for_histories(
             model=model, vocab=vocab, trie=trie, histories=[history.tolist()], user_ids=[str(user_id)],
             top_k=n, num_beams=max(rcfg.num_beams, n), max_history=rcfg.max_history,
+            normalize=rcfg.normalize,
         )
         items, scores = np.asarray(items[0], dtype=np.int64), np.asarray(scores[0], dtype=np.float64)
         keep = items >= 0

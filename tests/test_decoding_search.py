@@ -99,7 +99,7 @@ def assert_valid(items: torch.Tensor, scores: torch.Tensor, n_items: int) -> Non
 @given(codes=catalogues(), beams=st.integers(1, 12), data=st.data())
 def test_only_real_items_with_their_true_scores(codes: np.ndarray, beams: int, data: st.DataObject):
     vocab, model = tiny()
-    normalize = data.draw(st.sampled_from(["children", "vocab"]))
+    normalize = data.draw(st.sampled_from(["children", "vocab", "position"]))
     top_k = data.draw(st.integers(1, beams))
     ids, mask = queries(vocab, 3, seed=len(codes))
     trie = SidTrie.from_codes(codes)
@@ -119,7 +119,7 @@ def test_only_real_items_with_their_true_scores(codes: np.ndarray, beams: int, d
 @given(codes=catalogues(), data=st.data())
 def test_full_beam_equals_exhaustive_scoring(codes: np.ndarray, data: st.DataObject):
     vocab, model = tiny()
-    normalize = data.draw(st.sampled_from(["children", "vocab"]))
+    normalize = data.draw(st.sampled_from(["children", "vocab", "position"]))
     top_k = data.draw(st.integers(1, 10))
     beams = max(len(codes), top_k)  # a beam that can hold every prefix at every depth is exact
     ids, mask = queries(vocab, 3, seed=7)

@@ -76,6 +76,14 @@ def test_examples_cover_every_prefix_and_the_split():
     assert ex["test"].history.tolist() == [[7, 8], [1, 2]]
     assert ex["test"].targets.tolist() == [9, 3]
 
+    # Only the most recent prefixes: user 0's last training target, user 1 has none.
+    recent = build_examples(
+        train_sequences=[np.array([5, 6, 7, 8])], valid_inputs=[], valid_targets=np.array([]),
+        test_inputs=[], test_targets=np.array([]), max_history=2, max_train_prefixes=2,
+    )["train"]
+    assert recent.targets.tolist() == [7, 8]
+    assert recent.history.tolist() == [[5, 6], [6, 7]]
+
 
 def test_collator_layout():
     vocab = SidVocab(codebook_sizes=[4, 4, 2], n_user_buckets=8)
@@ -91,6 +99,37 @@ def test_collator_layout():
     assert b.attention_mask.tolist() == [[1] * 8, [1] * 5 + [0] * 3]
     assert b.labels.tolist() == [tokens[2].tolist(), tokens[0].tolist()]
     assert b.hist_items.tolist() == [[0, 1], [2, -1]]
+
+    # One encoder position per history item: item i is the token item_offset + i.
+    off = vocab.vocab_size
+    col = Collator(item_tokens=tokens, user_tokens=np.array([vocab.user_token("a"), 3]),
+                   pad_id=vocab.pad_id, eos_id=vocab.eos_id, item_offset=off)
+    b = col(ex)
+    assert b.input_ids.tolist() == [[vocab.user_token("a"), off, off + 1, vocab.eos_id],
+                                    [3, off + 2, vocab.eos_id, 0]]
+    assert b.attention_mask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    assert b.labels.tolist() == [tokens[2].tolist(), tokens[0].tolist()]
+
+
+def test_item_embedding_is_the_scaled_sum_of_its_sid_tokens():
+    vocab = SidVocab(codebook_sizes=[4, 4, 2], n_user_buckets=8)
+    codes = np.array([[0, 1, 0], [3, 2, 0], [3, 2, 1]])
+    tokens = vocab.encode_sids(codes)
+    torch.manual_seed(0)
+    model = build_model(cfg=tiny_cfg(), vocab_size=vocab.vocab_size, item_tokens=tokens)
+    table = model.shared.weight
+    ids = torch.tensor([[vocab.user_token("a"), vocab.vocab_size + 2, vocab.eos_id, 0]])
+    got = model.encoder.embed_tokens(ids)[0]
+    assert torch.allclose(got[0], table[vocab.user_token("a")])
+    assert torch.allclose(got[1], table[torch.as_tensor(tokens[2])].sum(0) / np.sqrt(3))
+    assert torch.allclose(got[2], table[vocab.eos_id]) and torch.allclose(got[3], table[0])
+    # The item embedding reads the shared table itself: a gradient reaches the SID rows.
+    got[1].sum().backward()
+    assert set(torch.nonzero(table.grad.abs().sum(1)).flatten().tolist()) == set(tokens[2].tolist())
+    # Saved weights hold the table once; the item table is not a weight.
+    assert "encoder.embed_tokens.item_tokens" not in model_state(model)
+    with pytest.raises(DataError, match="item"):
+        build_model(cfg=tiny_cfg(), vocab_size=vocab.vocab_size)
 
 
 def test_epoch_order_is_seeded_and_shards_partition():
@@ -125,7 +164,8 @@ def test_config_validation_and_profiles():
 # --------------------------------------------------------------------------- training
 
 
-def cyclic_problem(n_users: int = 12, n_items: int = 40, length: int = 14):
+def cyclic_problem(n_users: int = 12, n_items: int = 40, length: int = 14,
+                   history_encoding: str = "item"):
     """Users walk through the catalogue in steps of one: the next item is a function of the last."""
     seqs = [np.array([(3 * u + t) % n_items for t in range(length)]) for u in range(n_users)]
     sizes = [8, 8, 4]
@@ -133,7 +173,8 @@ def cyclic_problem(n_users: int = 12, n_items: int = 40, length: int = 14):
     vocab = SidVocab(codebook_sizes=sizes, n_user_buckets=16)
     collator = Collator(item_tokens=vocab.encode_sids(codes),
                         user_tokens=vocab.user_tokens([f"u{u}" for u in range(n_users)]),
-                        pad_id=vocab.pad_id, eos_id=vocab.eos_id)
+                        pad_id=vocab.pad_id, eos_id=vocab.eos_id,
+                        item_offset=vocab.vocab_size if history_encoding == "item" else None)
     ex = build_examples(
         train_sequences=[s[:-2] for s in seqs], valid_inputs=[s[:-2] for s in seqs],
         valid_targets=np.array([s[-2] for s in seqs]), test_inputs=[s[:-1] for s in seqs],
@@ -143,9 +184,9 @@ def cyclic_problem(n_users: int = 12, n_items: int = 40, length: int = 14):
 
 
 def _train(tmp: Path, cfg: RetrieverConfig, *, seed: int = 0, on_step=None):
-    ex, vocab, collator, trie = cyclic_problem()
+    ex, vocab, collator, trie = cyclic_problem(history_encoding=cfg.history_encoding)
     torch.manual_seed(seed)
-    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size)
+    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=collator.item_tokens)
     result = train_retriever(
         model=model, cfg=cfg, train=ex["train"], valid=ex["valid"], collator=collator, trie=trie,
         vocab=vocab, device="cpu", seed=seed, ckpt_path=tmp / "ckpt" / "train.safetensors",
@@ -154,12 +195,14 @@ def _train(tmp: Path, cfg: RetrieverConfig, *, seed: int = 0, on_step=None):
     return model, result, (ex, vocab, collator, trie)
 
 
-def test_tiny_model_overfits_tiny_data(tmp_path):
-    cfg = tiny_cfg(lr=1e-2, max_steps=150, eval_every=50, d_model=48, d_ff=96)
+@pytest.mark.parametrize("history_encoding", ["item", "token"])
+def test_tiny_model_overfits_tiny_data(tmp_path, history_encoding):
+    cfg = tiny_cfg(lr=1e-2, max_steps=150, eval_every=50, d_model=48, d_ff=96,
+                   history_encoding=history_encoding)
     model, result, (ex, vocab, collator, trie) = _train(tmp_path, cfg)
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [50, 100, 150]
-    assert log[-1]["train_loss"] < 0.4 * log[0]["train_loss"]
+    assert log[-1]["train_loss"] < 0.5 * log[0]["train_loss"]
     items, _ = decode_examples(model=model, examples=ex["train"], collator=collator, trie=trie,
                                vocab=vocab, num_beams=20, top_k=20, batch_size=64, device="cpu")
     metrics = retrieval_metrics(items, ex["train"].targets, n_items=trie.n_items)

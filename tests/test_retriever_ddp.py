@@ -39,7 +39,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     ex, vocab, collator, trie = cyclic_problem()
     cfg = tiny_cfg(max_steps=12, eval_every=6, lr=5e-3, dropout=0.1)
     torch.manual_seed(0)
-    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size)
+    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=collator.item_tokens)
     init = {k: v.clone() for k, v in model_state(model).items()}
     # Different dropout streams per rank, as in a real launch; DDP must still keep weights equal.
     torch.manual_seed(100 + rank)
@@ -81,7 +81,7 @@ def test_two_gloo_ranks_stay_identical(tmp_path):
     # The gathered sharded decode equals a single-process decode of the same weights.
     ex, vocab, collator, trie = cyclic_problem()
     cfg = tiny_cfg()
-    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size)
+    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=collator.item_tokens)
     load_model_state(model, {k[6:]: r0[k] for k in model_keys})
     items, _ = decode_examples(model=model, examples=ex["valid"], collator=collator, trie=trie,
                                vocab=vocab, num_beams=20, top_k=20, batch_size=5, device="cpu")

@@ -55,7 +55,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return {name: _tokenized_run(root, name) for name in ("mmq", "rqvae")}
 
 
-def _setup(run: Path):
+def _setup(run: Path, **overrides):
     from generative_rec.model import build_model
     from generative_rec.stage import make_retriever_data
     from recdata.split import SequentialSplit
@@ -63,22 +63,28 @@ def _setup(run: Path):
     from tokenizer.inputs import load_inputs
     from tokenizer.sid import SemanticIds
 
-    cfg = tiny_cfg(stage2=STAGE2)
+    cfg = tiny_cfg(stage2=STAGE2, **overrides)
     split = SequentialSplit.from_run_dir(run)
     sids = SemanticIds.from_run_dir(run)
     data = make_retriever_data(split=split, codes=sids.codes, sizes=sids.codebook_sizes, cfg=cfg)
     torch.manual_seed(0)
-    model = build_model(cfg=cfg, vocab_size=data.vocab.vocab_size)
+    model = build_model(cfg=cfg, vocab_size=data.vocab.vocab_size,
+                        item_tokens=data.collator.item_tokens)
     return cfg, data, model, load_tokenizer(run), load_inputs(run)
 
 
+@pytest.mark.parametrize("history_encoding,output_softmax",
+                         [("item", "position"), ("token", "vocab")])
 @pytest.mark.parametrize("soft_targets", [False, True])
 @pytest.mark.parametrize("name", ["mmq", "rqvae"])
-def test_soft_lookup_is_exact_and_gradient_reaches_tokenizer(runs, name, soft_targets):
-    from generative_rec.model import retrieval_loss, shift_right, sid_logits
+def test_soft_lookup_is_exact_and_gradient_reaches_tokenizer(runs, name, soft_targets,
+                                                             history_encoding, output_softmax):
+    from generative_rec.model import (PositionHeads, position_loss, retrieval_loss, shift_right,
+                                      sid_logits)
     from generative_rec.stage2 import joint_loss
 
-    cfg, data, model, tokenizer, inputs = _setup(runs[name])
+    cfg, data, model, tokenizer, inputs = _setup(runs[name], history_encoding=history_encoding,
+                                                 output_softmax=output_softmax)
     cfg.stage2.soft_targets = soft_targets
     train = data.examples["train"]
     batch = data.collator(train, np.arange(min(24, len(train))))
@@ -86,9 +92,15 @@ def test_soft_lookup_is_exact_and_gradient_reaches_tokenizer(runs, name, soft_ta
     losses = joint_loss(model=model, tokenizer=tokenizer, inputs=inputs, batch=batch,
                         item_tokens=item_tokens, vocab=data.vocab, cfg=cfg)
     # Forward pass: soft indexing is exactly the integer lookup of the stage-1 table.
-    logits = sid_logits(model, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+    vocab = data.vocab
+    scorer = model if output_softmax == "vocab" else PositionHeads(
+        model, offsets=vocab.offsets, sizes=tuple(vocab.codebook_sizes))
+    logits = sid_logits(scorer, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                         decoder_input_ids=shift_right(batch.labels))
-    hard = retrieval_loss(logits, batch.labels)
+    if output_softmax == "vocab":
+        hard = retrieval_loss(logits, batch.labels)
+    else:
+        hard = position_loss(logits, batch.labels - torch.tensor(vocab.offsets))
     assert float(losses["retrieval"].detach()) == pytest.approx(float(hard.detach()), rel=1e-5)
     # Backward pass: the retrieval loss alone has a gradient on the tokenizer's weights.
     params = [p for p in tokenizer.parameters() if p.requires_grad]
@@ -104,13 +116,19 @@ def test_carry_over_embeddings_keeps_rows_per_position():
 
     cfg = tiny_cfg()
     old, new = SidVocab([4, 4, 2], n_user_buckets=8), SidVocab([4, 4, 3], n_user_buckets=8)
-    model = build_model(cfg=cfg, vocab_size=old.vocab_size)
-    moved = carry_over_embeddings(model=model, old=old, new=new, cfg=cfg)
+    tokens = old.encode_sids(np.array([[0, 1, 0], [3, 2, 1]]))
+    model = build_model(cfg=cfg, vocab_size=old.vocab_size, item_tokens=tokens)
+    new_tokens = new.encode_sids(np.array([[0, 1, 2], [3, 2, 1]]))
+    moved = carry_over_embeddings(model=model, old=old, new=new, cfg=cfg, item_tokens=new_tokens)
     a, b = model.shared.weight, moved.shared.weight
     assert b.shape[0] == new.vocab_size
     assert torch.equal(a[: old.offsets[2] + 2], b[: new.offsets[2] + 2])
     assert torch.equal(model.lm_head.weight[:5], moved.lm_head.weight[:5])  # still tied
-    assert carry_over_embeddings(model=model, old=old, new=old, cfg=cfg) is model
+    # The item-level encoder reads the new table.
+    assert moved.encoder.embed_tokens.item_tokens.tolist() == new_tokens.tolist()
+    same = carry_over_embeddings(model=model, old=old, new=old, cfg=cfg, item_tokens=tokens[::-1])
+    assert same is model
+    assert model.encoder.embed_tokens.item_tokens.tolist() == tokens[::-1].tolist()
 
 
 @pytest.mark.parametrize("name", ["mmq", "rqvae"])
