@@ -2,7 +2,7 @@
 side by side: utilisation, token entropy, collision rate, largest collision group,
 reconstruction error and training time.
 
-    python benchmarks/tokenizers.py RUN_DIR [RUN_DIR ...] [--variants mmq,rqvae,rqkmeans]
+    python benchmarks/tokenizer_quality.py RUN_DIR [RUN_DIR ...] [--variants mmq,rqvae,rqkmeans]
         [--epochs N] [--threads T] [--seed S] [--work DIR] [--json OUT]
 
 Each variant trains in a scratch copy of the run directory (``data/`` and ``embeddings/`` are
