@@ -64,6 +64,82 @@ def _retrieval_table(systems: Mapping[str, Any], scope: str, ks: list[int]) -> T
     return Table(headers=headers, rows=rows)
 
 
+# A stratum with fewer test users than this cannot separate systems: the headline marks it
+# instead of printing a row of zeros (with ~20 users one hit moves Recall@10 by .05).
+MIN_STRATUM_USERS = 100
+
+
+def _stratum_users(metrics: Mapping[str, Any]) -> dict[str, int]:
+    tps = metrics.get("dataset", {}).get("test_targets_per_stratum", {})
+    return {s: int(tps.get(s) or 0) for s in STRATA}
+
+
+def headline_table(metrics: Mapping[str, Any]) -> Table:
+    """System x (overall + every stratum with enough test users): R@10 and N@10 [interval]."""
+    users = _stratum_users(metrics)
+    scopes = ["overall"] + [s for s in STRATA if users[s] >= MIN_STRATUM_USERS]
+    headers = ["system"]
+    for scope in scopes:
+        n = metrics.get("dataset", {}).get("test_users") if scope == "overall" else users[scope]
+        label = STRATUM_LABELS.get(scope, scope)
+        headers += [f"{label} R@10 (n={fmt(n)})", f"{label} N@10"]
+    rows = []
+    systems = metrics.get("retrieval", {})
+    order = sorted(systems, key=lambda k: -(systems[k]["overall"].get("ndcg@10") or 0.0))
+    for system in order:
+        sec = systems[system]
+        row = [system]
+        for scope in scopes:
+            values = sec["overall"] if scope == "overall" else sec.get("strata", {}).get(scope, {})
+            ci = sec.get("ci", {})
+            ci = ci.get("overall", {}) if scope == "overall" else \
+                (ci.get("strata", {}).get(scope) or {})
+            row += [fmt_ci(values.get("recall@10"), ci.get("recall@10")),
+                    fmt_ci(values.get("ndcg@10"), ci.get("ndcg@10"))]
+        rows.append(row)
+    small = [f"{STRATUM_LABELS[s]} ({users[s]} users)" for s in STRATA
+             if 0 < users[s] < MIN_STRATUM_USERS]
+    caption = "Sorted by NDCG@10; bootstrap intervals in brackets."
+    if small:
+        caption += (" Too few test users to separate systems, so not shown: "
+                    + ", ".join(small) + ".")
+    return Table(headers=headers, rows=rows, caption=caption)
+
+
+def headline_sentences(metrics: Mapping[str, Any]) -> list[str]:
+    """One sentence per comparison the numbers support (paired intervals that exclude 0 say
+    "beats"; the others say the difference is not detectable)."""
+    out = []
+    for c in metrics.get("comparisons", []):
+        if c.get("metric") != "ndcg@10" or c.get("scope") != "overall":
+            continue
+        lo, hi = c["ci"]
+        interval = f"{c['diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+        if lo > 0:
+            out.append(f"{c['a']} beats {c['b']} on NDCG@10 by {interval} "
+                       f"(paired bootstrap p = {c['p_bootstrap']:.3f}, {c['users']} users).")
+        elif hi < 0:
+            out.append(f"{c['b']} beats {c['a']} on NDCG@10 by {-c['diff']:+.4f} "
+                       f"[{-hi:+.4f}, {-lo:+.4f}] (paired bootstrap p = "
+                       f"{c['p_bootstrap']:.3f}, {c['users']} users).")
+        else:
+            out.append(f"{c['a']} and {c['b']} cannot be told apart on NDCG@10: {interval} "
+                       f"({c['users']} users).")
+    ranking = metrics.get("ranking", {})
+    if is_run(ranking) and {"ranker_sid", "ranker_itemid"} <= set(ranking):
+        sid, item = ranking["ranker_sid"], ranking["ranker_itemid"]
+        lt_s = sid.get("strata", {}).get("long_tail", {})
+        lt_i = item.get("strata", {}).get("long_tail", {})
+        if lt_s.get("auc") is not None and lt_i.get("auc") is not None:
+            diff = lt_s["auc"] - lt_i["auc"]
+            out.append(
+                f"The SID ranker {'beats' if diff > 0 else 'trails'} the ItemID ranker on "
+                f"long-tail AUC by {diff:+.3f} ({lt_s['auc']:.3f} vs {lt_i['auc']:.3f}, "
+                f"{fmt(lt_s.get('impressions'))} long-tail impressions, no interval) and "
+                f"overall by {sid['overall']['auc'] - item['overall']['auc']:+.3f} AUC.")
+    return out
+
+
 def build_document(metrics: Mapping[str, Any], *, out_dir: Path) -> Document:
     """Assemble the report; charts are written into ``out_dir``."""
     protocol = metrics.get("protocol", {})
@@ -77,6 +153,12 @@ def build_document(metrics: Mapping[str, Any], *, out_dir: Path) -> Document:
         f"leave-one-out test users with full-catalogue rankings; intervals are "
         f"{round(100 * conf)}% bootstrap intervals over users."
     ))
+
+    if metrics.get("retrieval"):
+        doc.add(Heading("Answer"), headline_table(metrics))
+        sentences = headline_sentences(metrics)
+        if sentences:
+            doc.add(Bullets(sentences))
 
     not_run = metrics.get("not_run", {})
     if not_run:

@@ -233,3 +233,37 @@ def test_compare_runs_side_by_side(evaluated, tmp_path):
     pop_row = next(line for line in text.split("### overall")[1].splitlines()
                    if line.startswith("| pop |"))
     assert "+0.0000" in pop_row and "-0" not in pop_row.replace("+0.0000", "")
+
+
+def test_headline_leads_with_the_answer_and_marks_small_strata():
+    from eval.report import headline_sentences, headline_table
+
+    def system(r10, n10):
+        vals = {"recall@10": r10, "ndcg@10": n10}
+        return {"overall": vals, "strata": {s: vals for s in STRATA},
+                "ci": {"overall": {"recall@10": [r10 - 0.01, r10 + 0.01]}}}
+
+    metrics = {
+        "dataset": {"test_users": 1000, "test_targets_per_stratum":
+                    {"popular": 600, "middle": 350, "long_tail": 40, "cold": 0}},
+        "retrieval": {"pop": system(0.05, 0.02), "mmq_tiger": system(0.09, 0.045)},
+        "comparisons": [
+            {"a": "mmq_tiger", "b": "pop", "metric": "ndcg@10", "scope": "overall",
+             "users": 1000, "diff": 0.025, "ci": [0.015, 0.035], "p_bootstrap": 0.001},
+            {"a": "mmq_tiger", "b": "sasrec", "metric": "ndcg@10", "scope": "overall",
+             "users": 1000, "diff": 0.002, "ci": [-0.004, 0.008], "p_bootstrap": 0.5},
+            {"a": "mmq_tiger", "b": "pop", "metric": "ndcg@10", "scope": "popular",
+             "users": 600, "diff": 0.02, "ci": [0.01, 0.03], "p_bootstrap": 0.01},
+        ],
+    }
+    table = headline_table(metrics)
+    assert [r[0] for r in table.rows] == ["mmq_tiger", "pop"]  # best first
+    assert table.headers[1] == "overall R@10 (n=1000)"
+    assert any("middle" in h for h in table.headers)
+    assert not any("long-tail" in h or "cold" in h for h in table.headers)
+    assert "long-tail (40 users)" in table.caption and "cold" not in table.caption
+    assert table.rows[0][1] == "0.0900 [0.0800, 0.1000]"
+    said = headline_sentences(metrics)
+    assert said[0].startswith("mmq_tiger beats pop on NDCG@10 by +0.0250 [+0.0150, +0.0350]")
+    assert said[1].startswith("mmq_tiger and sasrec cannot be told apart")
+    assert len(said) == 2  # per-stratum comparisons stay in the tables
