@@ -29,6 +29,7 @@ the joint log-likelihood of a model trained with one softmax per position
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from typing import Literal
 
@@ -41,6 +42,11 @@ from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
 
 logger = logging.getLogger(__name__)
+
+# transformers 5 renamed the decoder cache argument (``past_key_values`` -> ``cache``, the old
+# name warning on every call); pass whichever this version's T5 takes.
+CACHE_KWARG = ("cache" if "cache" in inspect.signature(
+    transformers.T5ForConditionalGeneration.forward).parameters else "past_key_values")
 
 Normalize = Literal["children", "vocab", "position"]
 NORMALIZATIONS: tuple[str, ...] = ("children", "vocab", "position")
@@ -206,7 +212,7 @@ def _search(
                 encoder_outputs=(step_states,),
                 attention_mask=step_mask,
                 decoder_input_ids=dec_in,
-                past_key_values=cache,
+                **{CACHE_KWARG: cache},
                 use_cache=use_cache,
                 return_dict=True,
             )
