@@ -55,7 +55,7 @@ def config_path(dataset: str, budget: str) -> Path:
 def stage_seconds(run_dir: Path) -> dict[str, float]:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     return {name: round(float(s.get("seconds") or 0.0), 1)
-            for name, s in manifest["stages"].items()}
+            for name, s in manifest["stages"].items() if name in RETRIEVAL_STAGES}
 
 
 def system_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
