@@ -149,8 +149,25 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise DataError("a config file must be a mapping", path=path)
     parent = raw.pop("extends", None)
     if parent:
-        raw = _deep_merge(read_yaml(path.parent / parent, _seen + (path,)), raw)
+        raw = _deep_merge(read_yaml(_extends_path(path, str(parent)), _seen + (path,)), raw)
     return raw
+
+
+# The profiles shipped in the source tree, which a config copied elsewhere may extend by name.
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _extends_path(path: Path, parent: str) -> Path:
+    """``extends:`` relative to the config itself, else a shipped profile by file name
+    (``extends: ml-100k-mm.quick.yaml`` works from a copy outside ``configs/``)."""
+    local = path.parent / parent
+    if local.exists():
+        return local
+    shipped = SHIPPED_CONFIGS / parent
+    if shipped.exists():
+        return shipped
+    raise DataError(f"`extends: {parent}` names no file next to this config and no shipped "
+                    f"profile in {SHIPPED_CONFIGS}", path=path)
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

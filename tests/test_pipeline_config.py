@@ -22,6 +22,18 @@ def test_yaml_extends_and_dotted_overrides(tmp_path):
     assert (cfg.seed, data.dataset, data.kcore, data.synthetic_users) == (7, "synthetic", 4, 30)
 
 
+def test_copied_custom_config_extends_a_shipped_profile(tmp_path):
+    # What a new user does: copy the template out of configs/ and point it at their folder.
+    copy = tmp_path / "mine.yaml"
+    copy.write_text((REPO_ROOT / "configs" / "custom.example.yaml").read_text())
+    cfg = load_config(copy, ["data.path=/somewhere"])
+    assert cfg.section("data").dataset == "custom"
+    assert cfg.section("retriever").history_encoding == "item"  # inherited from the quick profile
+    (tmp_path / "bad.yaml").write_text("extends: no-such-profile.yaml\n")
+    with pytest.raises(DataError, match="no shipped profile"):
+        load_config(tmp_path / "bad.yaml")
+
+
 def test_unknown_key_and_bad_type_are_clear_errors(tmp_path):
     (tmp_path / "c.yaml").write_text("data:\n  kcoer: 5\n")
     with pytest.raises(DataError, match="unknown key\\(s\\) kcoer"):
