@@ -6,7 +6,7 @@ STAMP := $(VENV)/.mmqrec-installed
 DEMO_RUN ?= runs/demo
 DEMO_USER ?= 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

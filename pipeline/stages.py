@@ -53,6 +53,8 @@ STAGES: tuple[Stage, ...] = (
 )
 STAGE_NAMES = tuple(s.name for s in STAGES if s.main)
 ALL_STAGE_NAMES = tuple(s.name for s in STAGES)
+# The last main stage a side stage (train-bbqrec) reads from when run by itself.
+SIDE_STAGE_INPUTS = "tokenize"
 
 
 def stage_by_name(name: str) -> Stage:
@@ -151,13 +153,23 @@ def run_pipeline(
     run_dir.mkdir(parents=True, exist_ok=True)
     write_resolved_config(cfg, run_dir)
     manifest = Manifest(run_dir)
+    requested = stage_by_name(from_stage) if from_stage is not None else None
     hashes = stage_hashes(cfg)
+    if requested is not None and not requested.main:
+        inputs = STAGE_NAMES[: STAGE_NAMES.index(SIDE_STAGE_INPUTS) + 1]
+        hashes.update(stage_hashes(cfg, inputs + (requested.name,)))
     forced = False
     outcome: list[tuple[str, str]] = []
+    # A stage outside the main chain (train-bbqrec) runs when asked for by name, after the main
+    # stages it reads (up to the semantic IDs); otherwise it runs only inside variants.
+    side_stage = requested is not None and not requested.main
     for stage in STAGES:
-        if not stage.main:
+        if side_stage and stage.main and STAGE_NAMES.index(stage.name) > STAGE_NAMES.index(
+                SIDE_STAGE_INPUTS):
             continue
-        if from_stage is not None and stage.name == stage_by_name(from_stage).name:
+        if not stage.main and not (side_stage and stage.name == requested.name):
+            continue
+        if requested is not None and stage.name == requested.name:
             forced = True
         if only is not None and stage.name not in only:
             continue

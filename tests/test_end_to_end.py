@@ -58,6 +58,12 @@ ranker:
 eval:
   baselines: [pop]
   bootstrap_samples: 50
+bbqrec:
+  hidden: 16
+  inner: 32
+  max_len: 10
+  epochs: 2
+  batch_size: 64
 variants:
   rqkmeans_tiger:
     tokenizer:
@@ -133,6 +139,13 @@ def test_run_end_to_end(tmp_path):
     payload = json.loads(rec.stdout)
     items = [row["item_id"] for row in payload["items"]]
     assert 0 < len(items) <= 5 and len(set(items)) == len(items)
+
+    # A stage outside the main chain runs when asked for by name (and only it: nothing else
+    # is out of date).
+    bbq = _mmqrec("train-bbqrec", str(config), str(run_dir))
+    assert bbq.returncode == 0, bbq.stderr[-2000:]
+    assert (run_dir / "bbqrec" / "metrics.json").exists()
+    assert "train-bbqrec     ran" in bbq.stdout and bbq.stdout.count("ran") == 1, bbq.stdout
 
     unknown = _mmqrec("recommend", str(run_dir), "--user", "no-such-user")
     assert unknown.returncode == 2
