@@ -58,6 +58,20 @@ def stage_seconds(run_dir: Path) -> dict[str, float]:
             for name, s in manifest["stages"].items() if name in RETRIEVAL_STAGES}
 
 
+def learning_curves(run_dir: Path) -> dict[str, list[list[float]]]:
+    """Validation NDCG@10 by training step of every retriever in the run (main and variants)."""
+    logs = {"retriever": run_dir / "retriever" / "train_log.jsonl"}
+    for path in sorted((run_dir / "variants").glob("*/retriever/train_log.jsonl")):
+        logs[f"variants/{path.parts[-3]}"] = path
+    curves = {}
+    for name, path in logs.items():
+        if path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            curves[name] = [[r["step"], r["valid_ndcg@10"]] for r in rows
+                            if "valid_ndcg@10" in r]
+    return curves
+
+
 def system_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     n_items = int(metrics["dataset"]["items"])
     rows = []
@@ -122,6 +136,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", "Published anchors on the same data and protocol (R@5 / N@5 / R@10 / N@10): "
                   + "; ".join(f"{n} {a[0]:.4f} / {a[1]:.4f} / {a[2]:.4f} / {a[3]:.4f}"
                               for n, a in anchors) + "."]
+    for name, curve in result.get("curves", {}).items():
+        lines += ["", f"Learning curve of `{name}` (validation NDCG@10 at step): "
+                  + ", ".join(f"{int(step)}: {value:.4f}" for step, value in curve) + "."]
     secs = result["stage_seconds"]
     lines += ["", "Wall time per stage (s): " + ", ".join(f"{k} {v:g}" for k, v in secs.items())
               + f"; total {result['total_seconds']:g} s on {result['machine']}."]
@@ -180,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "anchors": {n: dict(zip(("recall@5", "ndcg@5", "recall@10", "ndcg@10"), a))
                     for n, a in ANCHORS.get(args.dataset, [])},
         "stage_seconds": secs,
+        "curves": learning_curves(run_dir),
         "total_seconds": round(sum(secs.values()), 1),
         "this_invocation_seconds": round(total, 1),
         "comparisons": metrics.get("comparisons", {}),
