@@ -54,6 +54,9 @@ def sweep_table(path: Path) -> str:
 
 def render(results: Path) -> str:
     parts = quality_tables(results)
+    reading = results / "reading.md"
+    if reading.exists():
+        parts.append(reading.read_text().strip() + "\n")
     parts += [sweep_table(p) for p in sorted(results.glob("retriever_sweep_*.jsonl"))]
     notes = results / "retriever_experiments.md"
     if notes.exists():
