@@ -185,7 +185,7 @@ def _search(
             use_cache=use_cache,
             return_dict=True,
         )
-        cache = out.past_key_values if use_cache else None
+        cache = getattr(out, CACHE_KWARG) if use_cache else None
         scores, nodes, origin, tokens = _expand(
             trie=trie, depth=0, logits=out.logits[:, -1:, :],
             scores=torch.zeros(batch, 1, device=device), nodes=torch.zeros(batch, 1, dtype=torch.long, device=device),
