@@ -33,12 +33,12 @@ RankFn = Callable[..., tuple[np.ndarray, np.ndarray, dict[str, Any]]]
 def rank_popularity(
     *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, seed: int, device: str
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Most popular items by training count (ties by item index)."""
+    """Most popular items by training count (ties by the shared seeded hash)."""
     exclude = split.test_inputs if cfg.exclude_history else None
     ranked, scores = popularity_ranking(
         train_counts=split.train_counts, n_users=split.n_users, depth=cfg.depth, exclude=exclude
     )
-    return ranked, scores, {"ranking": "training interaction count, ties by item_idx"}
+    return ranked, scores, {"ranking": "training interaction count, ties by a seeded (user, item) hash"}
 
 
 def rank_sasrec(

@@ -6,11 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-def popularity_order(train_counts: np.ndarray) -> np.ndarray:
-    """Item indices by descending training count, ties by ascending item index."""
-    counts = np.asarray(train_counts, dtype=np.int64)
-    return np.lexsort((np.arange(len(counts)), -counts))
+from recdata.topk import top_k
 
 
 def popularity_ranking(
@@ -19,23 +15,21 @@ def popularity_ranking(
     n_users: int,
     depth: int,
     exclude: Sequence[np.ndarray] | None = None,
+    chunk: int = 1024,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranked lists [n_users, depth] and their scores (the training counts).
 
-    With ``exclude`` each user's listed items are skipped; lists are padded with ``-1`` when the
-    catalogue runs out.
+    Items with equal counts are ordered per user by :func:`recdata.topk.top_k`'s seeded hash,
+    as every system's ties are. With ``exclude`` each user's listed items are skipped; lists are
+    padded with ``-1`` when the catalogue runs out.
     """
-    counts = np.asarray(train_counts, dtype=np.int64)
-    order = popularity_order(counts)
+    counts = np.asarray(train_counts, dtype=np.float64)
     ranked = np.full((n_users, depth), -1, dtype=np.int64)
-    if exclude is None:
-        head = order[:depth]
-        ranked[:, : len(head)] = head
-    else:
-        for user, items in enumerate(exclude):
-            # Only the first depth + |history| popular items can survive the filter.
-            window = order[: depth + len(items)]
-            kept = window[~np.isin(window, items)][:depth]
-            ranked[user, : len(kept)] = kept
-    scores = np.where(ranked >= 0, counts[np.maximum(ranked, 0)], -np.inf).astype(np.float64)
+    scores = np.full((n_users, depth), -np.inf)
+    for lo in range(0, n_users, chunk):
+        hi = min(lo + chunk, n_users)
+        block = np.broadcast_to(counts, (hi - lo, len(counts)))
+        ranked[lo:hi], scores[lo:hi] = top_k(
+            block, k=depth, users=np.arange(lo, hi),
+            exclude=None if exclude is None else exclude[lo:hi])
     return ranked, scores

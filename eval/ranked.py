@@ -1,4 +1,4 @@
-"""Ranked lists: top-k selection with a fixed tie-break, and their parquet artefacts.
+"""Ranked lists and their parquet artefacts (top-k selection itself: :mod:`recdata.topk`).
 
 Every system's test ranking is stored as ``user_idx, split, items (list[int]), scores
 (list[float])`` — the same columns as the retriever's ``candidates.parquet`` — so one reader
@@ -15,35 +15,7 @@ import polars as pl
 
 from recdata.errors import DataError
 from recdata.io import read_parquet, write_parquet
-
-
-def top_k(
-    scores: np.ndarray,
-    *,
-    k: int,
-    exclude: Sequence[np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` item indices of each row of ``scores`` [B, N], best first.
-
-    Ties are broken by the smaller item index (a stable sort of the negated scores), so the
-    result does not depend on the hardware. ``exclude[b]`` lists items removed from row ``b``.
-    Rows with fewer than ``k`` rankable items are padded with ``-1`` / ``-inf``.
-    """
-    scores = np.array(scores, dtype=np.float64, copy=True)
-    if scores.ndim != 2:
-        raise DataError(f"scores must be a 2-D array [users, items], got shape {scores.shape}")
-    if exclude is not None:
-        for row, items in enumerate(exclude):
-            scores[row, np.asarray(items, dtype=np.int64)] = -np.inf
-    k_eff = min(k, scores.shape[1])
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k_eff]
-    top_scores = np.take_along_axis(scores, order, axis=1)
-    order = np.where(np.isneginf(top_scores), -1, order)
-    if k_eff < k:
-        pad = k - k_eff
-        order = np.pad(order, ((0, 0), (0, pad)), constant_values=-1)
-        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return order.astype(np.int64), top_scores
+from recdata.topk import top_k  # noqa: F401  (re-exported: eval.ranked.top_k)
 
 
 def write_ranked(

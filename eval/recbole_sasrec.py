@@ -37,11 +37,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from eval.config import SASRecConfig
-from eval.ranked import top_k
 from recdata.errors import DataError
 from recdata.io import save_tensors, write_text
 from recdata.runtime import progress
 from recdata.split import SequentialSplit
+from recdata.topk import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +291,8 @@ def _score_users(
             full = model.full_sort_predict(inter).float().cpu().numpy()
         scores = full[:, item_map]
         exclude = [np.asarray(h, dtype=np.int64) for h in batch] if exclude_history else None
-        items, top_scores = top_k(scores, k=depth, exclude=exclude)
+        items, top_scores = top_k(scores, k=depth, exclude=exclude,
+                                   users=np.arange(start, start + len(batch)))
         ranked_parts.append(items)
         score_parts.append(top_scores)
     return np.concatenate(ranked_parts), np.concatenate(score_parts)

@@ -58,8 +58,9 @@ def protocol(*, cfg: EvalConfig, run_dir: Path, seed: int, decoding: dict[str, A
             if cfg.exclude_history else "history items are NOT removed from the retriever's or "
             "the baselines' lists"
         ) + "; two-stage (re-ranked) lists follow the ranker's exclude_seen setting",
-        "tie_break": "baselines: equal scores ordered by the smaller item_idx (stable sort); "
-                     "generative retriever: beam-search order",
+        "tie_break": "full-ranking systems (most-popular, SASRec, BBQRec): equal scores "
+                     "ordered by a seeded hash of (user, item), so ties earn no credit; "
+                     "generative retriever: beam-search order of distinct log-likelihoods",
         "strata": "by the test target item's training interaction count: popular = top share, "
                   "long_tail = bottom share of items seen in training, middle = the rest, "
                   "cold = never seen in training",

@@ -15,6 +15,7 @@ from generative_rec.bbqrec.model import BBQRec
 from recdata.errors import DataError
 from recdata.metrics import ranking_metrics
 from recdata.runtime import progress
+from recdata.topk import top_k
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +32,20 @@ def rank_users(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` items of the full catalogue for each history: (items [U, k], scores [U, k]).
 
-    Scores come from the hidden state at the last position. Ties go to the smaller item index
-    (stable sort), so rankings do not depend on the hardware.
+    Scores come from the hidden state at the last position; row ``b`` is user ``b``, whose
+    equal scores are ordered by :func:`recdata.topk.top_k`'s seeded hash.
     """
     was_training = model.training
     model.eval()
     tokens = torch.from_numpy(left_pad(histories, model.cfg.max_len))
     items_out, scores_out = [], []
-    k_eff = min(k, model.n_items)
     for lo in range(0, len(histories), batch_size):
         batch = tokens[lo: lo + batch_size].to(device)
         scores = model.item_scores(model(batch)[:, -1]).float().cpu().numpy().astype(np.float64)
         if exclude_history:
             for row, hist in enumerate(histories[lo: lo + batch_size]):
                 scores[row, np.asarray(hist, dtype=np.int64)] = -np.inf
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k_eff]
-        top = np.take_along_axis(scores, order, axis=1)
-        order = np.where(np.isneginf(top), -1, order)
-        if k_eff < k:
-            order = np.pad(order, ((0, 0), (0, k - k_eff)), constant_values=-1)
-            top = np.pad(top, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
+        order, top = top_k(scores, k=k, users=np.arange(lo, lo + len(scores)))
         items_out.append(order)
         scores_out.append(top)
     model.train(was_training)
