@@ -8,6 +8,7 @@ import polars as pl
 
 from recdata.dataset import Dataset
 from recdata.errors import DataError
+from recdata.parse import first_bad, read_text_table
 
 AMAZON_TEMPLATE = "{title}. Brand: {brand}. Categories: {categories}"
 AMAZON_FIELDS = ("title", "brand", "categories")
@@ -27,7 +28,7 @@ def load_amazon_beauty(root: Path) -> Dataset:
         default_template=AMAZON_TEMPLATE,
         has_timestamps=False,
     )
-    users, item_ids, positions = [], [], []
+    users, item_ids, positions, lines = [], [], [], []
     blank = 0
     for row, line in enumerate(seq_path.read_text().splitlines(), start=1):
         parts = line.split()
@@ -40,12 +41,13 @@ def load_amazon_beauty(root: Path) -> Dataset:
             users.append(parts[0])
             item_ids.append(item)
             positions.append(pos)
+            lines.append(row)
     ds.count_skip("blank_sequence_lines", blank)
     interactions = pl.DataFrame(
         {"user_id": users, "item_id": item_ids, "timestamp": positions, "rating": [None] * len(users)},
         schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Int64, "rating": pl.Float64},
     )
-    items = pl.read_csv(items_path, separator="\t", infer_schema=False, quote_char=None)
+    items = read_text_table(items_path, separator="\t", quote_char=None)
     missing = {"item_id", "title", "categories", "brand"} - set(items.columns)
     if missing:
         raise DataError(f"missing column(s) {sorted(missing)}", path=items_path)
@@ -63,7 +65,10 @@ def load_amazon_beauty(root: Path) -> Dataset:
     known = set(items["item_id"].to_list())
     unknown = interactions.filter(~pl.col("item_id").is_in(list(known)))
     if unknown.height:
-        raise DataError(f"{unknown.height} interactions name items missing from items.tsv (e.g. {unknown['item_id'][0]})", path=seq_path)
+        bad = first_bad(~interactions["item_id"].is_in(items["item_id"].implode()))
+        raise DataError(f"item {interactions['item_id'][bad]!r} is not in items.tsv "
+                        f"({unknown.height} interaction(s) name unknown items)", path=seq_path,
+                        row=lines[bad])
     ds.items = items
     ds.interactions = interactions
     ds.warnings.append("no timestamps: the position in each user's sequence is the order")

@@ -19,6 +19,10 @@ class DataConfig:
     """Folder holding the real datasets; None → --data-root / $MMQREC_DATA / ../shared/data."""
     path: str | None = None
     """Folder with the user's tables for dataset=custom (see README, "Custom datasets")."""
+    images_outside_folder: bool = False
+    """dataset=custom: accept image paths that resolve outside the dataset folder (absolute
+    paths elsewhere, ``..``, links). Off by default: such a row is an error, so a catalogue
+    cannot make the encoder (or the server) open arbitrary files."""
     kcore: int = 0
     """Keep only users and items with at least this many interactions (repeated until stable);
     0 = off. Off by default: MovieLens users already have ≥ 20 ratings and Amazon Beauty is

@@ -24,6 +24,7 @@ import polars as pl
 
 from recdata.dataset import Dataset
 from recdata.errors import DataError
+from recdata.parse import first_bad, parse_float, parse_int
 
 _SUFFIXES = (".csv", ".tsv", ".parquet")
 
@@ -59,38 +60,15 @@ def _require_columns(frame: pl.DataFrame, path: Path, columns: tuple[str, ...]) 
             raise DataError(f"missing required column {column!r} (found: {', '.join(frame.columns)})", path=path)
 
 
-def _first_bad(mask: pl.Series) -> int | None:
-    idx = mask.arg_true()
-    return int(idx[0]) if len(idx) else None
-
-
 def _check_not_empty(frame: pl.DataFrame, path: Path, column: str, first_line: int) -> None:
-    bad = _first_bad(frame[column].is_null() | (frame[column].str.strip_chars() == ""))
+    bad = first_bad(frame[column].is_null() | (frame[column].str.strip_chars() == ""))
     if bad is not None:
         raise DataError(f"empty {column!r}", path=path, row=bad + first_line)
 
 
-def _parse_int(frame: pl.DataFrame, path: Path, column: str, first_line: int) -> pl.Series:
-    parsed = frame[column].str.strip_chars().cast(pl.Int64, strict=False)
-    bad = _first_bad(parsed.is_null() & frame[column].is_not_null())
-    if bad is not None:
-        raise DataError(
-            f"column {column!r} must be an integer, got {frame[column][bad]!r}", path=path, row=bad + first_line
-        )
-    return parsed
-
-
-def _parse_float(frame: pl.DataFrame, path: Path, column: str, first_line: int) -> pl.Series:
-    parsed = frame[column].str.strip_chars().cast(pl.Float64, strict=False)
-    bad = _first_bad(parsed.is_null() & frame[column].is_not_null() & (frame[column].str.strip_chars() != ""))
-    if bad is not None:
-        raise DataError(
-            f"column {column!r} must be a number, got {frame[column][bad]!r}", path=path, row=bad + first_line
-        )
-    return parsed
-
-
-def load_custom(folder: Path) -> Dataset:
+def load_custom(folder: Path, *, images_outside_folder: bool = False) -> Dataset:
+    """Load a custom dataset folder; image paths must stay inside it unless
+    ``images_outside_folder``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError("custom dataset folder not found (set data.path)", path=folder)
@@ -102,20 +80,35 @@ def load_custom(folder: Path) -> Dataset:
     items, items_line = _read_table(items_path)
     _require_columns(items, items_path, ("item_id",))
     _check_not_empty(items, items_path, "item_id", items_line)
-    dup = _first_bad(~items["item_id"].is_first_distinct())
+    dup = first_bad(~items["item_id"].is_first_distinct())
     if dup is not None:
         raise DataError(f"duplicate item_id {items['item_id'][dup]!r}", path=items_path, row=dup + items_line)
     text_fields = tuple(c for c in items.columns if c not in ("item_id", "image"))
     if "title" not in items.columns:
         items = items.with_columns(pl.lit(None, dtype=pl.Utf8).alias("title"))
     if "image" in items.columns:
+        root = folder.resolve()
+
         def resolve(value: str | None) -> str | None:
             if value is None or not value.strip():
                 return None
             path = Path(value.strip())
-            path = path if path.is_absolute() else folder / path
-            return str(path.resolve()) if path.exists() else None
+            path = (path if path.is_absolute() else folder / path).resolve()
+            return str(path) if path.exists() else None
 
+        def outside(value: str | None) -> bool:
+            if value is None or not value.strip():
+                return False
+            path = Path(value.strip())
+            return not (path if path.is_absolute() else folder / path).resolve().is_relative_to(root)
+
+        if not images_outside_folder:
+            escaped = first_bad(items["image"].map_elements(outside, return_dtype=pl.Boolean))
+            if escaped is not None:
+                raise DataError(
+                    f"image path {items['image'][escaped]!r} leaves the dataset folder "
+                    "(set data.images_outside_folder: true to allow it)",
+                    path=items_path, row=escaped + items_line)
         image_path = items["image"].map_elements(resolve, return_dtype=pl.Utf8)
         named = items["image"].is_not_null() & (items["image"].str.strip_chars() != "")
         ds.count_skip("image_files_missing", int((named & image_path.is_null()).sum()))
@@ -134,12 +127,12 @@ def load_custom(folder: Path) -> Dataset:
     has_ts = "timestamp" in inter.columns
     if has_ts:
         _check_not_empty(inter, inter_path, "timestamp", inter_line)
-        timestamp = _parse_int(inter, inter_path, "timestamp", inter_line)
+        timestamp = parse_int(inter, inter_path, "timestamp", inter_line)
     else:
         timestamp = pl.Series("timestamp", range(inter.height), dtype=pl.Int64)
         ds.warnings.append(f"{inter_path.name} has no timestamp column: the row order is the order")
     rating = (
-        _parse_float(inter, inter_path, "rating", inter_line)
+        parse_float(inter, inter_path, "rating", inter_line)
         if "rating" in inter.columns
         else pl.Series("rating", [None] * inter.height, dtype=pl.Float64)
     )
@@ -152,12 +145,12 @@ def load_custom(folder: Path) -> Dataset:
         }
     )
     key = ["user_id", "item_id", "timestamp"] if has_ts else ["user_id", "item_id"]
-    dup = _first_bad(frame.select(~pl.struct(key).is_first_distinct()).to_series())
+    dup = first_bad(frame.select(~pl.struct(key).is_first_distinct()).to_series())
     if dup is not None:
         what = ", ".join(f"{k}={frame[k][dup]}" for k in key)
         raise DataError(f"duplicate interaction ({what})", path=inter_path, row=dup + inter_line)
     known = set(items["item_id"].to_list())
-    unknown = _first_bad(~frame["item_id"].is_in(list(known)))
+    unknown = first_bad(~frame["item_id"].is_in(list(known)))
     if unknown is not None:
         raise DataError(
             f"item_id {frame['item_id'][unknown]!r} is not in {items_path.name}", path=inter_path, row=unknown + inter_line
@@ -171,7 +164,7 @@ def load_custom(folder: Path) -> Dataset:
     if users_path is not None:
         users, users_line = _read_table(users_path)
         _require_columns(users, users_path, ("user_id",))
-        dup = _first_bad(~users["user_id"].is_first_distinct())
+        dup = first_bad(~users["user_id"].is_first_distinct())
         if dup is not None:
             raise DataError(f"duplicate user_id {users['user_id'][dup]!r}", path=users_path, row=dup + users_line)
         ds.users = users

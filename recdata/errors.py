@@ -15,7 +15,8 @@ class DataError(ValueError):
             where = f"{path}"
             if row is not None:
                 # Text files are addressed by line number (header = line 1), tables by row.
-                text_file = str(path).endswith((".csv", ".tsv", ".txt", ".dat", ".yaml", ".yml"))
+                text_file = str(path).endswith((".csv", ".tsv", ".txt", ".dat", ".yaml", ".yml", ".inter",
+                                                 ".item", ".user"))
                 where += f", {'line' if text_file else 'row'} {row}"
             where += ": "
         super().__init__(f"{where}{message}")

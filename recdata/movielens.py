@@ -17,6 +17,7 @@ import polars as pl
 
 from recdata.dataset import Dataset
 from recdata.errors import DataError
+from recdata.parse import first_bad, parse_float, read_text_table
 
 MOVIELENS_TEMPLATE = (
     "{title} ({year}). Genres: {genres}. Directed by {director}. Starring {actors}. {plot}"
@@ -134,10 +135,33 @@ def _poster_path(posters: Path, movie_id: str | None) -> str | None:
 
 def _read_atomic(path: Path) -> pl.DataFrame:
     """Read a RecBole atomic file (typed header ``name:type``) as strings."""
-    frame = pl.read_csv(
-        _require(path), separator="\t", infer_schema=False, quote_char=None, encoding="utf8-lossy"
-    )
+    frame = read_text_table(_require(path), separator="\t", quote_char=None)
     return frame.rename({c: c.split(":")[0] for c in frame.columns})
+
+
+def _ml100k_interactions(inter: pl.DataFrame, path: Path, item_ids: pl.Series) -> pl.DataFrame:
+    """Typed ML-100K ratings; a malformed row is a one-line error naming its line."""
+    for column in ("user_id", "item_id", "rating", "timestamp"):
+        if column not in inter.columns:
+            raise DataError(f"missing column {column!r} (found: {', '.join(inter.columns)})", path=path)
+    for column in ("user_id", "item_id"):
+        bad = first_bad(inter[column].is_null() | (inter[column].str.strip_chars() == ""))
+        if bad is not None:
+            raise DataError(f"empty {column!r}", path=path, row=bad + 2)
+    timestamp = parse_float(inter, path, "timestamp", 2)
+    rating = parse_float(inter, path, "rating", 2)
+    for column, values in (("timestamp", timestamp), ("rating", rating)):
+        bad = first_bad(values.is_null())
+        if bad is not None:
+            raise DataError(f"empty {column!r}", path=path, row=bad + 2)
+    unknown = first_bad(~inter["item_id"].is_in(item_ids.implode()))
+    if unknown is not None:
+        raise DataError(f"item_id {inter['item_id'][unknown]!r} is not in ml-100k.item", path=path,
+                        row=unknown + 2)
+    return pl.DataFrame({
+        "user_id": inter["user_id"], "item_id": inter["item_id"],
+        "timestamp": timestamp.cast(pl.Int64), "rating": rating,
+    })
 
 
 def load_ml100k(root: Path, *, multimodal: bool = True) -> Dataset:
@@ -210,12 +234,7 @@ def load_ml100k(root: Path, *, multimodal: bool = True) -> Dataset:
     ds.count_skip("items_without_poster", int(items["image_path"].is_null().sum()))
     ds.count_skip("items_without_plot", int(items["plot"].is_null().sum()))
 
-    interactions = inter.select(
-        pl.col("user_id"),
-        pl.col("item_id"),
-        pl.col("timestamp").cast(pl.Float64).cast(pl.Int64),
-        pl.col("rating").cast(pl.Float64),
-    )
+    interactions = _ml100k_interactions(inter, base / "ml-100k.inter", items["item_id"])
     ds.items = items
     ds.interactions = _dedupe(interactions, ds)
     if (users_path).exists():
@@ -239,12 +258,21 @@ def load_ml1m(root: Path) -> Dataset:
     ratings = pl.read_parquet(_require(ml / "ml-1m" / "ratings.parquet"))
     ds.count_skip("ratings_missing_movie_id", int(ratings["movie_id"].is_null().sum()))
     ratings = ratings.filter(pl.col("movie_id").is_not_null())
-    interactions = ratings.select(
-        pl.col("user_id").cast(pl.Utf8),
-        pl.col("movie_id").cast(pl.Int64).cast(pl.Utf8).alias("item_id"),
-        pl.col("timestamp").cast(pl.Int64),
-        pl.col("rating").cast(pl.Float64),
-    )
+    try:
+        interactions = ratings.select(
+            pl.col("user_id").cast(pl.Utf8),
+            pl.col("movie_id").cast(pl.Int64).cast(pl.Utf8).alias("item_id"),
+            pl.col("timestamp").cast(pl.Int64),
+            pl.col("rating").cast(pl.Float64),
+        )
+    except pl.exceptions.PolarsError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise DataError(f"unexpected column types ({first})", path=ml / "ml-1m" / "ratings.parquet") from None
+    bad = int((interactions["rating"].is_null() | ~interactions["rating"].is_finite()
+               | interactions["timestamp"].is_null()).sum())
+    if bad:
+        raise DataError(f"{bad} rating(s) with a missing or non-finite rating or timestamp",
+                        path=ml / "ml-1m" / "ratings.parquet")
     rows = [
         {"item_id": movie_id, "title": _clean(title), "year": year, "genres": genres.replace("|", ", ")}
         for movie_id, title, year, genres in _read_ml1m_movies(ml / "movies.dat")

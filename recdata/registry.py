@@ -57,6 +57,7 @@ def load_dataset(
     name: str,
     data_root: str | os.PathLike[str] | None = None,
     path: str | os.PathLike[str] | None = None,
+    images_outside_folder: bool = False,
     synthetic_users: int = 200,
     synthetic_items: int = 120,
     seed: int = 0,
@@ -67,7 +68,7 @@ def load_dataset(
     if name == "custom":
         if path is None:
             raise DataError("dataset 'custom' needs a folder: set data.path (or --path)")
-        return load_custom(Path(path))
+        return load_custom(Path(path), images_outside_folder=images_outside_folder)
     if name == "synthetic":
         from recdata.synthetic import make_synthetic_dataset
 

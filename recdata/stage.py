@@ -14,6 +14,7 @@ def run(*, cfg: DataConfig, run_dir: Path, seed: int = 0, device: str = "auto") 
         name=cfg.dataset,
         data_root=cfg.data_root,
         path=cfg.path,
+        images_outside_folder=cfg.images_outside_folder,
         synthetic_users=cfg.synthetic_users,
         synthetic_items=cfg.synthetic_items,
         seed=seed,

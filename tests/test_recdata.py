@@ -56,12 +56,29 @@ def test_ties_in_time_keep_file_order(tmp_path):
     assert [ids[i] for i in by_user["u2"]] == ["b", "a", "c"]
 
 
+def test_image_outside_folder_only_when_opted_in(tmp_path):
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes(b"not really a jpeg")
+    folder = write_custom(tmp_path / "d", items=f"item_id,title,image\na,A,{outside}\nb,B,\nc,C,\n",
+                          interactions=GOOD_LOG)
+    with pytest.raises(DataError, match="leaves the dataset folder"):
+        load_dataset(name="custom", path=folder)
+    ds = load_dataset(name="custom", path=folder, images_outside_folder=True)
+    assert ds.items.filter(pl.col("item_id") == "a")["image_path"][0] == str(outside.resolve())
+
+
 @pytest.mark.parametrize(
     ("items", "log", "message"),
     [
         (GOOD_ITEMS, "user_id,timestamp\nu1,1\n", "missing required column 'item_id'"),
         (GOOD_ITEMS, "user_id,item_id,timestamp\nu1,a,1\nu1,b,yesterday\n", "line 3: column 'timestamp' must be an integer"),
         (GOOD_ITEMS, "user_id,item_id,rating\nu1,a,5\nu1,b,great\n", "line 3: column 'rating' must be a number"),
+        (GOOD_ITEMS, "user_id,item_id,rating\nu1,a,5\nu1,b,nan\n", "line 3: column 'rating' must be a finite number"),
+        (GOOD_ITEMS, "user_id,item_id,rating\nu1,a,-inf\nu1,b,4\n", "line 2: column 'rating' must be a finite number"),
+        ("item_id,title,image\na,A,\nb,B,../../../../etc/passwd\nc,C,\n", GOOD_LOG,
+         "line 3: image path '../../../../etc/passwd' leaves the dataset folder"),
+        ("item_id,title,image\na,A,/etc/hostname\nb,B,\nc,C,\n", GOOD_LOG,
+         "line 2: image path '/etc/hostname' leaves the dataset folder"),
         (GOOD_ITEMS, "user_id,item_id,timestamp\nu1,a,1\nu1,b,2\nu1,a,1\n", "line 4: duplicate interaction"),
         (GOOD_ITEMS, "user_id,item_id,timestamp\nu1,a,1\nu1,zz,2\n", "line 3: item_id 'zz' is not in items.csv"),
         ("item_id,title\na,A\na,B\n", GOOD_LOG, "line 3: duplicate item_id 'a'"),

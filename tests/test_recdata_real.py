@@ -110,3 +110,58 @@ def test_ranking_split_is_chronological(tmp_path, name):
     assert last_train <= first_test
     assert ratings.filter(pl.col("split") == "test").height == 10_000
     assert (ratings["label"] == (ratings["rating"] > 3).cast(pl.Int8)).all()
+
+
+def _ml100k_copy_with(tmp_path, extra_line: str):
+    """A data root whose ml-100k.inter is the real one plus ``extra_line``; everything else
+    is linked to the shared data, never copied."""
+    src = require_shared("movielens", "ml-100k").parent
+    root = tmp_path / "data"
+    ml = root / "movielens"
+    (ml / "ml-100k").mkdir(parents=True)
+    for entry in src.iterdir():
+        if entry.name != "ml-100k":
+            (ml / entry.name).symlink_to(entry)
+    for entry in (src / "ml-100k").iterdir():
+        if entry.name != "ml-100k.inter":
+            (ml / "ml-100k" / entry.name).symlink_to(entry)
+    text = (src / "ml-100k" / "ml-100k.inter").read_text()
+    (ml / "ml-100k" / "ml-100k.inter").write_text(text.rstrip("\n") + "\n" + extra_line + "\n")
+    return root, len(text.rstrip("\n").splitlines()) + 1
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        ("196\tnot-an-item\tx\tyesterday", "column 'timestamp' must be a number, got 'yesterday'"),
+        ("196\t242\tnan\t881250949", "column 'rating' must be a finite number, got 'nan'"),
+        ("196\t99999\t3\t881250949", "item_id '99999' is not in ml-100k.item"),
+        ("196\t242\t3", "empty 'timestamp'"),
+    ],
+)
+def test_ml100k_malformed_row_is_one_line_with_file_and_line(tmp_path, row, problem):
+    root, line = _ml100k_copy_with(tmp_path, row)
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", "data", "stats", "--dataset", "ml-100k-mm",
+         "--data-root", str(root)], capture_output=True, text=True, cwd=REPO_ROOT,
+    )
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"ml-100k.inter, line {line}: {problem}" in lines[0]
+
+
+def test_amazon_unknown_item_names_its_line(tmp_path):
+    src = require_shared("amazon-beauty")
+    root = tmp_path / "data"
+    (root / "amazon-beauty").mkdir(parents=True)
+    for entry in src.iterdir():
+        if entry.name != "sequences.txt":
+            (root / "amazon-beauty" / entry.name).symlink_to(entry)
+    text = (src / "sequences.txt").read_text().rstrip("\n")
+    (root / "amazon-beauty" / "sequences.txt").write_text(text + "\nuser-x 1 no-such-item\n")
+    from recdata import DataError
+
+    with pytest.raises(DataError) as info:
+        load_dataset(name="amazon-beauty", data_root=root)
+    assert f"sequences.txt, line {len(text.splitlines()) + 1}: item 'no-such-item'" in str(info.value)
