@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sys
 from typing import Any, Iterable
 
 import numpy as np
+
+_log = logging.getLogger("mmqrec.progress")
 
 
 def seed_everything(seed: int) -> None:
@@ -35,15 +38,40 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def progress_enabled() -> bool:
+    """Interactive bars: on a terminal (or with MMQREC_PROGRESS=1), never with MMQREC_NO_PROGRESS=1."""
     if os.environ.get("MMQREC_NO_PROGRESS") == "1":
         return False
     return sys.stderr.isatty() or os.environ.get("MMQREC_PROGRESS") == "1"
 
 
+class _LogLines:
+    """A file for tqdm that turns each refresh into one log record (no carriage returns)."""
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()
+        if line:
+            _log.info(line)
+
+    def flush(self) -> None:
+        pass
+
+
+LOG_BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%), {rate_fmt}, elapsed {elapsed}, left {remaining}"
+
+
 def progress(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
-    """A tqdm progress bar that stays quiet in CI logs and pipes."""
+    """A progress bar: tqdm on a terminal; in a log file or pipe, one log line (items done,
+    rate, time left) every ``$MMQREC_PROGRESS_INTERVAL`` seconds (default 30), starting once a
+    loop has run that long; nothing with MMQREC_NO_PROGRESS=1."""
     from tqdm.auto import tqdm
 
-    kwargs.setdefault("disable", not progress_enabled())
-    kwargs.setdefault("dynamic_ncols", True)
+    if progress_enabled():
+        kwargs.setdefault("dynamic_ncols", True)
+        return tqdm(iterable, **kwargs)
+    if os.environ.get("MMQREC_NO_PROGRESS") == "1":
+        return tqdm(iterable, disable=True, **{k: v for k, v in kwargs.items() if k != "disable"})
+    interval = float(os.environ.get("MMQREC_PROGRESS_INTERVAL", "30"))
+    kwargs.update(file=_LogLines(), mininterval=interval, maxinterval=max(interval, 1.0),
+                  delay=interval, bar_format=LOG_BAR_FORMAT, ascii=True)
+    kwargs.pop("dynamic_ncols", None)
     return tqdm(iterable, **kwargs)
