@@ -74,15 +74,17 @@ def recommend_timing(work: Path, user: str, k: int) -> None:
     """Cold start in a fresh interpreter (imports included), then a warm second call."""
     code = (
         "import time, json; t0 = time.perf_counter()\n"
-        "from ranking.recommend import recommend, format_table\n"
+        "from mmqrec import Recommender, format_table\n"
         "t1 = time.perf_counter()\n"
-        f"r = recommend(run_dir={str(work)!r}, user_id={user!r}, k={k})\n"
+        f"rec = Recommender.load({str(work)!r}, device='cpu')\n"
         "t2 = time.perf_counter()\n"
-        f"r2 = recommend(run_dir={str(work)!r}, user_id={user!r}, k={k})\n"
+        f"r = rec.recommend([{user!r}], k={k})[0]\n"
         "t3 = time.perf_counter()\n"
+        f"r2 = rec.recommend([{user!r}], k={k})[0]\n"
+        "t4 = time.perf_counter()\n"
         "print(format_table(r))\n"
-        "print(json.dumps({'import_s': round(t1 - t0, 3), 'first_call_s': round(t2 - t1, 3), "
-        "'second_call_s': round(t3 - t2, 3), 'first_call_parts_s': {k: round(v, 3) for k, v in r.seconds.items()}}))\n"
+        "print(json.dumps({'import_s': round(t1 - t0, 3), 'load_s': round(t2 - t1, 3), "
+        "'first_call_s': round(t3 - t2, 3), 'second_call_s': round(t4 - t3, 3)}))\n"
     )
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

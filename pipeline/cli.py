@@ -94,17 +94,42 @@ def _make_stage_command(stage_name: str):
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
-    from ranking.recommend import format_table, recommend
+    from mmqrec import Recommender, format_table
 
+    if args.all or args.users:
+        from mmqrec.export import export_recommendations
+
+        if not args.out:
+            raise DataError("--all / --users need --out FILE.parquet")
+        summary = export_recommendations(
+            run_dir=Path(args.run_dir), out=Path(args.out), k=args.k,
+            users_file=Path(args.users) if args.users else None, exclude_seen=not args.keep_seen,
+            chunk_size=args.chunk_size, device=args.device)
+        print(json.dumps(summary, indent=2))
+        return 0
+    if args.user is None and not args.history:
+        raise DataError("give --user ID, --history ITEM [ITEM ...], or --all --out FILE")
     t0 = time.perf_counter()
-    result = recommend(run_dir=Path(args.run_dir), user_id=str(args.user), k=args.k, exclude_seen=not args.keep_seen)
+    rec = Recommender.load(args.run_dir, device=args.device, variant=args.variant)
+    if args.history:
+        result = rec.recommend_history(args.history, k=args.k, exclude_seen=not args.keep_seen,
+                                       user_id=args.user)
+    else:
+        result = rec.recommend([str(args.user)], k=args.k, exclude_seen=not args.keep_seen)[0]
     elapsed = time.perf_counter() - t0
     if args.json:
-        payload = result.to_dict() if hasattr(result, "to_dict") else result.__dict__
-        print(json.dumps(payload, indent=2, default=str))
+        print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         print(format_table(result))
         print(f"({elapsed:.2f} s)")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from mmqrec.server import serve
+
+    serve(run_dir=Path(args.run_dir), host=args.host, port=args.port, device=args.device,
+          variant=args.variant, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     return 0
 
 
@@ -156,13 +181,33 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_args(p)
         p.set_defaults(func=_make_stage_command(stage.name))
 
-    rec = sub.add_parser("recommend", help="top-k recommendations for one user of a trained run")
+    rec = sub.add_parser("recommend", help="top-k recommendations from a trained run: one user, an "
+                         "ad-hoc history, or every user to a parquet file")
     rec.add_argument("run_dir")
-    rec.add_argument("--user", required=True, help="the user's id as in the dataset")
+    rec.add_argument("--user", help="the user's id as in the dataset")
+    rec.add_argument("--history", nargs="+", metavar="ITEM",
+                     help="an ad-hoc history of item ids, oldest first (with --user: ranked as that user)")
+    rec.add_argument("--all", action="store_true", help="every user of the run (needs --out)")
+    rec.add_argument("--users", metavar="FILE", help="a text file of user ids, one per line (needs --out)")
+    rec.add_argument("--out", metavar="FILE.parquet", help="batch export: one row per (user, rank)")
+    rec.add_argument("--chunk-size", type=int, default=256, help="users per batch of the export")
     rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--variant", help="ranker variant (default: the one the ranker stage serves)")
+    rec.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     rec.add_argument("--keep-seen", action="store_true", help="do not exclude items the user has already seen")
     rec.add_argument("--json", action="store_true")
     rec.set_defaults(func=_cmd_recommend)
+
+    srv = sub.add_parser("serve", help="HTTP service and web page over a trained run")
+    srv.add_argument("run_dir")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    srv.add_argument("--variant", help="ranker variant (default: the one the ranker stage serves)")
+    srv.add_argument("--max-batch", type=int, default=64, help="most requests batched into one model call")
+    srv.add_argument("--max-wait-ms", type=float, default=5.0,
+                     help="how long a request waits for others to batch with")
+    srv.set_defaults(func=_cmd_serve)
 
     report = sub.add_parser("report", help="reports")
     report_sub = report.add_subparsers(dest="report_command", required=True, metavar="SUBCOMMAND")

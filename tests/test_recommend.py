@@ -1,4 +1,4 @@
-"""``recommend``: top-k for one user of a trained run (what ``mmqrec recommend`` prints)."""
+"""The public API: ``Recommender`` over a trained run (what ``mmqrec recommend`` prints)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from recdata.errors import DataError
-from ranking.recommend import format_table, recommend
+from mmqrec import Recommender, format_table
 from test_ranker_stage import build_run, tiny_config
 
 
@@ -21,6 +21,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = build_run(tmp_path_factory.mktemp("recommend"), seed=3)
     run(cfg=tiny_config(variants=["sid"], epochs=1), run_dir=run_dir, seed=0, device="cpu")
     return run_dir
+
+
+def recommend(*, run_dir: Path, user_id: str, k: int = 10, exclude_seen: bool = True):
+    return Recommender.load(run_dir, device="cpu").recommend([user_id], k=k, exclude_seen=exclude_seen)[0]
 
 
 def _history(run_dir: Path, user_id: str) -> set[int]:
@@ -111,8 +115,10 @@ def test_format_table_shows_titles_scores_and_semantic_ids(trained: Path) -> Non
 
 
 def test_k_must_be_positive(trained: Path) -> None:
-    with pytest.raises(DataError, match="k must be"):
-        recommend(run_dir=trained, user_id="1", k=0)
+    rec = Recommender.load(trained, device="cpu")
+    for bad in (0, -3, 2.5, True, rec.n_items + 1):
+        with pytest.raises(DataError, match="k must be"):
+            rec.recommend(["1"], k=bad)
 
 
 def test_recommend_orders_candidates_by_the_stored_fusion_weight(trained: Path) -> None:
@@ -120,14 +126,14 @@ def test_recommend_orders_candidates_by_the_stored_fusion_weight(trained: Path) 
 
     from recdata.io import read_json
     from ranking.checkpoint import load_model
-    from ranking.recommend import _history
     from ranking.two_stage import fuse_scores, order_candidates, score_candidates
 
     alpha = read_json(trained / "ranker" / "config.json")["variants"]["sid"]["fusion_alpha"]
     model, _, cfg, _ = load_model(run_dir=trained, variant="sid")
     user_idx = 5
     user_id = pl.read_parquet(trained / "data" / "users.parquet").filter(pl.col("user_idx") == user_idx)["user_id"][0]
-    history, feedback = _history(trained, user_idx)
+    rec = Recommender.load(trained, device="cpu")
+    history, feedback = rec._histories[user_idx], rec._feedback[user_idx]
     cand = pl.read_parquet(trained / "retriever" / "candidates.parquet").filter(
         (pl.col("user_idx") == user_idx) & (pl.col("split") == "test"))
     items = np.asarray(cand["items"][0])[: cfg.candidates_n]
@@ -141,3 +147,68 @@ def test_recommend_orders_candidates_by_the_stored_fusion_weight(trained: Path) 
     assert [index[it["item_id"]] for it in result.items] == expect.tolist()
     for it, i in zip(result.items, expect.tolist()):
         assert it["p_like"] == pytest.approx(float(probs[list(items).index(i)]))
+
+
+def test_batched_lists_equal_one_user_at_a_time(trained: Path) -> None:
+    rec = Recommender.load(trained, device="cpu")
+    users = rec.user_ids[:12]
+    batched = rec.recommend(users, k=6)
+    for user, result in zip(users, batched):
+        alone = rec.recommend([user], k=6)[0]
+        assert result.user_id == user
+        assert [it["item_id"] for it in result.items] == [it["item_id"] for it in alone.items]
+        assert [it["score"] for it in result.items] == pytest.approx([it["score"] for it in alone.items])
+
+
+def test_ad_hoc_history_excludes_its_items_and_ranks_as_a_known_user(trained: Path) -> None:
+    rec = Recommender.load(trained, device="cpu")
+    history = [it["item_id"] for it in rec.history("3", last=5)]
+    anonymous = rec.recommend_history(history, k=5)
+    assert anonymous.user_id is None and len(anonymous.items) == 5
+    assert not {it["item_id"] for it in anonymous.items} & set(history)
+    assert all(it["p_like"] is None for it in anonymous.items)
+    assert "no known user" in anonymous.message
+    as_user = rec.recommend_history(history, k=5, user_id="3")
+    assert all(it["p_like"] is not None for it in as_user.items)
+    empty = rec.recommend_history([], k=4)
+    assert empty.fallback and len(empty.items) == 4
+    with pytest.raises(DataError, match="unknown item 'nope'"):
+        rec.recommend_history(["nope"], k=3)
+    with pytest.raises(DataError, match="list of ids"):
+        rec.recommend_history("abc", k=3)
+
+
+def test_history_and_item_lookups(trained: Path) -> None:
+    rec = Recommender.load(trained, device="cpu")
+    index = _item_index(trained)
+    full = rec.history("4")
+    assert {index[it["item_id"]] for it in full} == _history(trained, "4")
+    assert rec.history("4", last=3) == full[-3:]
+    first = full[0]
+    assert rec.item(first["item_id"]) == first
+    with pytest.raises(DataError, match="unknown item"):
+        rec.item("missing")
+
+
+def test_batch_export_writes_one_row_per_user_and_rank(trained: Path, tmp_path: Path) -> None:
+    from mmqrec.export import export_recommendations
+
+    users_file = tmp_path / "users.txt"
+    users_file.write_text("# a subset\n2\n5\n\n9\n")
+    out = tmp_path / "recs.parquet"
+    summary = export_recommendations(run_dir=trained, out=out, k=4, users_file=users_file,
+                                     chunk_size=2, device="cpu")
+    frame = pl.read_parquet(out)
+    assert summary["users"] == 3 and summary["rows"] == frame.height == 12
+    assert frame["user_id"].to_list() == ["2"] * 4 + ["5"] * 4 + ["9"] * 4
+    assert frame["rank"].to_list() == [1, 2, 3, 4] * 3
+    rec = Recommender.load(trained, device="cpu")
+    want = rec.recommend(["5"], k=4)[0]
+    got = frame.filter(pl.col("user_id") == "5")
+    assert got["item_id"].to_list() == [it["item_id"] for it in want.items]
+    assert got["semantic_id"].to_list() == [it["semantic_id"] for it in want.items]
+    users_file.write_text("2\nghost\n")
+    with pytest.raises(DataError, match="unknown user 'ghost'"):
+        export_recommendations(run_dir=trained, out=tmp_path / "x.parquet", k=4,
+                               users_file=users_file, device="cpu")
+    assert not (tmp_path / "x.parquet").exists()
