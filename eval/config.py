@@ -72,8 +72,10 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
     """Cut-offs for Recall@K and NDCG@K."""
     exclude_history: bool = False
-    """Remove a user's history items from the baselines' rankings (off by default, as in the
-    retriever; stated in the report either way)."""
+    """The evaluation protocol of every system: remove each user's history items from the
+    ranked lists (baselines, generative retrievers, BBQRec and the two-stage lists alike; the
+    run config copies it into ``bbqrec.exclude_history`` and ``ranker.exclude_seen``). Off by
+    default, as in TIGER's protocol; stated in the report either way."""
     baselines: list[str] = field(default_factory=lambda: ["pop", "sasrec"])
     """Baselines to run (registry names in eval.baselines.BASELINES)."""
     reuse_baselines: bool = True

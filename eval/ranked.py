@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
+from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -68,3 +69,20 @@ def read_ranked(
         items = [(-1 if i is None else int(i)) for i in (items or [])][:depth]
         ranked[user, : len(items)] = items
     return ranked, int((~seen).sum())
+
+
+def drop_seen(ranked: np.ndarray, histories: Sequence[np.ndarray], *, depth: int) -> tuple[np.ndarray, int]:
+    """Each row without its user's history items, cut to ``depth`` (``-1`` padded).
+
+    For systems whose stored lists were not filtered when they were made (the generative
+    retriever's beam output). Returns the lists and the number of rows left shorter than
+    ``depth`` (their empty slots count as misses and invalid slots).
+    """
+    out = np.full((len(ranked), depth), -1, dtype=np.int64)
+    short = 0
+    for row, (items, seen) in enumerate(zip(ranked, histories)):
+        items = items[items >= 0]
+        kept = items[~np.isin(items, seen)][:depth]
+        out[row, : len(kept)] = kept
+        short += int(len(kept) < depth)
+    return out, short

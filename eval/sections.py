@@ -15,12 +15,16 @@ import numpy as np
 
 from eval.config import EvalConfig
 from eval.metrics import STRATA, retrieval_report
-from eval.ranked import read_ranked
+from eval.ranked import drop_seen, read_ranked
 from recdata.errors import DataError
 from recdata.io import read_json
 from recdata.split import SequentialSplit
 
 logger = logging.getLogger(__name__)
+
+# How deep the retriever's stored candidates are read before history items are removed (its
+# lists hold ``max(num_beams, candidates_n)`` items).
+RETRIEVER_DEPTH = 1000
 
 TOKENIZER_KEYS = (
     "reconstruction", "entropy", "utilization", "collision_rate", "max_collision_group",
@@ -116,14 +120,22 @@ def retriever_system(
     name = retriever_name(run_dir, cfg)
     path = Path(run_dir) / "retriever" / "candidates.parquet"
     if path.exists():
-        ranked, missing = read_ranked(path, n_users=split.n_users, depth=cfg.depth)
+        if cfg.exclude_history:
+            deep, missing = read_ranked(path, n_users=split.n_users, depth=RETRIEVER_DEPTH)
+            ranked, short = drop_seen(deep, split.test_inputs, depth=cfg.depth)
+        else:
+            ranked, missing = read_ranked(path, n_users=split.n_users, depth=cfg.depth)
+            short = None
         section = retrieval_report(
             ranked=ranked, targets=split.test_targets, strata=split.strata, ks=cfg.ks,
             valid_items=split.n_items, n_samples=cfg.bootstrap_samples,
             confidence=cfg.confidence, seed=seed,
         )
-        section["source"] = "retriever/candidates.parquet (split=test, first %d items)" % cfg.depth
+        section["source"] = ("retriever/candidates.parquet (split=test, first %d items%s)"
+                             % (cfg.depth, ", history items removed" if short is not None else ""))
         section["missing_users"] = missing
+        if short is not None:
+            section["short_lists"] = short
         section["decoding"] = _beams(run_dir)
         return name, section, ranked
     own = _read_optional(Path(run_dir) / "retriever" / "metrics.json") or {}

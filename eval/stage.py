@@ -37,8 +37,8 @@ from recdata.split import SequentialSplit
 
 logger = logging.getLogger(__name__)
 
-SYSTEM_KEYS = ("overall", "strata", "ci", "exposure", "source", "missing_users", "decoding",
-               "protocol")
+SYSTEM_KEYS = ("overall", "strata", "ci", "exposure", "source", "missing_users", "short_lists",
+               "decoding", "protocol")
 COMPARED_METRICS = ("ndcg@10", "recall@10")
 
 
@@ -54,10 +54,10 @@ def protocol(*, cfg: EvalConfig, run_dir: Path, seed: int, decoding: dict[str, A
         "ranking": "full ranking over the whole catalogue, no sampled negatives",
         "exclude_history": cfg.exclude_history,
         "history_items": (
-            "history items are removed from the baselines' lists"
-            if cfg.exclude_history else "history items are NOT removed from the retriever's or "
-            "the baselines' lists"
-        ) + "; two-stage (re-ranked) lists follow the ranker's exclude_seen setting",
+            "every system's list has the user's history items removed (the generative "
+            "retrievers' beam output is filtered, short lists count as misses)"
+            if cfg.exclude_history else "history items are NOT removed from any system's list"
+        ),
         "tie_break": "full-ranking systems (most-popular, SASRec, BBQRec): equal scores "
                      "ordered by a seeded hash of (user, item), so ties earn no credit; "
                      "generative retriever: beam-search order of distinct log-likelihoods",
@@ -76,7 +76,7 @@ def protocol(*, cfg: EvalConfig, run_dir: Path, seed: int, decoding: dict[str, A
         "comparisons": "paired over the same test users: bootstrap of the mean difference and "
                        "exact two-sided sign test",
         "baselines": {name: desc for name, desc in {
-            "pop": "training interaction count, ties by item_idx",
+            "pop": "training interaction count, ties by a seeded (user, item) hash",
             "sasrec": {"via": "RecBole 1.2.1 benchmark files (our split)",
                        "loss": "CE over the full catalogue", **asdict(cfg.sasrec)},
         }.items() if name in cfg.baselines},

@@ -211,7 +211,24 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
         if not isinstance(values, dict):
             raise DataError(f"config: section {name!r} must be a mapping")
         cfg.sections[name] = build_dataclass(section_class(name), values, name)
+    _one_protocol(cfg, raw)
     return cfg
+
+
+# Settings that must equal eval.exclude_history, so that every system of a report is ranked
+# under one protocol (seen items kept or removed alike).
+PROTOCOL_FOLLOWERS = (("ranker", "exclude_seen"), ("bbqrec", "exclude_history"))
+
+
+def _one_protocol(cfg: RunConfig, raw: dict[str, Any]) -> None:
+    protocol = bool(cfg.section("eval").exclude_history)
+    for section, field_name in PROTOCOL_FOLLOWERS:
+        given = (raw.get(section) or {}).get(field_name)
+        if given is not None and bool(given) != protocol:
+            raise DataError(
+                f"config: {section}.{field_name} ({given}) differs from eval.exclude_history "
+                f"({protocol}); every system follows eval.exclude_history, set only that")
+        setattr(cfg.section(section), field_name, protocol)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

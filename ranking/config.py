@@ -110,8 +110,10 @@ class RankerConfig:
     candidates_n: int = 50
     """Retriever candidates re-scored by the ranker."""
 
-    exclude_seen: bool = True
-    """Drop items already in the user's history before taking the top-k."""
+    exclude_seen: bool = False
+    """Drop items already in the user's history from the two-stage evaluation lists; in a run it
+    follows ``eval.exclude_history`` (one protocol for every system). Serving chooses per call
+    (``Recommender.recommend(..., exclude_seen=True)`` by default)."""
 
     k: int = 10
     """Default list length of ``recommend``."""

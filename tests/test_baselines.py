@@ -163,3 +163,12 @@ def test_sasrec_baseline_stage_entry(tmp_path):
     assert res["overall"]["users"] == split.n_users
     assert res["info"]["split_check"]["test_users"] == split.n_users
     assert (tmp_path / "baselines" / "sasrec" / "recbole_data").is_dir()
+
+
+def test_drop_seen_filters_stored_lists_and_counts_short_ones():
+    from eval.ranked import drop_seen
+
+    ranked = np.array([[5, 3, 9, 1, -1], [2, 4, 6, 8, 0]])
+    lists, short = drop_seen(ranked, [np.array([3, 1]), np.array([7])], depth=3)
+    assert lists.tolist() == [[5, 9, -1], [2, 4, 6]]
+    assert short == 1

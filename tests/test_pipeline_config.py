@@ -86,3 +86,18 @@ def test_bad_config_exits_2_with_one_line(tmp_path):
     assert out.returncode == 2
     errors = [l for l in out.stderr.splitlines() if "error" in l]
     assert len(errors) == 1 and "c.yaml" in errors[0] and "Traceback" not in out.stderr
+
+
+def test_every_system_follows_one_history_protocol():
+    from pipeline.config import config_from_dict
+
+    cfg = config_from_dict({"eval": {"exclude_history": True}})
+    assert cfg.section("ranker").exclude_seen is True
+    assert cfg.section("bbqrec").exclude_history is True
+    default = config_from_dict({})
+    assert default.section("ranker").exclude_seen is False
+    assert default.section("bbqrec").exclude_history is False
+    with pytest.raises(DataError, match="follows eval.exclude_history"):
+        config_from_dict({"ranker": {"exclude_seen": True}})
+    assert config_from_dict({"ranker": {"exclude_seen": True}, "eval": {"exclude_history": True}}) \
+        .section("ranker").exclude_seen is True

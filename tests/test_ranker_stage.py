@@ -82,7 +82,7 @@ def test_stage_writes_contract_artefacts(trained: Path) -> None:
             assert 0.0 <= value <= 1.0
     two = metrics["two_stage"]
     assert {"protocol", "retriever_only", "ranker_itemid", "ranker_sid"} <= set(two)
-    assert two["protocol"]["candidates_n"] == 16 and two["protocol"]["exclude_seen"] is True
+    assert two["protocol"]["candidates_n"] == 16 and two["protocol"]["exclude_seen"] is False
     assert {"recall@10", "ndcg@10", "mrr"} <= set(two["ranker_sid"]["overall"])
     assert metrics["data"]["train_rows_held_out_for_two_stage"] > 0
     saved = read_json(out / "config.json")

@@ -267,3 +267,18 @@ def test_headline_leads_with_the_answer_and_marks_small_strata():
     assert said[0].startswith("mmq_tiger beats pop on NDCG@10 by +0.0250 [+0.0150, +0.0350]")
     assert said[1].startswith("mmq_tiger and sasrec cannot be told apart")
     assert len(said) == 2  # per-stratum comparisons stay in the tables
+
+
+def test_exclude_history_filters_the_retriever_lists_too(tmp_path):
+    from eval.sections import retriever_system
+
+    split = _write_data(tmp_path)
+    _write_stage_outputs(tmp_path, split)
+    keep, _, kept = retriever_system(tmp_path, split, EvalConfig(baselines=[]), 0)
+    name, section, dropped = retriever_system(tmp_path, split, EvalConfig(baselines=[], exclude_history=True), 0)
+    assert kept is not None and dropped is not None and name == keep
+    seen_before = sum(np.isin(row, hist).sum() for row, hist in zip(kept, split.test_inputs))
+    assert seen_before > 0  # the fixture's lists do contain history items
+    for row, hist in zip(dropped, split.test_inputs):
+        assert not np.isin(row[row >= 0], hist).any()
+    assert "history items removed" in section["source"] and section["short_lists"] >= 0

@@ -79,7 +79,8 @@ class BBQRecConfig:
     top_k: int = 20
     """Length of the stored ranked lists (and the largest cut-off evaluated)."""
     exclude_history: bool = False
-    """Remove a user's history items from the ranking (off, as for every other system)."""
+    """Remove a user's history items from the ranking; in a run it follows
+    ``eval.exclude_history`` (one protocol for every system)."""
 
     def __post_init__(self) -> None:
         self.validate()
