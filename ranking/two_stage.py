@@ -189,8 +189,9 @@ def rerank_reference(
     candidates: list[np.ndarray],
     history_len: int,
     exclude_seen: bool,
-) -> list[list[int]]:
-    """Obviously correct oracle: one forward per (user, candidate), Python sort."""
+) -> list[list[tuple[int, float]]]:
+    """Obviously correct oracle: one forward per (user, candidate), Python sort; each user's
+    ``(item, logit)`` pairs, best first."""
     model.eval()
     out = []
     for user, hist, fb, cand in zip(users, histories, feedback, candidates):
@@ -206,7 +207,7 @@ def rerank_reference(
                 hist_mask=torch.as_tensor(m)[None],
             )
             scored[item] = float(logit)
-        out.append(sorted(scored, key=lambda i: -scored[i]))
+        out.append(sorted(scored.items(), key=lambda pair: -pair[1]))
     return out
 
 

@@ -87,7 +87,10 @@ def make_synthetic_dataset(
             rows_user.append(str(u))
             rows_item.append(str(item))
             rows_ts.append(t)
-            rows_rating.append(float(rng.choice([4, 5]) if rng.random() < 0.8 else rng.choice([1, 2, 3])))
+            # Users mostly like their first cluster and mostly dislike their second, so that a
+            # CTR model has something to learn from (user, item) and a constant one does not.
+            p_like = 0.9 if c == liked[0] else 0.2
+            rows_rating.append(float(rng.choice([4, 5]) if rng.random() < p_like else rng.choice([1, 2, 3])))
     interactions = pl.DataFrame(
         {"user_id": rows_user, "item_id": rows_item, "timestamp": rows_ts, "rating": rows_rating},
         schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Int64, "rating": pl.Float64},
