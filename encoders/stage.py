@@ -38,6 +38,7 @@ from recdata.io import (
     write_parquet,
 )
 from recdata.runtime import progress, resolve_device, seed_everything
+from recdata.faults import kill_point
 
 from encoders.config import EncoderConfig
 from encoders.distributed import Workers, join_workers
@@ -199,6 +200,7 @@ def _encode_share(
                     inputs, batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=bar
                 )
             store.write(item_idx=chunk, embeddings=embeddings, mask=mask, reasons=reasons)
+            kill_point("encode.shard")
     return len(todo)
 
 

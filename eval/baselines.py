@@ -24,6 +24,7 @@ from eval.ranked import read_ranked, write_ranked
 from recdata.errors import DataError
 from recdata.io import read_json, write_json
 from recdata.split import SequentialSplit
+from recdata.faults import kill_point
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def run_baseline(
         **_score(ranked=ranked, split=split, cfg=cfg, seed=seed),
     }
     write_json(metrics_path, result)
+    kill_point("evaluate.baseline")
     logger.info("baseline %s: NDCG@10 %.4f in %.1fs", name,
                 result["overall"].get("ndcg@10") or 0.0, seconds)
     return result

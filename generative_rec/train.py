@@ -43,6 +43,7 @@ from generative_rec.model import (
 )
 from recdata.io import load_tensor_metadata, load_tensors, save_tensors, write_json, write_text
 from recdata.runtime import progress
+from recdata.faults import kill_point
 
 log = logging.getLogger(__name__)
 
@@ -365,6 +366,7 @@ def train_retriever(
     def checkpoint() -> None:
         if ctx.is_main:
             save_checkpoint(ckpt_path, model=net, best=best, optimizer=optimizer, state=state)
+            kill_point("train-retriever.checkpoint")
             if log_path is not None:
                 records = list(log_before or []) + state.log
                 write_text(log_path, "".join(json.dumps(r) + "\n" for r in records))

@@ -17,6 +17,7 @@ from pipeline.config import RunConfig
 from pipeline.manifest import Manifest
 from recdata.errors import DataError
 from recdata.io import write_json
+from recdata.faults import kill_point
 
 log = logging.getLogger("mmqrec")
 
@@ -66,5 +67,6 @@ def run(*, cfg: RunConfig, run_dir: Path, seed: int = 0, device: str = "auto") -
             run_stage(stage, cfg=vcfg, run_dir=vdir, manifest=manifest, config_hash=hashes[stage_name])
             ran.append(stage_name)
         status[name] = {"stages": list(stages), "ran": ran, "dir": str(vdir.relative_to(run_dir))}
+        kill_point("variants.variant")
     write_json(run_dir / "variants" / "status.json", status)
     return {"variants": len(status)}

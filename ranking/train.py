@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from recdata.faults import kill_point
+
 import copy
 import logging
 import time
@@ -160,6 +162,7 @@ def train_model(
             scores = predict(model, data, valid_rows, history_len=cfg.history_len, device=device)
             entry["valid_auc"] = float(auc(valid_labels, scores))
         history.append(entry)
+        kill_point("train-ranker.epoch")
         log.info("ranker[%s] %s", item_repr, entry)
         current = entry.get("valid_auc", -entry["train_loss"])
         if current > best_auc:

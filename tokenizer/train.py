@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from recdata.runtime import progress
+from recdata.faults import kill_point
 from tokenizer.base import SemanticTokenizer
 from tokenizer.inputs import TokenizerInputs
 from tokenizer.metrics import utilization
@@ -126,6 +127,7 @@ def fit_tokenizer(model: SemanticTokenizer, inputs: TokenizerInputs, *, seed: in
         elif not model.quantise:
             bar.set_postfix(loss=f"{record['total']:.4f}", recon=f"{record['recon']:.4f}", phase="warm-up")
         history.append(record)
+        kill_point("tokenize.epoch")
         if stopped:
             log.warning("stopping early: %s", stopped)
             break
