@@ -44,6 +44,8 @@ def sweep_table(path: Path) -> str:
     for r in rows:
         v, p = r["valid"], r["pop_valid"]
         over = ", ".join(f"{k}={json.dumps(val)}" for k, val in r["overrides"].items()) or "–"
+        if r.get("note"):
+            over += f" ({r['note']})"
         lines.append(
             f"| {r['setting']} | {over} | {v['recall@10']:.4f} | {v['ndcg@10']:.4f} | "
             f"{v['recall@20']:.4f} | {r['valid_distinct@10']} | {r['steps']} | "
@@ -61,6 +63,8 @@ def render(results: Path) -> str:
     notes = results / "retriever_experiments.md"
     if notes.exists():
         parts.append(notes.read_text().strip() + "\n")
+    parts += [p.read_text().strip() + "\n" for p in sorted(results.glob("tokenizer_*.md"))]
+    parts += [p.read_text().strip() + "\n" for p in sorted(results.glob("beam_width_*.md"))]
     return "\n".join(parts)
 
 

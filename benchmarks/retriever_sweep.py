@@ -1,7 +1,7 @@
 """Retriever experiments on validation users, beside most-popular on the same users.
 
 Each named setting trains the generative retriever on an existing run's data, embeddings and
-semantic IDs (linked, not copied, into ``OUT/<name>/``) with retriever-config overrides, and
+semantic IDs (linked into ``OUT/<name>/``; copied when stage 2 will rewrite them) with retriever-config overrides, and
 records validation Recall/NDCG@5/10/20, distinct items in the top-10 lists, training time and
 the learning curve. Test users are never looked at. Results are appended to a JSONL file (one
 record per setting) so a sweep can be resumed and every verdict keeps its figures.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -55,13 +56,18 @@ def popularity_valid(split: SequentialSplit) -> dict:
 def run_setting(base: Path, out: Path, name: str, overrides: dict, seed: int) -> dict:
     run = out / name
     run.mkdir(parents=True, exist_ok=True)
-    for entry in LINKED:
-        link = run / entry
-        if not link.exists():
-            os.symlink((base / entry).resolve(), link)
     fields = base_retriever_config(base)
     fields.update(overrides)
     cfg = RetrieverConfig.from_dict(fields)
+    for entry in LINKED:
+        link = run / entry
+        if link.exists():
+            continue
+        if entry == "tokenizer" and cfg.stage2.enabled:
+            # Stage 2 rewrites the ID table: give it a copy, never the base run's files.
+            shutil.copytree((base / entry).resolve(), link)
+        else:
+            os.symlink((base / entry).resolve(), link)
     t0 = time.perf_counter()
     summary = retriever_stage.run(cfg=cfg, run_dir=run, seed=seed, device="cpu")
     seconds = time.perf_counter() - t0
@@ -73,15 +79,16 @@ def run_setting(base: Path, out: Path, name: str, overrides: dict, seed: int) ->
     lists = [row[:10] for row in frame.filter(frame["split"] == "valid")["items"].to_list()]
     distinct = len({item for row in lists for item in row})
     return {
-        "setting": name, "overrides": overrides, "seed": seed,
+        "setting": name, "overrides": overrides, "seed": seed, "base": str(base),
         "valid": summarise(valid), "valid_distinct@10": distinct,
         "valid_users": int(split.n_users),
         "train_seconds": round(summary["phases"]["train"]["seconds"], 1),
         "stage_seconds": round(seconds, 1),
         "steps": summary["phases"]["train"]["steps"],
         "best_step": summary["phases"]["train"]["best_step"],
-        "curve": [{k: r[k] for k in ("step", "epoch", "train_loss", "valid_ndcg@10", "seconds")}
-                  for r in curve],
+        "curve": [{k: r[k] for k in ("phase", "step", "epoch", "train_loss", "valid_ndcg@10",
+                                     "seconds") if k in r}
+                  for r in curve if "valid_ndcg@10" in r],
     }
 
 

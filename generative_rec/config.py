@@ -93,6 +93,10 @@ class RetrieverConfig:
     """How the encoder reads the history: "item" — one position per history item, the scaled
     sum of its SID token embeddings (L times shorter input, several times cheaper per step);
     "token" — one position per SID token, as TIGER does."""
+    item_id_embedding: bool = False
+    """With ``history_encoding="item"``, add a learned per-item vector (zero at start) to each
+    history item's SID embedding, as an ItemID model has. The decoder still generates SIDs; an
+    item added after training reads as its SID alone."""
     max_history: int = 20
     """Most recent items of the history fed to the encoder (left-truncated)."""
     max_train_prefixes: int = 0

@@ -69,17 +69,34 @@ class ItemSidEmbedding(nn.Module):
     :func:`set_item_tokens`.
     """
 
-    def __init__(self, shared: nn.Embedding, item_tokens: torch.Tensor) -> None:
+    def __init__(self, shared: nn.Embedding, item_tokens: torch.Tensor, *,
+                 item_id_embedding: bool = False) -> None:
         super().__init__()
         self.weight = shared.weight
         self.vocab_size = int(shared.weight.shape[0])
         self.register_buffer("item_tokens", item_tokens.long(), persistent=False)
+        # Zero at start: training begins from the pure SID embedding and learns per-item
+        # corrections; items added later keep a zero row and read as their SID.
+        self.item_id = (nn.Embedding(len(item_tokens), self.weight.shape[1], _weight=torch.zeros(
+            len(item_tokens), self.weight.shape[1])) if item_id_embedding else None)
+
+    def grow(self, n_items: int) -> None:
+        """Extend the per-item table with zero rows for items added after training."""
+        if self.item_id is None or n_items <= self.item_id.num_embeddings:
+            return
+        old = self.item_id.weight.data
+        new = torch.zeros(n_items, old.shape[1], dtype=old.dtype, device=old.device)
+        new[: len(old)] = old
+        self.item_id = nn.Embedding(n_items, old.shape[1], _weight=new)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         is_item = ids >= self.vocab_size
         direct = F.embedding(torch.where(is_item, 0, ids), self.weight)
         rows = self.item_tokens[(ids - self.vocab_size).clamp(min=0, max=len(self.item_tokens) - 1)]
         pooled = F.embedding(rows, self.weight).sum(-2) * self.item_tokens.shape[1] ** -0.5
+        if self.item_id is not None:
+            pooled = pooled + self.item_id((ids - self.vocab_size).clamp(min=0, max=len(
+                self.item_tokens) - 1))
         return torch.where(is_item.unsqueeze(-1), pooled, direct)
 
 
@@ -96,7 +113,8 @@ def build_model(
     if cfg.history_encoding == "item":
         if item_tokens is None:
             raise DataError("history_encoding 'item' needs the item -> SID token table")
-        model.encoder.embed_tokens = ItemSidEmbedding(model.shared, torch.as_tensor(item_tokens))
+        model.encoder.embed_tokens = ItemSidEmbedding(model.shared, torch.as_tensor(item_tokens),
+                                                      item_id_embedding=cfg.item_id_embedding)
     return model
 
 
@@ -112,6 +130,7 @@ def set_item_tokens(model: torch.nn.Module, item_tokens: np.ndarray | torch.Tens
     if isinstance(emb, ItemSidEmbedding):
         emb.item_tokens = torch.as_tensor(np.ascontiguousarray(item_tokens), dtype=torch.long,
                                           device=emb.weight.device)
+        emb.grow(len(emb.item_tokens))
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -210,8 +210,11 @@ def joint_loss(
         # One encoder position per item: the same scaled sum ItemSidEmbedding computes, of the
         # soft rows (forward-identical to the hard lookup).
         base = net.encoder.embed_tokens(batch.input_ids)  # [B, T, d]
-        slots = torch.where((hist >= 0)[:, :, None], hist_emb.sum(2) * L ** -0.5,
-                            base[:, 1 : 1 + h])
+        pooled = hist_emb.sum(2) * L ** -0.5
+        item_id = net.encoder.embed_tokens.item_id
+        if item_id is not None:
+            pooled = pooled + item_id(hist.clamp(min=0))
+        slots = torch.where((hist >= 0)[:, :, None], pooled, base[:, 1 : 1 + h])
         enc = torch.cat([base[:, :1], slots, base[:, 1 + h :]], dim=1)
     else:
         base = emb[batch.input_ids]  # [B, T, d]

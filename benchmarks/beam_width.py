@@ -1,0 +1,91 @@
+"""Decoding width against quality, on validation users of a trained run.
+
+The final lists are decoded with ``max(num_beams, candidates_n)`` beams, validation during
+training with ``num_beams``. This measures what the width does to Recall/NDCG on the same model
+and the same validation users: several beam widths, and the exact ranking by the same score
+over the whole catalogue (teacher-forced scoring of every item, which a small catalogue allows)
+as the limit of an infinitely wide beam. Test users are never looked at.
+
+    python benchmarks/beam_width.py runs/demo --beams 10,20,50,100 --exhaustive-users 943
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from generative_rec.reference_decoding import exhaustive_scores  # noqa: E402
+from generative_rec.stage import load_retriever, make_retriever_data, retriever_config  # noqa: E402
+from generative_rec.train import decode_examples, retrieval_metrics  # noqa: E402
+from recdata.split import SequentialSplit  # noqa: E402
+from tokenizer.sid import SemanticIds  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a run with a trained retriever/")
+    parser.add_argument("--beams", default="10,20,50,100", help="comma-separated beam widths")
+    parser.add_argument("--exhaustive-users", type=int, default=0,
+                        help="also rank every item exactly for the first N validation users (0 = skip)")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    cfg = retriever_config(args.run_dir)
+    model, vocab, trie = load_retriever(args.run_dir)
+    split = SequentialSplit.from_run_dir(args.run_dir)
+    sids = SemanticIds.from_run_dir(args.run_dir)
+    data = make_retriever_data(split=split, codes=np.asarray(sids.codes, np.int64),
+                               sizes=list(sids.codebook_sizes), cfg=cfg)
+    valid = data.examples["valid"]
+    rows = []
+    print("| decoding | users | R@10 | N@10 | R@20 | N@20 | distinct@10 | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    def report(name: str, ranked: np.ndarray, targets: np.ndarray, seconds: float) -> None:
+        m = retrieval_metrics(ranked[:, :20], targets, n_items=split.n_items)["overall"]
+        row = {"decoding": name, "users": int(len(targets)), "seconds": round(seconds, 1),
+               "distinct@10": int(len(np.unique(ranked[:, :10][ranked[:, :10] >= 0]))),
+               **{k: round(float(m[k]), 5) for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20")}}
+        rows.append(row)
+        print(f"| {name} | {row['users']} | {row['recall@10']:.4f} | {row['ndcg@10']:.4f} | "
+              f"{row['recall@20']:.4f} | {row['ndcg@20']:.4f} | {row['distinct@10']} | "
+              f"{row['seconds']} |", flush=True)
+
+    for beams in [int(b) for b in args.beams.split(",") if b]:
+        t0 = time.perf_counter()
+        items, _ = decode_examples(model=model, examples=valid, collator=data.collator, trie=trie,
+                                   vocab=vocab, num_beams=max(beams, 20), top_k=20,
+                                   batch_size=cfg.eval_batch_size, device="cpu",
+                                   normalize=cfg.normalize)
+        report(f"beam {max(beams, 20)}", items, valid.targets, time.perf_counter() - t0)
+    if args.exhaustive_users:
+        n = min(args.exhaustive_users, len(valid.targets))
+        t0 = time.perf_counter()
+        ranked = []
+        for lo in range(0, n, 32):
+            idx = np.arange(lo, min(lo + 32, n))
+            batch = data.collator(valid, idx)
+            scores = exhaustive_scores(model=model, input_ids=batch.input_ids,
+                                       attention_mask=batch.attention_mask, codes=sids.codes,
+                                       vocab=vocab, normalize=cfg.normalize, item_chunk=2048)
+            ranked.append(scores.topk(20, dim=1).indices.numpy())
+        report("exhaustive", np.concatenate(ranked), valid.targets[:n], time.perf_counter() - t0)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
