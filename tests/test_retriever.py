@@ -324,3 +324,33 @@ def test_load_retriever_rejects_changed_ids(tmp_path):
     SemanticIds(codes=codes, codebook_sizes=[6, 6, 4], item_ids=split.item_ids).save(run)
     with pytest.raises(DataError, match="re-run train-retriever"):
         stage.load_retriever(run, device="cpu")
+
+
+def test_item_id_vectors_start_at_zero_train_and_grow_with_the_catalogue():
+    from generative_rec.model import load_model_state, set_item_tokens
+
+    vocab = SidVocab([4, 4, 2], n_user_buckets=4)
+    tokens = vocab.encode_sids(np.array([[0, 1, 0], [3, 2, 1], [1, 1, 0]]))
+    torch.manual_seed(0)
+    plain = build_model(cfg=tiny_cfg(), vocab_size=vocab.vocab_size, item_tokens=tokens)
+    torch.manual_seed(0)
+    with_ids = build_model(cfg=tiny_cfg(item_id_embedding=True), vocab_size=vocab.vocab_size,
+                           item_tokens=tokens)
+    ids = torch.tensor([[vocab.vocab_size + 0, vocab.vocab_size + 2]])
+    emb_plain, emb_ids = plain.encoder.embed_tokens, with_ids.encoder.embed_tokens
+    assert torch.equal(emb_plain(ids), emb_ids(ids))  # zero rows: the SID embedding alone
+    emb_ids(ids).sum().backward()
+    assert float(emb_ids.item_id.weight.grad[[0, 2]].abs().sum()) > 0
+    assert float(emb_ids.item_id.weight.grad[1].abs().sum()) == 0
+    with torch.no_grad():
+        emb_ids.item_id.weight[0] += 1.0
+    saved = model_state(with_ids)
+    assert "encoder.embed_tokens.item_id.weight" in saved
+    more = vocab.encode_sids(np.array([[0, 1, 0], [3, 2, 1], [1, 1, 0], [2, 2, 1]]))
+    set_item_tokens(with_ids, more)
+    assert emb_ids.item_id.num_embeddings == 4
+    assert float(emb_ids.item_id.weight[3].detach().abs().sum()) == 0  # a new item reads as its SID
+    again = build_model(cfg=tiny_cfg(item_id_embedding=True), vocab_size=vocab.vocab_size,
+                        item_tokens=tokens)
+    load_model_state(again, saved)
+    assert torch.equal(again.encoder.embed_tokens.item_id.weight, saved["encoder.embed_tokens.item_id.weight"])
