@@ -96,11 +96,12 @@ class Recommender:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, run_dir: str | Path, *, device: str = "auto",
-             variant: str | None = None) -> "Recommender":
+    def load(cls, run_dir: str | Path, *, device: str = "auto", variant: str | None = None,
+             candidates_n: int | None = None) -> "Recommender":
         """Load a finished run's tables, retriever and ranker once.
 
-        ``variant`` picks the ranker (default: the one the ranker stage chose to serve).
+        ``variant`` picks the ranker (default: the one the ranker stage chose to serve);
+        ``candidates_n`` overrides how many retriever candidates the ranker re-scores.
         """
         run_dir = Path(run_dir)
         if not (run_dir / "data" / "items.parquet").exists():
@@ -114,17 +115,19 @@ class Recommender:
             model, vocab, trie = load_retriever(run_dir, device)
             retriever = _Retriever(model, vocab, trie, retriever_config(run_dir))
         ranker = None
-        candidates_n = retriever.cfg.candidates_n if retriever is not None else 50
+        chosen_n = retriever.cfg.candidates_n if retriever is not None else 50
         if (run_dir / "ranker" / "config.json").exists():
             model, spec, cfg, chosen = load_model(run_dir=run_dir, variant=variant, device=device)
             alpha = float(read_ranker_config(run_dir)["variants"][chosen].get("fusion_alpha", 1.0))
             ranker = _Ranker(model, spec, cfg, chosen, alpha)
-            candidates_n = cfg.candidates_n
+            chosen_n = cfg.candidates_n
         elif variant is not None:
             raise DataError(f"ranker variant {variant!r} requested but the run has no ranker",
                             path=run_dir / "ranker")
+        if candidates_n is not None and candidates_n > 0:
+            chosen_n = int(candidates_n)
         return cls(run_dir=run_dir, device=device, retriever=retriever, ranker=ranker,
-                   candidates_n=candidates_n)
+                   candidates_n=chosen_n)
 
     def _load_tables(self) -> None:
         data = self.run_dir / "data"
@@ -153,6 +156,67 @@ class Recommender:
         self._popular = np.lexsort((np.arange(len(counts)), -counts))
         self._counts = counts
         self.codes = self._semantic_ids()
+        self._n_base_items = len(self.item_ids)
+        self._base = (list(self.item_ids), list(self.titles), list(self.image_paths), self.codes,
+                      counts)
+        self._ranker_items = self._n_base_items  # items the ranker can represent
+        self._additions_version = 0
+        self._apply_additions()
+
+    # ------------------------------------------------------------------ added items
+    def _apply_additions(self) -> None:
+        """Extend the catalogue, the retriever's trie and item table, and the SID ranker's item
+        fields with the items ``mmqrec add-items`` gave IDs (see :mod:`mmqrec.catalogue`)."""
+        from mmqrec.catalogue import load_additions
+
+        if self.codes is None:
+            return
+        base_ids, base_titles, base_images, base_codes, base_counts = self._base
+        added = load_additions(self.run_dir, base_codes.shape[1])
+        self._additions_version = added.version
+        titles = [t or "" for t in added.items["title"].to_list()] if added.items.height else []
+        self.item_ids = base_ids + [str(i) for i in added.items["item_id"].to_list()]
+        self._item_index = {item: i for i, item in enumerate(self.item_ids)}
+        self.titles = base_titles + titles
+        self.image_paths = base_images + (added.items["image_path"].to_list() if added.items.height else [])
+        self.codes = np.concatenate([base_codes, added.codes]) if len(added.codes) else base_codes
+        self._counts = np.concatenate([base_counts, np.zeros(len(added.codes), dtype=np.int64)])
+        if self._retriever is not None:
+            from generative_rec.model import set_item_tokens
+            from generative_rec.trie import SidTrie
+
+            r = self._retriever
+            r.trie = SidTrie.from_codes(self.codes, device=self.device)
+            set_item_tokens(r.model, r.vocab.encode_sids(self.codes))
+        if self._ranker is not None:
+            self._ranker_items = self._extend_ranker_items()
+
+    def _extend_ranker_items(self) -> int:
+        """Give the ranker's SID fields rows for added items; returns how many items it can score
+        (an ItemID field has no row for an item it never saw)."""
+        rep = self._ranker.model.item_repr
+        n_base = self._n_base_items
+        if any(not name.startswith("sid_") for name in rep.field_names):
+            return n_base
+        import torch
+
+        offsets = np.concatenate([[0], np.cumsum(rep.field_sizes)[:-1]]).astype(np.int64)
+        fields = [int(name.split("_")[1]) for name in rep.field_names]
+        extra = self.codes[n_base:, fields] + offsets[None, :]
+        ids = torch.cat([rep.field_ids[:n_base], torch.as_tensor(extra, dtype=torch.long,
+                                                                 device=rep.field_ids.device)])
+        rep.field_ids = ids
+        return len(self.codes)
+
+    def refresh(self) -> bool:
+        """Pick up items added since loading (cheap when there are none); True when it did."""
+        from mmqrec.catalogue import current_version
+
+        if current_version(self.run_dir) == self._additions_version:
+            return False
+        with self._lock:
+            self._apply_additions()
+        return True
 
     def _semantic_ids(self) -> np.ndarray | None:
         """The IDs to show: a soft-indexing ranker variant's own table, else the run's table."""
@@ -192,6 +256,7 @@ class Recommender:
 
     def item(self, item_id: str) -> dict[str, Any]:
         """``{item_id, title, semantic_id, has_image, train_count}`` of a catalogue item."""
+        self.refresh()
         return self._describe_item(self.item_idx(item_id))
 
     def _describe_item(self, i: int) -> dict[str, Any]:
@@ -220,6 +285,7 @@ class Recommender:
         """Top-``k`` lists for known users, batched through both models."""
         if isinstance(user_ids, str):
             raise DataError("user_ids must be a list of ids, not one string")
+        self.refresh()
         idx = [self.user_idx(u) for u in user_ids]
         return self._recommend(
             user_ids=[str(u) for u in user_ids], ranker_users=idx,
@@ -236,6 +302,7 @@ class Recommender:
         """
         if isinstance(item_ids, str):
             raise DataError("item_ids must be a list of ids, not one string")
+        self.refresh()
         history = np.array([self.item_idx(i) for i in item_ids], dtype=np.int64)
         ranker_user = None if user_id is None else self.user_idx(user_id)
         return self._recommend(
@@ -265,11 +332,23 @@ class Recommender:
             t1 = time.perf_counter()
             ranked = [j for j in active if ranker_users[j] is not None and self._ranker is not None]
             probs: dict[int, np.ndarray] = {}
+            tails: dict[int, np.ndarray] = {}
             if ranked:
                 pos = {j: n for n, j in enumerate(active)}
+                limit = self._ranker_items
+                for j in ranked:
+                    # Items the ranker has no row for (added after an ItemID ranker was trained)
+                    # follow the scored candidates, in the retriever's order.
+                    n = pos[j]
+                    ok = cands[n] < limit
+                    tails[j] = cands[n][~ok]
+                    cands[n] = cands[n][ok]
+                    if retr_scores[n] is not None:
+                        retr_scores[n] = retr_scores[n][ok]
                 scored = score_candidates(
                     model=self._ranker.model, users=np.array([ranker_users[j] for j in ranked]),
-                    histories=[histories[j] for j in ranked], feedback=[feedback[j] for j in ranked],
+                    histories=[histories[j][histories[j] < limit] for j in ranked],
+                    feedback=[feedback[j][histories[j] < limit] for j in ranked],
                     candidates=[cands[pos[j]] for j in ranked],
                     history_len=int(self._ranker.spec["history_len"]), device=self.device)
                 probs = dict(zip(ranked, scored))
@@ -278,7 +357,8 @@ class Recommender:
                 out[j] = self._finish(
                     user_id=user_ids[j], ranker_user=ranker_users[j], history=histories[j],
                     feedback=feedback[j], candidates=cands[n], retriever_scores=retr_scores[n],
-                    probs=probs.get(j), source=source, k=k, exclude_seen=exclude_seen,
+                    probs=probs.get(j), tail=tails.get(j), source=source, k=k,
+                    exclude_seen=exclude_seen,
                     seconds={"candidates": (t1 - t0) / len(active), "rank": (t2 - t1) / len(active)})
         return out  # type: ignore[return-value]
 
@@ -317,7 +397,7 @@ class Recommender:
     def _finish(self, *, user_id: str | None, ranker_user: int | None, history: np.ndarray,
                 feedback: np.ndarray, candidates: np.ndarray, retriever_scores: np.ndarray | None,
                 probs: np.ndarray | None, source: str, k: int, exclude_seen: bool,
-                seconds: dict[str, float]) -> Recommendation:
+                seconds: dict[str, float], tail: np.ndarray | None = None) -> Recommendation:
         seen = history if exclude_seen else None
         ranker = self._ranker if ranker_user is not None else None
         if probs is None:
@@ -339,14 +419,24 @@ class Recommender:
         item_probs = (None if probs is None else
                       np.asarray([probs[first[int(i)]] for i in items], dtype=np.float64))
         notes = [f"{len(items)} of {len(candidates)} candidates from {source}"]
+        if tail is not None and len(tail) and len(items) < k:
+            tail = tail[~np.isin(tail, history)] if exclude_seen else tail
+            tail = tail[~np.isin(tail, items)][: k - len(items)]
+            floor = (scores.min() - 1.0) if len(scores) else 0.0
+            items = np.concatenate([items, tail])
+            scores = np.concatenate([scores, floor - np.arange(len(tail), dtype=np.float64)])
+            if item_probs is not None:
+                item_probs = np.concatenate([item_probs, np.full(len(tail), np.nan)])
+            notes.append(f"{len(tail)} added items the ranker cannot score follow in the retriever's order")
         if len(items) < k:
             blocked = np.concatenate([items, history if exclude_seen else np.zeros(0, np.int64)])
             extra = self._popular[~np.isin(self._popular, blocked)][: k - len(items)]
             if len(extra):
                 if ranker is not None:
+                    known = history < self._ranker_items
                     extra_probs = score_candidates(
-                        model=ranker.model, users=np.array([ranker_user]), histories=[history],
-                        feedback=[feedback], candidates=[extra],
+                        model=ranker.model, users=np.array([ranker_user]), histories=[history[known]],
+                        feedback=[feedback[known]], candidates=[extra],
                         history_len=int(ranker.spec["history_len"]), device=self.device)[0]
                     extra, extra_probs = order_candidates(extra, extra_probs, seen=None)
                     floor = (scores.min() - 1.0) if len(scores) else 0.0

@@ -125,6 +125,15 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_add_items(args: argparse.Namespace) -> int:
+    from mmqrec.catalogue import add_items
+
+    summary = add_items(run_dir=Path(args.run_dir), items_file=Path(args.items_file),
+                        device=args.device, images_outside_folder=args.images_outside_folder)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from mmqrec.server import serve
 
@@ -197,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--keep-seen", action="store_true", help="do not exclude items the user has already seen")
     rec.add_argument("--json", action="store_true")
     rec.set_defaults(func=_cmd_recommend)
+
+    add = sub.add_parser("add-items", help="give new items semantic IDs and add them to a trained "
+                         "run without retraining")
+    add.add_argument("run_dir")
+    add.add_argument("items_file", help="items table like a custom dataset's items.csv (item_id, "
+                     "text columns, optional image)")
+    add.add_argument("--device", default="cpu", help="device of the encoders (cpu, cuda, cuda:N)")
+    add.add_argument("--images-outside-folder", action="store_true",
+                     help="accept image paths outside the items file's folder")
+    add.set_defaults(func=_cmd_add_items)
 
     srv = sub.add_parser("serve", help="HTTP service and web page over a trained run")
     srv.add_argument("run_dir")

@@ -66,18 +66,17 @@ def _check_not_empty(frame: pl.DataFrame, path: Path, column: str, first_line: i
         raise DataError(f"empty {column!r}", path=path, row=bad + first_line)
 
 
-def load_custom(folder: Path, *, images_outside_folder: bool = False) -> Dataset:
-    """Load a custom dataset folder; image paths must stay inside it unless
-    ``images_outside_folder``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError("custom dataset folder not found (set data.path)", path=folder)
-    items_path = _find(folder, "items", required=True)
-    inter_path = _find(folder, "interactions", required=True)
-    users_path = _find(folder, "users", required=False)
-    ds = Dataset(name="custom", items=pl.DataFrame(), interactions=pl.DataFrame())
+def read_items_file(path: Path, *, images_outside_folder: bool = False) -> tuple[pl.DataFrame, tuple[str, ...], int]:
+    """An items table (``item_id``, text columns, optional ``image``) as strings.
 
-    items, items_line = _read_table(items_path)
+    Returns the frame (``image`` resolved to an absolute ``image_path``, null when missing; empty
+    text cells null), its text field names, and the number of named image files not found.
+    Image paths are relative to the table's folder and must stay inside it unless
+    ``images_outside_folder``. Malformed rows are one-line errors naming the file and line.
+    """
+    folder = path.parent
+    items, items_line = _read_table(path)
+    items_path = path
     _require_columns(items, items_path, ("item_id",))
     _check_not_empty(items, items_path, "item_id", items_line)
     dup = first_bad(~items["item_id"].is_first_distinct())
@@ -86,6 +85,7 @@ def load_custom(folder: Path, *, images_outside_folder: bool = False) -> Dataset
     text_fields = tuple(c for c in items.columns if c not in ("item_id", "image"))
     if "title" not in items.columns:
         items = items.with_columns(pl.lit(None, dtype=pl.Utf8).alias("title"))
+    missing_images = 0
     if "image" in items.columns:
         root = folder.resolve()
 
@@ -111,7 +111,7 @@ def load_custom(folder: Path, *, images_outside_folder: bool = False) -> Dataset
                     path=items_path, row=escaped + items_line)
         image_path = items["image"].map_elements(resolve, return_dtype=pl.Utf8)
         named = items["image"].is_not_null() & (items["image"].str.strip_chars() != "")
-        ds.count_skip("image_files_missing", int((named & image_path.is_null()).sum()))
+        missing_images = int((named & image_path.is_null()).sum())
         items = items.drop("image").with_columns(image_path.alias("image_path"))
     else:
         items = items.with_columns(pl.lit(None, dtype=pl.Utf8).alias("image_path"))
@@ -119,6 +119,23 @@ def load_custom(folder: Path, *, images_outside_folder: bool = False) -> Dataset
         items = items.with_columns(
             pl.when(pl.col(field).str.strip_chars() == "").then(None).otherwise(pl.col(field)).alias(field)
         )
+    return items, text_fields, missing_images
+
+
+def load_custom(folder: Path, *, images_outside_folder: bool = False) -> Dataset:
+    """Load a custom dataset folder; image paths must stay inside it unless
+    ``images_outside_folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError("custom dataset folder not found (set data.path)", path=folder)
+    items_path = _find(folder, "items", required=True)
+    inter_path = _find(folder, "interactions", required=True)
+    users_path = _find(folder, "users", required=False)
+    ds = Dataset(name="custom", items=pl.DataFrame(), interactions=pl.DataFrame())
+
+    items, text_fields, missing_images = read_items_file(
+        items_path, images_outside_folder=images_outside_folder)
+    ds.count_skip("image_files_missing", missing_images)
 
     inter, inter_line = _read_table(inter_path)
     _require_columns(inter, inter_path, ("user_id", "item_id"))
