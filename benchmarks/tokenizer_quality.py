@@ -48,6 +48,12 @@ VARIANTS: dict[str, dict] = {
     "mmq-specific": {"name": "mmq", "specific_only": True},
     "mmq-x2": {"name": "mmq", "n_shared": 4, "n_text": 4, "n_vision": 4},
     "mmq-text4": {"name": "mmq", "n_text": 4},
+    "mmq-ortho-weights": {"name": "mmq", "ortho_target": "weights", "ortho_weight": 0.005},
+    "mmq-ortho-out": {"name": "mmq", "ortho_target": "outputs", "ortho_weight": 1.0},
+    "mmq-ortho-out0.1": {"name": "mmq", "ortho_target": "outputs", "ortho_weight": 0.1},
+    "mmq-ortho-out0.3": {"name": "mmq", "ortho_target": "outputs", "ortho_weight": 0.3},
+    "mmq-ortho-out5": {"name": "mmq", "ortho_target": "outputs", "ortho_weight": 5.0},
+    "mmq-k512": {"name": "mmq", "codebook_size": 512},
     "rqkmeans-plain": {"name": "rqkmeans", "rqkmeans_balanced": False},
 }
 
@@ -93,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     work_root = args.work or Path(tempfile.mkdtemp(prefix="tokbench-"))
     rows = []
     header = ("| dataset | tokenizer | items | SID len | utilisation | min util | entropy (bits) "
-              "| collision rate | max group | recon MSE | seconds |")
+              "| collision rate | max group | recon MSE | ortho term | text gates >0.9 | seconds |")
     print(header)
-    print("|" + "|".join(["---"] * 11) + "|")
+    print("|" + "|".join(["---"] * 13) + "|")
     for run_dir in args.run_dirs:
         ds = dataset_name(run_dir)
         for variant in names:
@@ -118,12 +124,18 @@ def main(argv: list[str] | None = None) -> int:
                 "max_collision_group": metrics["max_collision_group"],
                 "reconstruction": metrics["reconstruction"], "seconds": summary["train_seconds"],
                 "per_position": {p["name"]: round(p["utilization"], 3) for p in metrics["per_position"]},
+                "ortho": (metrics.get("final_train_loss") or {}).get("ortho"),
+                "gates": metrics.get("gates", {}),
             }
+            hard = row["gates"].get("text", {}).get("hard_share")
             rows.append(row)
             print(f"| {ds} | {variant} | {row['items']} | {row['sid_length']} | "
                   f"{row['utilization']:.3f} | {row['min_utilization']:.3f} | {row['entropy']:.2f} | "
                   f"{row['collision_rate']:.4f} | {row['max_collision_group']} | "
-                  f"{row['reconstruction']:.4f} | {row['seconds']:.1f} |", flush=True)
+                  f"{row['reconstruction']:.4f} | "
+                  f"{'-' if row['ortho'] is None else format(row['ortho'], '.3g')} | "
+                  f"{'-' if hard is None else format(hard, '.3f')} | {row['seconds']:.1f} |",
+                  flush=True)
     print(f"\nthreads: {torch.get_num_threads()}, device: {args.device}, seed: {args.seed}, "
           f"scratch run dirs: {work_root}")
     if args.json:

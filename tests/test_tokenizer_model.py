@@ -9,7 +9,7 @@ from torch import nn
 
 from recdata.errors import DataError
 from tokenizer import TokenizerConfig, build_tokenizer, make_inputs
-from tokenizer.mmq import orthogonality_loss
+from tokenizer.mmq import latent_correlation_loss, orthogonality_loss
 from tokenizer.quantizer import Codebook, kmeans, similarity
 from tokenizer.train import fit_tokenizer
 
@@ -78,6 +78,21 @@ def test_reconstruction_losses_give_the_stage_two_terms_and_gradient():
     assert float(losses["recon"].detach()) > 0 and float(losses["aux"].detach()) > 0
     (0.5 * losses["recon"] + 0.5 * losses["aux"]).backward()
     assert model.text_experts[0][0].weight.grad is not None
+
+
+def test_latent_correlation_loss_is_one_for_copies_and_near_zero_for_independent_experts():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4096, 6, generator=g)
+    b = torch.randn(4096, 6, generator=g)
+    assert float(latent_correlation_loss([a, a.clone()])) == pytest.approx(1.0, rel=1e-2)
+    assert float(latent_correlation_loss([a, b])) < 0.01
+    # A linear function of another expert's latent is as redundant as a copy.
+    mixed = a @ torch.linalg.qr(torch.randn(6, 6, generator=g))[0]
+    assert float(latent_correlation_loss([a, mixed])) == pytest.approx(1.0, rel=1e-2)
+    z = a.clone().requires_grad_(True)
+    latent_correlation_loss([z, a + 0.5 * b]).backward()
+    assert z.grad is not None and float(z.grad.norm()) > 0
+    assert float(latent_correlation_loss([a])) == 0.0
 
 
 def test_orthogonality_loss_zero_for_orthogonal_experts_positive_otherwise():
@@ -160,12 +175,15 @@ def test_missing_image_gates_the_vision_experts_off():
     assert torch.allclose(weights[:, model.n_shared: model.n_shared + model.n_text].sum(1), torch.ones(4))
 
 
-def test_text_only_dataset_has_no_vision_experts():
+def test_text_only_dataset_gets_the_vision_experts_as_text_experts():
     inputs = clustered(50, image=False)
     model, _ = fitted("mmq", inputs)
-    assert model.position_names == ["shared0", "shared1", "text0", "text1"]
+    assert model.position_names == ["shared0", "shared1", "text0", "text1", "text2", "text3"]
     assert len(model.vision_experts) == 0 and model.vision_gate is None
-    assert model.encode_inputs(inputs).shape == (50, 4)
+    assert model.encode_inputs(inputs).shape == (50, 6)
+    gates = model.gate_stats(inputs)["text"]
+    assert len(gates["importance"]) == 4 and abs(sum(gates["importance"]) - 1) < 1e-3
+    assert 0.0 <= gates["hard_share"] <= 1.0 and 0.0 <= gates["entropy"] <= np.log(4) + 1e-6
 
 
 def test_sid_length_scales_with_experts_and_ablations_switch_parts_off():

@@ -92,8 +92,9 @@ def test_mmq_token_order_and_text_only_run(tmp_path):
 
     text_only = write_run(tmp_path / "t", image=False)
     summary = run(cfg=cfg(), run_dir=text_only)
-    assert summary["sid_length"] == 5
-    assert SemanticIds.from_run_dir(text_only).position_names[-2:] == ["text1", "collision"]
+    # Without images the vision experts read the text: the SID keeps its length.
+    assert summary["sid_length"] == 7
+    assert SemanticIds.from_run_dir(text_only).position_names[-3:] == ["text2", "text3", "collision"]
 
 
 def test_same_seed_same_table(tmp_path):

@@ -136,6 +136,10 @@ class SemanticTokenizer(nn.Module):
         self.train(was_training)
         return [torch.cat([p[i] for p in parts]) for i in range(self.n_positions)]
 
+    def gate_stats(self, inputs: TokenizerInputs) -> dict:
+        """How a gated tokenizer spreads its items over experts (empty for ungated ones)."""
+        return {}
+
     # ------------------------------------------------------------------ subclass API
     @property
     def position_names(self) -> list[str]:  # pragma: no cover - abstract

@@ -60,8 +60,16 @@ class TokenizerConfig:
     """Weight of the main reconstruction loss (paper: 12)."""
     aux_weight: float = 10.0
     """Weight of the per-modality auxiliary reconstruction loss (paper: 10)."""
-    ortho_weight: float = 0.005
-    """Weight of the orthogonality regulariser on expert weights (paper: 0.005)."""
+    ortho_weight: float = 0.1
+    """Weight of the orthogonality regulariser (paper: 0.005 with ``ortho_target="weights"``)."""
+    ortho_target: str = "outputs"
+    """What the orthogonality regulariser acts on: "outputs" (ours, the default) — the squared
+    cross-correlation, over a batch, between every two experts' latents, so that no expert's
+    code can be predicted from another's and near-duplicate items differ somewhere (amazon-beauty
+    collisions 5.8 % -> 0.7 %, ml-100k retrieval unchanged over two seeds; weight 1.0 cost
+    ~13 % validation NDCG@10 on ml-100k); "weights" — the paper's ``||V V^T - I||^2`` over each
+    group's flattened expert weights, which random high-dimensional weights already satisfy,
+    so at 0.005 it adds ~1e-7 to the loss and changes nothing measurable."""
     gate_balance_weight: float = 0.0
     """MMQ (ours; paper silent): weight of the gate load-balancing term (see
     tokenizer.mmq.gate_balance_loss); 0 disables. Off by default: on amazon-beauty at 1.0 it
@@ -162,6 +170,9 @@ class TokenizerConfig:
             )
         if self.rqvae_input not in ("concat", "text"):
             raise DataError(f"tokenizer.rqvae_input must be 'concat' or 'text', got {self.rqvae_input!r}")
+        if self.ortho_target not in ("weights", "outputs"):
+            raise DataError(
+                f"tokenizer.ortho_target must be 'weights' or 'outputs', got {self.ortho_target!r}")
         if self.collision_strategy not in ("append", "reassign"):
             raise DataError(
                 "tokenizer.collision_strategy must be 'append' or 'reassign', "

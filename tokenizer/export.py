@@ -126,6 +126,7 @@ def write_artefacts(
         "per_position": per_position,
         "n_items": sids.n_items,
         "train_seconds": float(train_seconds),
+        "gates": model.gate_stats(inputs),
     }
     if history is not None:
         metrics["stopped_early"] = history.get("stopped_early")
