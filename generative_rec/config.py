@@ -77,14 +77,19 @@ class RetrieverConfig:
 
     # -- model (T5 encoder-decoder, trained from scratch) --
     d_model: int = 128
+    """Width of the token embeddings and of every layer's residual stream (TIGER: 128)."""
     num_layers: int = 4
     """Encoder layers."""
     num_decoder_layers: int = 4
+    """Decoder layers."""
     num_heads: int = 6
+    """Attention heads per layer (TIGER: 6)."""
     d_kv: int = 64
     """Width of one attention head (heads x d_kv need not equal d_model in T5)."""
     d_ff: int = 1024
+    """Hidden width of each feed-forward block (TIGER: 1024)."""
     dropout: float = 0.1
+    """Dropout on attention, feed-forward and embeddings during training (TIGER: 0.1)."""
     feed_forward_proj: str = "relu"
     """T5 feed-forward activation: "relu" (T5 v1.0) or "gated-gelu" (T5 v1.1)."""
 
@@ -108,6 +113,7 @@ class RetrieverConfig:
 
     # -- optimisation --
     batch_size: int = 256
+    """Training examples (history prefix -> next item) per optimiser step."""
     lr: float = 1e-3
     """Peak AdamW learning rate (linear warmup, then linear decay to 0 at ``max_steps``)."""
     weight_decay: float = 0.01

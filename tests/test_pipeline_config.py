@@ -72,7 +72,8 @@ def test_every_subcommand_has_help():
     for args in (["--help"], ["data", "stats", "--help"], ["run", "--help"], ["encode", "--help"],
                  ["tokenize", "--help"], ["train-retriever", "--help"], ["train-ranker", "--help"],
                  ["evaluate", "--help"], ["variants", "--help"], ["train-bbqrec", "--help"],
-                 ["recommend", "--help"], ["serve", "--help"], ["report", "compare", "--help"]):
+                 ["recommend", "--help"], ["serve", "--help"], ["add-items", "--help"],
+                 ["report", "compare", "--help"]):
         out = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO_ROOT)
         assert out.returncode == 0, (args, out.stderr)
         assert "usage:" in out.stdout
