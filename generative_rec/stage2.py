@@ -59,6 +59,13 @@ from generative_rec.model import (
     set_item_tokens,
     unwrap,
 )
+from generative_rec.retriever_data import (
+    RetrieverData,
+    make_retriever_data,
+    phase_summary,
+    sid_fingerprint,
+    train_phase,
+)
 from generative_rec.train import amp_dtype, autocast, make_optimizer
 from generative_rec.vocab import SidVocab
 from recdata.errors import DataError
@@ -96,7 +103,6 @@ def stage1_semantic_ids(*, run_dir: Path, stage2_enabled: bool,
     so that every later stage sees the IDs the retriever was trained on. A marker still marked
     ``pending`` means a run died while rewriting the tokenizer files: the backup is restored.
     """
-    from generative_rec.stage import sid_fingerprint
     from tokenizer.sid import SemanticIds
 
     ctx = ctx or DistContext()
@@ -383,16 +389,10 @@ def joint_finetune(
 
 def run_stage2(
     *, model: torch.nn.Module, cfg: RetrieverConfig, run_dir: Path, split: SequentialSplit,
-    data: Any, device: str, seed: int, ctx: DistContext, log_before: list[dict[str, Any]],
-) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    data: RetrieverData, device: str, seed: int, ctx: DistContext, log_before: list[dict[str, Any]],
+) -> tuple[torch.nn.Module, RetrieverData, dict[str, Any]]:
     """Steps 1-3 (module docstring). Returns the final model, the data for the final IDs and a
     summary (with ``log`` = all training records so far and ``phases``)."""
-    from generative_rec.stage import (
-        phase_summary,
-        make_retriever_data,
-        sid_fingerprint,
-        train_phase,
-    )
     from tokenizer.export import load_tokenizer, reassign_ids
     from tokenizer.inputs import load_inputs
     from tokenizer.sid import SemanticIds
