@@ -212,3 +212,33 @@ def test_batch_export_writes_one_row_per_user_and_rank(trained: Path, tmp_path: 
         export_recommendations(run_dir=trained, out=tmp_path / "x.parquet", k=4,
                                users_file=users_file, device="cpu")
     assert not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.timeout(300)
+def test_batch_export_under_torchrun_shards_users_and_merges_in_order(trained: Path, tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "all.parquet"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MMQREC_NO_PROGRESS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(port), "-m", "pipeline", "recommend", str(trained), "--all", "--out", str(out),
+         "-k", "3", "--chunk-size", "5", "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=280, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frame = pl.read_parquet(out)
+    rec = Recommender.load(trained, device="cpu")
+    assert frame["user_id"].unique(maintain_order=True).to_list() == rec.user_ids
+    assert frame.height == 3 * len(rec.user_ids)
+    single = tmp_path / "one.parquet"
+    from mmqrec.export import export_recommendations
+
+    export_recommendations(run_dir=trained, out=single, k=3, chunk_size=5, device="cpu")
+    assert pl.read_parquet(single).equals(frame)
+    assert not list(tmp_path.glob("all.rank*"))  # the shards are merged and removed
