@@ -151,6 +151,9 @@ def test_stage2_end_to_end_then_switch_off(runs, tmp_path, name):
     SidTrie.from_codes(after.codes)  # rejects duplicates
     assert summary["stage2"]["final_sid_hash"] == sid_fingerprint(after.codes, after.codebook_sizes)
     assert summary["stage2"]["stage1_sid_hash"] == h1
+    # Fine-tuning moved some items to other codes: a stage 2 that did nothing would fail here.
+    changed = int((after.codes[:, :-1] != before.codes[:, :-1]).any(axis=1).sum())
+    assert changed > 0 and summary["stage2"]["final_sid_hash"] != h1
     assert (tok / "stage1" / "semantic_ids.parquet").exists()
     assert (tok / "stage1" / "model.safetensors").exists()
     assert json.loads((tok / "stage2.json").read_text())["stage1_sid_hash"] == h1
