@@ -63,6 +63,9 @@ def rank_sasrec(
 
 BASELINES: dict[str, RankFn] = {"pop": rank_popularity, "sasrec": rank_sasrec}
 
+# Part of a baseline's cache key: stored lists made under another tie rule are recomputed.
+TIE_RULE = "seeded (user, item) hash, v1"
+
 
 def data_fingerprint(run_dir: Path) -> str:
     """Hash of the split-defining artefacts (sequences and strata)."""
@@ -77,7 +80,7 @@ def data_fingerprint(run_dir: Path) -> str:
 
 def baseline_key(*, name: str, cfg: EvalConfig, fingerprint: str, seed: int) -> str:
     relevant: dict[str, Any] = {
-        "name": name, "ks": cfg.ks, "exclude_history": cfg.exclude_history,
+        "name": name, "ks": cfg.ks, "exclude_history": cfg.exclude_history, "ties": TIE_RULE,
         "bootstrap": [cfg.bootstrap_samples, cfg.confidence], "seed": seed, "data": fingerprint,
     }
     if name == "sasrec":
