@@ -16,7 +16,6 @@ import polars as pl
 
 from recdata.errors import DataError
 from recdata.io import read_parquet, write_parquet
-from recdata.topk import top_k  # noqa: F401  (re-exported: eval.ranked.top_k)
 
 
 def write_ranked(

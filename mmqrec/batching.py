@@ -84,11 +84,9 @@ class MicroBatcher:
     def _serve(self, requests: list[_Request], k: int, exclude_seen: bool) -> None:
         try:
             results = self.rec.recommend([r.user_id for r in requests], k=k, exclude_seen=exclude_seen)
-        except Exception:  # noqa: BLE001 - isolate the failing request(s) below
+        except Exception as exc:  # noqa: BLE001 - isolate the failing request(s) below
             if len(requests) == 1:
-                import sys
-
-                requests[0].future.set_exception(sys.exc_info()[1])
+                requests[0].future.set_exception(exc)
                 return
             for request in requests:
                 self._serve([request], k, exclude_seen)

@@ -192,21 +192,11 @@ class Recommender:
             self._ranker_items = self._extend_ranker_items()
 
     def _extend_ranker_items(self) -> int:
-        """Give the ranker's SID fields rows for added items; returns how many items it can score
-        (an ItemID field has no row for an item it never saw)."""
+        """Give the ranker rows for added items; returns how many items it can score."""
         rep = self._ranker.model.item_repr
         n_base = self._n_base_items
-        if any(not name.startswith("sid_") for name in rep.field_names):
-            return n_base
-        import torch
-
-        offsets = np.concatenate([[0], np.cumsum(rep.field_sizes)[:-1]]).astype(np.int64)
-        fields = [int(name.split("_")[1]) for name in rep.field_names]
-        extra = self.codes[n_base:, fields] + offsets[None, :]
-        ids = torch.cat([rep.field_ids[:n_base], torch.as_tensor(extra, dtype=torch.long,
-                                                                 device=rep.field_ids.device)])
-        rep.field_ids = ids
-        return len(self.codes)
+        rep.field_ids = rep.field_ids[:n_base]  # drop rows of an earlier refresh
+        return len(self.codes) if rep.append_sid_items(self.codes[n_base:]) else n_base
 
     def refresh(self) -> bool:
         """Pick up items added since loading (cheap when there are none); True when it did."""

@@ -83,6 +83,20 @@ class ItemRepresentation(nn.Module):
     def n_items(self) -> int:
         return int(self.field_ids.shape[0])
 
+    def append_sid_items(self, codes: np.ndarray) -> bool:
+        """Give rows to items added after training from their SID ``codes`` [M, L].
+
+        Possible only when every field is a SID position (an ItemID or prefix field has no row
+        for an unseen item); returns whether the items were appended.
+        """
+        if not all(name.startswith("sid_") for name in self.field_names):
+            return False
+        offsets = np.concatenate([[0], np.cumsum(self.field_sizes)[:-1]]).astype(np.int64)
+        positions = [int(name.split("_")[1]) for name in self.field_names]
+        rows = np.asarray(codes, dtype=np.int64)[:, positions] + offsets[None, :]
+        self.field_ids = torch.cat([self.field_ids, torch.as_tensor(rows, device=self.field_ids.device)])
+        return True
+
     def inputs(self, items: torch.Tensor) -> torch.Tensor:
         """The embedding rows an item reads, [..., F]: exactly what the switches change."""
         return self.field_ids[items]
