@@ -45,7 +45,7 @@ from encoders.distributed import Workers, join_workers
 from encoders.shards import ShardStore
 from encoders.template import render_texts
 from encoders.text import TextEncoder, enable_offline_mode, text_model_fingerprint
-from encoders.vision import VisionEncoder, image_weights_fingerprint
+from encoders.vision import VisionEncoder, image_weights_fingerprint, memory_format_name
 
 logger = logging.getLogger(__name__)
 
@@ -117,20 +117,25 @@ def _plan_text(cfg: EncoderConfig, items: Any, dataset: dict, dtype: str) -> _Pl
         "template_source": template_source,
         "max_text_tokens": cfg.max_text_tokens,
         "dtype": dtype,
+        # Batch composition moves float results in the last bits, so it is part of the key.
+        "batch_order": "length",
         "normalised": True,
     }
     key = _digest(
         {
             "format": FORMAT_VERSION,
             "modality": "text",
-            **{k: meta[k] for k in ("model", "weights", "template", "max_text_tokens", "dtype")},
+            **{
+                k: meta[k]
+                for k in ("model", "weights", "template", "max_text_tokens", "dtype", "batch_order")
+            },
             "items": _digest(list(zip(item_ids, texts))),
         }
     )
     return _Plan("text", texts, key, meta)
 
 
-def _plan_image(cfg: EncoderConfig, items: Any, dtype: str) -> _Plan:
+def _plan_image(cfg: EncoderConfig, items: Any, dtype: str, layout: str) -> _Plan:
     paths = _image_paths(items)
     item_ids = [str(x) for x in items["item_id"].to_list()]
     meta = {
@@ -138,13 +143,14 @@ def _plan_image(cfg: EncoderConfig, items: Any, dtype: str) -> _Plan:
         "model": cfg.image_model,
         "weights": image_weights_fingerprint(model_name=cfg.image_model, weights=cfg.image_weights),
         "dtype": dtype,
+        "layout": layout,
         "normalised": False,
     }
     key = _digest(
         {
             "format": FORMAT_VERSION,
             "modality": "image",
-            **{k: meta[k] for k in ("model", "weights", "dtype")},
+            **{k: meta[k] for k in ("model", "weights", "dtype", "layout")},
             # Size and modification time stand in for the content: a replaced poster re-encodes.
             "items": _digest([[i, _file_state(p)] for i, p in zip(item_ids, paths)]),
         }
@@ -251,7 +257,9 @@ def _image_data_config(model_name: str) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in resolve_data_config({}, model=model).items()}
 
 
-def _plan_all(cfg: EncoderConfig, items: Any, dataset: dict, dtype: str) -> tuple[list[_Plan], dict]:
+def _plan_all(
+    cfg: EncoderConfig, items: Any, dataset: dict, dtype: str, device: str
+) -> tuple[list[_Plan], dict]:
     """Plans for the modalities to encode, and meta.json notes for the ones that are not."""
     plans: list[_Plan] = []
     notes: dict[str, dict[str, Any]] = {}
@@ -268,7 +276,7 @@ def _plan_all(cfg: EncoderConfig, items: Any, dataset: dict, dtype: str) -> tupl
             "reason": "dataset has no image_path values (text-only); no image file written",
         }
     else:
-        plans.append(_plan_image(cfg, items, dtype))
+        plans.append(_plan_image(cfg, items, dtype, memory_format_name(device)))
     if not plans:
         raise DataError("nothing to encode: the text encoder is disabled and the dataset has no images")
     return plans, notes
@@ -344,7 +352,7 @@ def run(
             half = False
         dtype = "float16" if half else "float32"
 
-        plans, notes = _plan_all(cfg, items, dataset, dtype)
+        plans, notes = _plan_all(cfg, items, dataset, dtype, device)
         old_meta = read_json(meta_path) if meta_path.exists() else {}
         cached = {p.modality: _is_cached(p, old_meta, emb_dir, items.height) for p in plans}
         stores = {p.modality: ShardStore(emb_dir / "shards", modality=p.modality, key=p.key) for p in plans}
