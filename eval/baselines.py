@@ -28,23 +28,29 @@ from recdata.faults import kill_point
 
 logger = logging.getLogger(__name__)
 
-RankFn = Callable[..., tuple[np.ndarray, np.ndarray, dict[str, Any]]]
+Lists = dict[bool, tuple[np.ndarray, np.ndarray]]
+"""Ranked lists and scores of one baseline under both protocols: ``{exclude_history: (ranked
+[U, depth], scores [U, depth])}``."""
+RankFn = Callable[..., tuple[Lists, dict[str, Any]]]
 
 
 def rank_popularity(
     *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, seed: int, device: str
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+) -> tuple[Lists, dict[str, Any]]:
     """Most popular items by training count (ties by the shared seeded hash)."""
-    exclude = split.test_inputs if cfg.exclude_history else None
-    ranked, scores = popularity_ranking(
-        train_counts=split.train_counts, n_users=split.n_users, depth=cfg.depth, exclude=exclude
-    )
-    return ranked, scores, {"ranking": "training interaction count, ties by a seeded (user, item) hash"}
+    lists = {
+        flag: popularity_ranking(
+            train_counts=split.train_counts, n_users=split.n_users, depth=cfg.depth,
+            exclude=split.test_inputs if flag else None,
+        )
+        for flag in (False, True)
+    }
+    return lists, {"ranking": "training interaction count, ties by a seeded (user, item) hash"}
 
 
 def rank_sasrec(
     *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, seed: int, device: str
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+) -> tuple[Lists, dict[str, Any]]:
     """SASRec (CE loss, full softmax) trained through RecBole on our split."""
     try:
         import recbole  # noqa: F401
@@ -57,7 +63,7 @@ def rank_sasrec(
     wanted = device if cfg.sasrec.device == "inherit" else cfg.sasrec.device
     return train_and_rank(
         split=split, cfg=cfg.sasrec, work_dir=work_dir, ks=cfg.ks, depth=cfg.depth,
-        exclude_history=cfg.exclude_history, seed=seed, device=resolve_device(wanted),
+        seed=seed, device=resolve_device(wanted),
     )
 
 
@@ -65,6 +71,9 @@ BASELINES: dict[str, RankFn] = {"pop": rank_popularity, "sasrec": rank_sasrec}
 
 # Part of a baseline's cache key: stored lists made under another tie rule are recomputed.
 TIE_RULE = "seeded (user, item) hash, v1"
+
+# Part of the key too: results stored before both protocols were scored are recomputed.
+RESULT_FORMAT = 2
 
 
 def data_fingerprint(run_dir: Path) -> str:
@@ -81,7 +90,7 @@ def data_fingerprint(run_dir: Path) -> str:
 def baseline_key(*, name: str, cfg: EvalConfig, fingerprint: str, seed: int) -> str:
     relevant: dict[str, Any] = {
         "name": name, "ks": cfg.ks, "exclude_history": cfg.exclude_history, "ties": TIE_RULE,
-        "bootstrap": [cfg.bootstrap_samples, cfg.confidence], "seed": seed, "data": fingerprint,
+        "format": RESULT_FORMAT, "bootstrap": [cfg.bootstrap_samples, cfg.confidence], "seed": seed, "data": fingerprint,
     }
     if name == "sasrec":
         relevant["sasrec"] = asdict(cfg.sasrec)
@@ -104,17 +113,22 @@ def run_baseline(
             logger.info("baseline %s: up to date, reusing %s", name, metrics_path)
             return cached
     t0 = time.perf_counter()
-    ranked, scores, info = BASELINES[name](
-        split=split, cfg=cfg, work_dir=out_dir, seed=seed, device=device
-    )
+    lists, info = BASELINES[name](split=split, cfg=cfg, work_dir=out_dir, seed=seed, device=device)
     seconds = time.perf_counter() - t0
+    ranked, scores = lists[cfg.exclude_history]
+    other, other_scores = lists[not cfg.exclude_history]
     write_ranked(ranked_path, users=np.arange(split.n_users), items=ranked, scores=scores)
+    write_ranked(out_dir / OTHER_PROTOCOL_FILE, users=np.arange(split.n_users), items=other,
+                 scores=other_scores)
     result = {
         "model": name,
         "key": key,
         "seconds": round(seconds, 2),
         "info": info,
         **_score(ranked=ranked, split=split, cfg=cfg, seed=seed),
+        "other_protocol": other_protocol_report(
+            ranked=other, split=split, cfg=cfg, seed=seed, short_lists=None
+        ),
     }
     write_json(metrics_path, result)
     kill_point("evaluate.baseline")
@@ -129,6 +143,24 @@ def _score(*, ranked: np.ndarray, split: SequentialSplit, cfg: EvalConfig, seed:
         valid_items=split.n_items, n_samples=cfg.bootstrap_samples, confidence=cfg.confidence,
         seed=seed,
     )
+
+
+OTHER_PROTOCOL_FILE = "ranked_other_protocol.parquet"
+"""A baseline's lists under the protocol that is not the headline (beside ranked.parquet)."""
+
+
+def other_protocol_report(
+    *, ranked: np.ndarray, split: SequentialSplit, cfg: EvalConfig, seed: int,
+    short_lists: int | None,
+) -> dict[str, Any]:
+    """Overall metrics and intervals of lists made under the protocol that is not the headline
+    (history items removed when ``cfg.exclude_history`` is off, kept when it is on)."""
+    report = _score(ranked=ranked, split=split, cfg=cfg, seed=seed)
+    out: dict[str, Any] = {"exclude_history": not cfg.exclude_history,
+                           "overall": report["overall"], "ci": {"overall": report["ci"]["overall"]}}
+    if short_lists is not None:
+        out["short_lists"] = short_lists
+    return out
 
 
 def load_ranked(run_dir: Path, name: str, *, n_users: int, depth: int) -> np.ndarray:

@@ -266,14 +266,15 @@ def verify_recbole_split(
 
 def _score_users(
     *, model: Any, histories: Sequence[np.ndarray], item_map: np.ndarray, max_seq_length: int,
-    batch_size: int, device: str, depth: int, exclude_history: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Full-catalogue scores for each history → our top-``depth`` ranked lists."""
+    batch_size: int, device: str, depth: int,
+) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
+    """Full-catalogue scores for each history → our top-``depth`` ranked lists under both
+    protocols, ``{exclude_history: (ranked, scores)}``, from one pass of the model."""
     import torch
     from recbole.data.interaction import Interaction
 
     model.eval()
-    ranked_parts, score_parts = [], []
+    parts: dict[bool, tuple[list[np.ndarray], list[np.ndarray]]] = {False: ([], []), True: ([], [])}
     starts = range(0, len(histories), batch_size)
     for start in progress(starts, desc="sasrec scoring", total=len(starts)):
         batch = histories[start : start + batch_size]
@@ -290,12 +291,13 @@ def _score_users(
         with torch.no_grad():
             full = model.full_sort_predict(inter).float().cpu().numpy()
         scores = full[:, item_map]
-        exclude = [np.asarray(h, dtype=np.int64) for h in batch] if exclude_history else None
-        items, top_scores = top_k(scores, k=depth, exclude=exclude,
-                                   users=np.arange(start, start + len(batch)))
-        ranked_parts.append(items)
-        score_parts.append(top_scores)
-    return np.concatenate(ranked_parts), np.concatenate(score_parts)
+        users = np.arange(start, start + len(batch))
+        for exclude_history, (ranked_parts, score_parts) in parts.items():
+            exclude = [np.asarray(h, dtype=np.int64) for h in batch] if exclude_history else None
+            items, top_scores = top_k(scores, k=depth, exclude=exclude, users=users)
+            ranked_parts.append(items)
+            score_parts.append(top_scores)
+    return {flag: (np.concatenate(r), np.concatenate(sc)) for flag, (r, sc) in parts.items()}
 
 
 def train_and_rank(
@@ -305,14 +307,14 @@ def train_and_rank(
     work_dir: Path,
     ks: Sequence[int],
     depth: int,
-    exclude_history: bool,
     seed: int,
     device: str,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+) -> tuple[dict[bool, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
     """Train SASRec on the split and rank the full catalogue for every test user.
 
     Writes RecBole's inputs under ``work_dir/recbole_data`` and the best weights to
-    ``work_dir/model.safetensors``. Returns ``(ranked [U, depth], scores [U, depth], info)``;
+    ``work_dir/model.safetensors``. Returns ``({exclude_history: (ranked [U, depth], scores
+    [U, depth])}, info)`` with lists under both protocols, from the same model;
     ``info`` holds RecBole's own test metrics as a cross-check and the split verification.
     """
     import torch
@@ -332,7 +334,7 @@ def train_and_rank(
     try:
         return _train_and_rank(
             split=split, cfg=cfg, work_dir=work_dir, data_path=data_path, checkpoints=checkpoints,
-            ks=ks, depth=depth, exclude_history=exclude_history, seed=seed, device=device, t0=t0,
+            ks=ks, depth=depth, seed=seed, device=device, t0=t0,
         )
     finally:
         torch.set_num_threads(saved_threads)
@@ -340,9 +342,8 @@ def train_and_rank(
 
 def _train_and_rank(
     *, split: SequentialSplit, cfg: SASRecConfig, work_dir: Path, data_path: Path,
-    checkpoints: Path, ks: Sequence[int], depth: int, exclude_history: bool, seed: int,
-    device: str, t0: float,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    checkpoints: Path, ks: Sequence[int], depth: int, seed: int, device: str, t0: float,
+) -> tuple[dict[bool, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
     import torch
 
     rows = export_atomic_files(split=split, data_path=data_path, max_seq_length=cfg.max_seq_length,
@@ -392,10 +393,10 @@ def _train_and_rank(
     save_tensors(work_dir / "model.safetensors", trainer.best_state,
                  metadata={"model": "SASRec", "config": str(asdict(cfg))})
     t_score = time.perf_counter()
-    ranked, scores = _score_users(
+    lists = _score_users(
         model=model, histories=split.test_inputs, item_map=item_map,
         max_seq_length=cfg.max_seq_length, batch_size=cfg.eval_batch_size,
-        device=str(config["device"]), depth=depth, exclude_history=exclude_history,
+        device=str(config["device"]), depth=depth,
     )
     info = {
         "recbole_version": _recbole_version(),
@@ -415,7 +416,7 @@ def _train_and_rank(
     }
     logger.info("sasrec: best epoch %d of %d, RecBole test %s", info["best_epoch"],
                 info["epochs_run"], info["recbole_test"])
-    return ranked, scores, info
+    return lists, info
 
 
 def _recbole_version() -> str:

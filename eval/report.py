@@ -106,6 +106,39 @@ def headline_table(metrics: Mapping[str, Any]) -> Table:
     return Table(headers=headers, rows=rows, caption=caption)
 
 
+def protocols_table(metrics: Mapping[str, Any]) -> Table | None:
+    """R@10 and N@10 of every system under both protocols (history items kept / removed), the
+    headline first; None when no system carries the other protocol."""
+    systems = metrics.get("retrieval", {})
+    if not any(isinstance(s.get("other_protocol"), dict) for s in systems.values()):
+        return None
+    removed = bool(metrics.get("protocol", {}).get("exclude_history"))
+    head, other = ("removed", "kept") if removed else ("kept", "removed")
+    headers = ["system", f"R@10, history {head} (headline)", f"N@10, history {head}",
+               f"R@10, history {other}", f"N@10, history {other}", "short lists"]
+    rows = []
+    order = sorted(systems, key=lambda k: -(systems[k]["overall"].get("ndcg@10") or 0.0))
+    for system in order:
+        sec = systems[system]
+        alt = sec.get("other_protocol") if isinstance(sec.get("other_protocol"), dict) else {}
+        ci, alt_ci = sec.get("ci", {}).get("overall", {}), alt.get("ci", {}).get("overall", {})
+        values, alt_values = sec["overall"], alt.get("overall", {})
+        rows.append([
+            system,
+            fmt_ci(values.get("recall@10"), ci.get("recall@10")),
+            fmt_ci(values.get("ndcg@10"), ci.get("ndcg@10")),
+            fmt_ci(alt_values.get("recall@10"), alt_ci.get("recall@10")),
+            fmt_ci(alt_values.get("ndcg@10"), alt_ci.get("ndcg@10")),
+            fmt(alt.get("short_lists", sec.get("short_lists"))),
+        ])
+    caption = (f"The headline protocol (eval.exclude_history = {str(removed).lower()}) is the one "
+               "every other table uses. Short lists: users whose list under the protocol with "
+               "history items removed holds fewer than the cut-off, because the stored list (a "
+               "beam's output) was not deep enough; their empty slots count as misses. — means "
+               "the list was filtered when it was made, so the other protocol cannot be shown.")
+    return Table(headers=headers, rows=rows, caption=caption)
+
+
 def headline_sentences(metrics: Mapping[str, Any]) -> list[str]:
     """One sentence per comparison the numbers support (paired intervals that exclude 0 say
     "beats"; the others say the difference is not detectable)."""
@@ -159,6 +192,9 @@ def build_document(metrics: Mapping[str, Any], *, out_dir: Path) -> Document:
         sentences = headline_sentences(metrics)
         if sentences:
             doc.add(Bullets(sentences))
+        protocols = protocols_table(metrics)
+        if protocols is not None:
+            doc.add(Heading("Both protocols", level=3), protocols)
 
     not_run = metrics.get("not_run", {})
     if not_run:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.baselines import other_protocol_report
 from eval.config import EvalConfig
 from eval.metrics import STRATA, retrieval_report
 from eval.ranked import drop_seen, read_ranked
@@ -81,6 +82,28 @@ def tokenizer_section(run_dir: Path) -> dict[str, Any]:
     return section
 
 
+def other_protocol(
+    path: Path, split: SequentialSplit, cfg: EvalConfig, seed: int, *, filtered_at_source: bool
+) -> dict[str, Any] | None:
+    """Metrics of a stored list under the protocol that is not the headline, or None when the
+    list cannot show it.
+
+    With history items kept as the headline, they are removed from the stored list (as deep as
+    it was stored; rows left shorter than the cut-off are counted as ``short_lists``). With
+    them removed as the headline, only a list that was not filtered when it was made (the
+    generative retriever's beam output) can show the kept protocol.
+    """
+    if not cfg.exclude_history:
+        deep, _ = read_ranked(path, n_users=split.n_users, depth=RETRIEVER_DEPTH)
+        lists, short = drop_seen(deep, split.test_inputs, depth=cfg.depth)
+        return other_protocol_report(ranked=lists, split=split, cfg=cfg, seed=seed,
+                                     short_lists=short)
+    if filtered_at_source:
+        return None
+    lists, _ = read_ranked(path, n_users=split.n_users, depth=cfg.depth)
+    return other_protocol_report(ranked=lists, split=split, cfg=cfg, seed=seed, short_lists=None)
+
+
 def retriever_name(run_dir: Path, cfg: EvalConfig) -> str:
     if cfg.retriever_name:
         return cfg.retriever_name
@@ -137,6 +160,8 @@ def retriever_system(
         if short is not None:
             section["short_lists"] = short
         section["decoding"] = _beams(run_dir)
+        section["other_protocol"] = other_protocol(path, split, cfg, seed,
+                                                   filtered_at_source=False)
         return name, section, ranked
     own = _read_optional(Path(run_dir) / "retriever" / "metrics.json") or {}
     for candidate in (own.get("test"), own):
@@ -168,6 +193,8 @@ def two_stage_system(
     section["source"] = "ranker/two_stage_ranked.parquet"
     section["missing_users"] = missing
     section["protocol"] = protocol
+    section["other_protocol"] = other_protocol(path, split, cfg, seed,
+                                               filtered_at_source=cfg.exclude_history)
     return f"two_stage_{variant}", section, ranked
 
 
@@ -214,6 +241,8 @@ def other_systems(
         )
         section["source"] = f"{folder.name}/ranked.parquet"
         section["missing_users"] = missing
+        section["other_protocol"] = other_protocol(ranked_path, split, cfg, seed,
+                                                   filtered_at_source=cfg.exclude_history)
         if isinstance(own.get("protocol"), dict):
             section["protocol"] = own["protocol"]
         name = own["model"] if isinstance(own.get("model"), str) else folder.name

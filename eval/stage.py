@@ -38,7 +38,7 @@ from recdata.split import SequentialSplit
 logger = logging.getLogger(__name__)
 
 SYSTEM_KEYS = ("overall", "strata", "ci", "exposure", "source", "missing_users", "short_lists",
-               "decoding", "protocol")
+               "decoding", "protocol", "other_protocol")
 COMPARED_METRICS = ("ndcg@10", "recall@10")
 
 
@@ -57,7 +57,8 @@ def protocol(*, cfg: EvalConfig, run_dir: Path, seed: int, decoding: dict[str, A
             "every system's list has the user's history items removed (the generative "
             "retrievers' beam output is filtered, short lists count as misses)"
             if cfg.exclude_history else "history items are NOT removed from any system's list"
-        ),
+        ) + "; each system's figures under the other protocol are in its other_protocol entry "
+            "where its stored list can show them (the report's 'Both protocols' table)",
         "tie_break": "full-ranking systems (most-popular, SASRec, BBQRec): equal scores "
                      "ordered by a seeded hash of (user, item), so ties earn no credit; "
                      "generative retriever: beam-search order of distinct log-likelihoods",

@@ -119,9 +119,9 @@ def test_sasrec_through_recbole_uses_our_split_and_metrics(tmp_path, monkeypatch
     cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
     cfg = SASRecConfig(epochs=2, hidden_size=16, inner_size=32, n_layers=1, max_seq_length=5,
                        train_batch_size=32)
-    kwargs = dict(split=split, cfg=cfg, ks=[5, 10], depth=n_items, exclude_history=False,
-                  seed=3, device="cpu")
-    ranked, scores, info = train_and_rank(work_dir=tmp_path / "a", **kwargs)
+    kwargs = dict(split=split, cfg=cfg, ks=[5, 10], depth=n_items, seed=3, device="cpu")
+    lists, info = train_and_rank(work_dir=tmp_path / "a", **kwargs)
+    ranked, scores = lists[False]
 
     # RecBole's test rows are exactly our users, histories (truncated) and targets.
     assert info["split_check"]["test_users"] == split.n_users
@@ -145,8 +145,16 @@ def test_sasrec_through_recbole_uses_our_split_and_metrics(tmp_path, monkeypatch
     assert (tmp_path / "a" / "model.safetensors").exists()
     assert not list((tmp_path / "a").rglob("*.pth"))
 
-    again, _, _ = train_and_rank(work_dir=tmp_path / "b", **kwargs)
-    assert np.array_equal(ranked, again)  # same seed → same lists
+    # The protocol with history items removed ranks the same scores: the kept list without
+    # the user's history items, in the same order.
+    removed, _ = lists[True]
+    for user, history in enumerate(split.test_inputs):
+        kept = [i for i in ranked[user] if i not in set(history)]
+        assert removed[user, : len(kept)].tolist() == kept
+        assert not set(removed[user].tolist()) & set(history)
+
+    again, _ = train_and_rank(work_dir=tmp_path / "b", **kwargs)
+    assert np.array_equal(ranked, again[False][0])  # same seed → same lists
 
 
 @pytest.mark.slow

@@ -282,3 +282,41 @@ def test_exclude_history_filters_the_retriever_lists_too(tmp_path):
     for row, hist in zip(dropped, split.test_inputs):
         assert not np.isin(row[row >= 0], hist).any()
     assert "history items removed" in section["source"] and section["short_lists"] >= 0
+
+
+def test_every_system_is_also_scored_under_the_other_protocol(evaluated):
+    """The headline keeps history items (the default); each system whose stored list can show
+    it also carries its figures with them removed, and the report puts both side by side."""
+    from eval.popularity import popularity_ranking
+
+    run_dir, split, _, _ = evaluated
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    pop = metrics["retrieval"]["pop"]
+    removed, _ = popularity_ranking(train_counts=split.train_counts, n_users=split.n_users,
+                                    depth=20, exclude=split.test_inputs)
+    expected = ranking_metrics(ranked=removed, targets=split.test_targets, ks=(5, 10, 20),
+                               valid_items=split.n_items)["overall"]
+    assert pop["other_protocol"]["exclude_history"] is True
+    assert pop["other_protocol"]["overall"] == pytest.approx(expected)
+    assert pop["other_protocol"]["overall"]["recall@10"] != pop["overall"]["recall@10"]
+    retriever = metrics["retrieval"]["mmq_tiger"]["other_protocol"]
+    assert retriever["exclude_history"] is True and retriever["short_lists"] >= 1
+    md = (run_dir / "report" / "report.md").read_text()
+    table = md.split("### Both protocols")[1].split("##")[0]
+    assert "history kept (headline)" in table and "history removed" in table
+    row = next(line for line in table.splitlines() if line.startswith("| pop |"))
+    assert f"{expected['recall@10']:.4f}" in row
+
+
+def test_removed_headline_shows_kept_figures_only_where_the_list_was_not_filtered(tmp_path):
+    from eval.sections import retriever_system
+
+    split = _write_data(tmp_path)
+    _write_stage_outputs(tmp_path, split)
+    cfg_kept, cfg_removed = EvalConfig(baselines=[]), EvalConfig(baselines=[], exclude_history=True)
+    _, kept, _ = retriever_system(tmp_path, split, cfg_kept, 0)
+    _, removed, _ = retriever_system(tmp_path, split, cfg_removed, 0)
+    # Each headline's other protocol is the other run's headline, for the same stored beams.
+    assert removed["other_protocol"]["overall"] == pytest.approx(kept["overall"])
+    assert kept["other_protocol"]["overall"] == pytest.approx(removed["overall"])
+    assert kept["other_protocol"]["short_lists"] == removed["short_lists"]
