@@ -114,6 +114,11 @@ class RetrieverConfig:
     # -- optimisation --
     batch_size: int = 256
     """Training examples (history prefix -> next item) per optimiser step."""
+    length_buckets: int = 0
+    """Group training examples of similar history length into the same batch: examples are
+    sorted by length within windows of this many batches of the shuffled epoch, and the batches
+    shuffled (0 = off, plain shuffled batches). Each batch is padded to its longest history, so
+    this makes steps cheaper where most histories are short."""
     lr: float = 1e-3
     """Peak AdamW learning rate (linear warmup, then linear decay to 0 at ``max_steps``)."""
     weight_decay: float = 0.01
@@ -172,6 +177,7 @@ class RetrieverConfig:
             (self.max_train_prefixes >= 0, "max_train_prefixes must be >= 0"),
             (self.n_user_buckets > 0, "n_user_buckets must be positive"),
             (self.batch_size > 0 and self.eval_batch_size > 0, "batch sizes must be positive"),
+            (self.length_buckets >= 0, "length_buckets must be >= 0"),
             (self.lr > 0, "lr must be positive"),
             (self.max_steps > 0 and self.max_epochs > 0, "max_steps and max_epochs must be > 0"),
             (self.eval_every > 0, "eval_every must be positive"),

@@ -208,6 +208,34 @@ def epoch_order(
     return perm
 
 
+def length_bucketed(
+    order: np.ndarray, lengths: np.ndarray, *, batch_size: int, window: int, seed: int, epoch: int
+) -> np.ndarray:
+    """``order`` rearranged so that each batch holds histories of similar length.
+
+    A batch is padded to its longest history, so on a catalogue of short sequences (Amazon
+    Beauty: most histories hold a few items, a few hold ``max_history``) random batches pay for
+    the longest one. Within consecutive windows of ``window`` batches of the shuffled order,
+    examples are sorted by length and cut into batches; the batches are then shuffled, so each
+    still mixes users and the epoch still visits every example once. Depends only on (order,
+    lengths, seed, epoch): a resumed run replays it. The final partial batch stays last.
+    """
+    order = np.asarray(order)
+    if batch_size <= 0 or window <= 1 or len(order) <= batch_size:
+        return order
+    n_full = len(order) // batch_size * batch_size
+    span = batch_size * window
+    rng = np.random.Generator(np.random.PCG64([seed, epoch, 0xB0C7]))
+    batches = []
+    for lo in range(0, n_full, span):
+        chunk = order[lo : min(lo + span, n_full)]
+        # Stable sort on length keeps the shuffled order among equal lengths.
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk.reshape(-1, batch_size))
+    shuffled = [batches[i] for i in rng.permutation(len(batches))]
+    return np.concatenate(shuffled + [order[n_full:]])
+
+
 def load_sid_codes(run_dir: Path) -> tuple[np.ndarray, list[int]]:
     """SID codes ``[N, L]`` (row = item_idx) and codebook sizes from ``run_dir/tokenizer``."""
     from tokenizer.sid import SemanticIds

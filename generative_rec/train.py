@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from generative_rec.config import RetrieverConfig
-from generative_rec.data import Collator, Examples, epoch_order
+from generative_rec.data import Collator, Examples, epoch_order, length_bucketed
 from generative_rec.ddp import DistContext, all_reduce_mean, barrier, gather_rows, shard_indices
 from generative_rec.model import (
     PositionHeads,
@@ -400,6 +400,7 @@ def train_retriever(
     net.train()
     n_batches = math.ceil(len(epoch_order(len(train), epoch=0, seed=seed, rank=ctx.rank,
                                           world_size=ctx.world_size)) / cfg.batch_size)
+    history_lengths = (train.history >= 0).sum(axis=1)
     stop_reason = ""
     if n_batches == 0:
         stop_reason = "no training examples"
@@ -409,6 +410,9 @@ def train_retriever(
             break
         order = epoch_order(len(train), epoch=state.epoch, seed=seed, rank=ctx.rank,
                             world_size=ctx.world_size)
+        if cfg.length_buckets:
+            order = length_bucketed(order, history_lengths, batch_size=cfg.batch_size,
+                                    window=cfg.length_buckets, seed=seed, epoch=state.epoch)
         while state.batch_in_epoch < n_batches:
             b = state.batch_in_epoch
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]

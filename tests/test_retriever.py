@@ -16,6 +16,7 @@ from generative_rec.data import (
     Examples,
     build_examples,
     epoch_order,
+    length_bucketed,
     right_aligned_windows,
 )
 from generative_rec.model import build_model, model_state
@@ -142,6 +143,26 @@ def test_epoch_order_is_seeded_and_shards_partition():
     assert set(np.concatenate(shards).tolist()) == set(range(103))
 
 
+def test_length_buckets_keep_the_epoch_and_cut_padding():
+    rng = np.random.default_rng(0)
+    lengths = np.minimum(rng.geometric(0.25, size=1003), 20)  # mostly short, a few long
+    order = epoch_order(1003, epoch=2, seed=5)
+    bucketed = length_bucketed(order, lengths, batch_size=32, window=8, seed=5, epoch=2)
+    # Every example once per epoch, the final partial batch last, and replayable.
+    assert sorted(bucketed.tolist()) == list(range(1003))
+    assert np.array_equal(bucketed[-(1003 % 32):], order[-(1003 % 32):])
+    assert np.array_equal(bucketed, length_bucketed(order, lengths, batch_size=32, window=8,
+                                                    seed=5, epoch=2))
+
+    def padded(o):  # encoder positions a batch pads to, summed over the epoch's full batches
+        return sum(int(lengths[o[i:i + 32]].max()) * 32 for i in range(0, 992, 32))
+
+    assert padded(bucketed) < 0.7 * padded(order)
+    # Batches are still shuffled: not simply in order of length.
+    maxima = [int(lengths[bucketed[i:i + 32]].max()) for i in range(0, 992, 32)]
+    assert maxima != sorted(maxima)
+
+
 def test_lr_schedule_warms_up_then_decays_to_zero():
     lrs = [lr_at(s, peak=1.0, warmup=10, total=100) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
@@ -195,10 +216,11 @@ def _train(tmp: Path, cfg: RetrieverConfig, *, seed: int = 0, on_step=None):
     return model, result, (ex, vocab, collator, trie)
 
 
-@pytest.mark.parametrize("history_encoding", ["item", "token"])
-def test_tiny_model_overfits_tiny_data(tmp_path, history_encoding):
+@pytest.mark.parametrize("history_encoding, length_buckets",
+                         [("item", 0), ("token", 0), ("item", 4)])
+def test_tiny_model_overfits_tiny_data(tmp_path, history_encoding, length_buckets):
     cfg = tiny_cfg(lr=1e-2, max_steps=150, eval_every=50, d_model=48, d_ff=96,
-                   history_encoding=history_encoding)
+                   history_encoding=history_encoding, length_buckets=length_buckets)
     model, result, (ex, vocab, collator, trie) = _train(tmp_path, cfg)
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [50, 100, 150]
@@ -216,7 +238,8 @@ class Crash(RuntimeError):
 
 
 def test_resume_after_crash_gives_identical_weights(tmp_path):
-    cfg = tiny_cfg(lr=5e-3, max_steps=40, eval_every=10, dropout=0.1)
+    # Length buckets too: a resumed epoch must replay the same bucketed batches.
+    cfg = tiny_cfg(lr=5e-3, max_steps=40, eval_every=10, dropout=0.1, length_buckets=2)
     ref_model, ref, _ = _train(tmp_path / "a", cfg)
 
     def crash_at_25(step: int) -> None:
