@@ -25,6 +25,7 @@ Launch under ``torchrun --nproc_per_node N`` for DDP; only rank 0 writes.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -53,8 +54,8 @@ from generative_rec.retriever_data import (  # noqa: F401  (re-exported)
     sid_fingerprint,
     train_phase,
 )
-from generative_rec.stage2 import run_stage2, stage1_semantic_ids
-from generative_rec.train import amp_dtype, decode_examples, retrieval_metrics
+from generative_rec.stage2 import restore_stage1, run_stage2, stage1_semantic_ids
+from generative_rec.train import SELECTION_METRIC, amp_dtype, decode_examples, retrieval_metrics
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
 from recdata.errors import DataError
@@ -154,14 +155,30 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
     if cfg.stage2.enabled:
         before, _, _ = evaluate(model=model, cfg=cfg, data=data, split=split, device=device,
                                 ctx=ctx, which="test")
+        valid_before, _, _ = evaluate(model=model, cfg=cfg, data=data, split=split,
+                                      device=device, ctx=ctx, which="valid")
         if ctx.is_main:
             write_json(out / "metrics_stage1.json", before)
+        stage1_model, stage1_data = copy.deepcopy(unwrap(model)), data
         model, data, s2 = run_stage2(
             model=model, cfg=cfg, run_dir=run_dir, split=split, data=data, device=device,
             seed=seed, ctx=ctx, log_before=history,
         )
         history = s2.pop("log")
         phases.update(s2.pop("phases"))
+        # Stage-2 IDs replace the stage-1 ones only when they serve validation users better.
+        valid_after, _, _ = evaluate(model=model, cfg=cfg, data=data, split=split,
+                                     device=device, ctx=ctx, which="valid")
+        metric = f"valid_{SELECTION_METRIC}"
+        s2[metric] = {"stage1": valid_before["overall"][SELECTION_METRIC],
+                      "stage2": valid_after["overall"][SELECTION_METRIC]}
+        s2["adopted"] = bool(s2[metric]["stage2"] > s2[metric]["stage1"])
+        if not s2["adopted"]:
+            log.info("stage 2: validation %s %.4f does not beat stage 1's %.4f; keeping the "
+                     "stage-1 IDs and retriever", SELECTION_METRIC, s2[metric]["stage2"],
+                     s2[metric]["stage1"])
+            restore_stage1(run_dir=run_dir, ctx=ctx)
+            model, data = stage1_model, stage1_data
         summary["stage2"] = s2
         summary["stage1_test"] = {k: before["overall"][k] for k in
                                   ("recall@10", "ndcg@10", "recall@20", "ndcg@20")}

@@ -150,6 +150,13 @@ def _restore_stage1(run_dir: Path, ctx: DistContext) -> None:
     barrier(ctx)
 
 
+def restore_stage1(*, run_dir: Path, ctx: DistContext | None = None) -> None:
+    """Put the stage-1 tokenizer artefacts back (stage 2 not adopted); no-op without a backup."""
+    ctx = ctx or DistContext()
+    if (_tokenizer_dir(run_dir) / MARKER).exists():
+        _restore_stage1(run_dir, ctx)
+
+
 def _copy_atomic(src: Path, dst: Path) -> None:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
@@ -230,10 +237,16 @@ def joint_loss(
                         dim=1)
 
     t_rows = lookup[targets]
+    # Hard labels: the soft codes' argmax for the tokenizer's positions (equal to the table
+    # unless the tokenizer has moved the item since), the table's collision token otherwise.
+    label_tokens = batch.labels.clone()
+    for p in range(n_soft):
+        label_tokens[:, p] = vocab.position_range(p)[0] + soft[p][t_rows].argmax(-1)
     if s2.soft_targets:
         target_emb = per_item[t_rows]  # [B, L, d]
     else:
-        target_emb = emb[batch.labels]
+        # Teacher forcing reads the same tokens the loss asks for.
+        target_emb = emb[label_tokens]
     start = emb[vocab.pad_id].expand(b, 1, -1)
     dec = torch.cat([start, target_emb[:, : L - 1]], dim=1)
     logits = model(inputs_embeds=enc, attention_mask=batch.attention_mask,
@@ -249,12 +262,7 @@ def joint_loss(
         if s2.soft_targets and p < n_soft:
             terms.append(-(soft[p][t_rows].float() * logp).sum(-1))
         else:
-            # Hard labels: the soft codes' argmax for the tokenizer's positions (equal to the
-            # table unless collisions were re-assigned), the table's collision token otherwise.
-            if p >= n_soft:
-                label = hard[t_rows, p] - base_id
-            else:
-                label = soft[p][t_rows].argmax(-1)
+            label = label_tokens[:, p] - base_id
             terms.append(-logp.gather(-1, label[:, None]).squeeze(-1))
     ce = torch.stack(terms, dim=1).mean()
     rec = tokenizer.reconstruction_losses(text, image, text_mask, image_mask)

@@ -151,6 +151,9 @@ def test_stage2_end_to_end_then_switch_off(runs, tmp_path, name):
     SidTrie.from_codes(after.codes)  # rejects duplicates
     assert summary["stage2"]["final_sid_hash"] == sid_fingerprint(after.codes, after.codebook_sizes)
     assert summary["stage2"]["stage1_sid_hash"] == h1
+    # Adopted because it served validation users better than the stage-1 IDs did.
+    scores = summary["stage2"]["valid_ndcg@10"]
+    assert summary["stage2"]["adopted"] is True and scores["stage2"] > scores["stage1"]
     # Fine-tuning moved some items to other codes: a stage 2 that did nothing would fail here.
     changed = int((after.codes[:, :-1] != before.codes[:, :-1]).any(axis=1).sum())
     assert changed > 0 and summary["stage2"]["final_sid_hash"] != h1
@@ -184,3 +187,29 @@ def test_stage2_end_to_end_then_switch_off(runs, tmp_path, name):
     assert sid_fingerprint(restored.codes, restored.codebook_sizes) == h1
     assert not (tok / "stage2.json").exists() and not (tok / "stage1").exists()
     stage.load_retriever(run, device="cpu")
+
+
+def test_stage2_that_does_not_beat_stage1_is_not_adopted(runs, tmp_path):
+    """A tokenizer shaken hard (large learning rate) and no continued training serves validation
+    users worse: the run keeps the stage-1 IDs and the stage-1 retriever."""
+    from generative_rec import stage
+    from generative_rec.stage import sid_fingerprint
+    from tokenizer.sid import SemanticIds
+
+    run = tmp_path / "mmq"
+    shutil.copytree(runs["mmq"], run)
+    before = SemanticIds.from_run_dir(run)
+    h1 = sid_fingerprint(before.codes, before.codebook_sizes)
+    cfg = tiny_cfg(max_steps=60, eval_every=60, lr=1e-2,
+                   stage2=dict(enabled=True, steps=20, continue_steps=0, tokenizer_lr=0.5,
+                               retriever_lr=0.5))
+    summary = stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
+    scores = summary["stage2"]["valid_ndcg@10"]
+    assert summary["stage2"]["adopted"] is False and scores["stage2"] <= scores["stage1"]
+    assert summary["stage2"]["final_sid_hash"] != h1  # stage 2 did move items...
+    after = SemanticIds.from_run_dir(run)  # ...but the run's table is the stage-1 one again
+    assert sid_fingerprint(after.codes, after.codebook_sizes) == h1
+    assert not (run / "tokenizer" / "stage2.json").exists()
+    stage.load_retriever(run, device="cpu")  # the saved retriever reads the stage-1 IDs
+    valid = json.loads((run / "retriever" / "metrics_valid.json").read_text())
+    assert valid["overall"]["ndcg@10"] == pytest.approx(scores["stage1"])
