@@ -1,8 +1,9 @@
-"""`python -m encoders RUN_DIR [options]` — run the encode stage alone (also under torchrun).
+"""`python -m encoders RUN_DIR [--set KEY=VALUE ...]` — run the encode stage alone (also under torchrun).
 
-    torchrun --nproc_per_node 2 -m encoders /runs/ml100k --device cpu
+    torchrun --nproc_per_node 2 -m encoders /runs/ml100k --device cpu --set image=false
 
-Options mirror EncoderConfig fields; the summary is printed as JSON (by rank 0 only).
+``--set`` takes EncoderConfig fields with the same syntax as ``mmqrec --set`` (without the
+``encoders.`` prefix); the summary is printed as JSON (by rank 0 only).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import json
 import logging
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from recdata.errors import DataError
+from recdata.overrides import config_with_overrides
 
 from encoders.config import EncoderConfig
 
@@ -25,25 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--no-text", dest="text", action="store_false", help="skip the text encoder")
-    parser.add_argument("--no-image", dest="image", action="store_false", help="skip the image encoder")
-    parser.add_argument("--text-model")
-    parser.add_argument("--text-template")
-    parser.add_argument("--max-text-tokens", type=int)
-    parser.add_argument("--image-model")
-    parser.add_argument("--image-weights", help="weights file, or 'none' for random init")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--shard-size", type=int)
-    parser.add_argument("--num-workers", type=int)
-    half = parser.add_mutually_exclusive_group()
-    half.add_argument("--half", dest="half_precision", action="store_true", default=None)
-    half.add_argument("--no-half", dest="half_precision", action="store_false")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an EncoderConfig field, e.g. batch_size=32 or text=false (repeatable)")
     return parser
-
-
-def config_from_args(args: argparse.Namespace) -> EncoderConfig:
-    values = {f.name: getattr(args, f.name) for f in fields(EncoderConfig) if getattr(args, f.name, None) is not None}
-    return EncoderConfig(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from encoders.stage import run
 
     try:
-        summary = run(cfg=config_from_args(args), run_dir=args.run_dir, seed=args.seed, device=args.device)
+        cfg = config_with_overrides(EncoderConfig, args.set, "encoders")
+        summary = run(cfg=cfg, run_dir=args.run_dir, seed=args.seed, device=args.device)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ from generative_rec.train import SELECTION_METRIC, amp_dtype, decode_examples, r
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
 from recdata.errors import DataError
+from recdata.overrides import config_with_overrides
 from recdata.io import load_tensors, read_json, save_tensors, write_json, write_parquet, write_text
 from recdata.runtime import resolve_device, seed_everything
 from recdata.split import SequentialSplit
@@ -298,18 +300,20 @@ def main(argv: list[str] | None = None) -> int:
                                      description=main.__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--profile", default="quick", help="retriever preset (quick | default)")
-    parser.add_argument("--set", default="{}", metavar="JSON",
-                        help='field overrides as JSON, e.g. '
-                             '\'{"max_steps": 500, "stage2": {"enabled": true}}\'')
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a RetrieverConfig field over the profile, as for mmqrec --set "
+                             "(without the retriever. prefix), e.g. max_steps=500 or "
+                             "stage2.enabled=true (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        cfg = RetrieverConfig.from_profile(args.profile, **json.loads(args.set))
+        base = RetrieverConfig.from_profile(args.profile).to_dict()
+        cfg = config_with_overrides(RetrieverConfig, args.set, "retriever", **base)
         summary = run(cfg=cfg, run_dir=args.run_dir, seed=args.seed, device=args.device)
-    except (DataError, json.JSONDecodeError) as exc:
-        print(f"error: {exc}")
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary.get("test", {}), indent=2))
     return 0

@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 
 from recdata.errors import DataError
+from recdata.overrides import build_dataclass, parse_overrides  # noqa: F401  (re-exported)
 
 # Section name → (module, dataclass). Imported lazily so `mmqrec data stats` stays fast.
 SECTIONS: dict[str, tuple[str, str]] = {
@@ -81,48 +81,6 @@ class RunConfig:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Build nested dataclasses from dicts and check simple scalar types."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
-        return build_dataclass(annotation, value, where)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except DataError:
-                continue
-        raise DataError(f"config {where}: {value!r} does not fit {annotation}")
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation in (int, float, str, bool):
-        if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-            raise DataError(f"config {where}: expected {annotation.__name__}, got {value!r}")
-        return value
-    if origin in (list, tuple) and isinstance(value, (list, tuple)):
-        inner = args[0] if args else Any
-        items = [_coerce(v, inner, f"{where}[]") if inner is not Any and inner is not Ellipsis else v for v in value]
-        return tuple(items) if origin is tuple else items
-    return value
-
-
-def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise DataError(
-            f"config {where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
-        )
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
-    return cls(**kwargs)
-
-
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
@@ -168,25 +126,6 @@ def _extends_path(path: Path, parent: str) -> Path:
         return shipped
     raise DataError(f"`extends: {parent}` names no file next to this config and no shipped "
                     f"profile in {SHIPPED_CONFIGS}", path=path)
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``a.b=value`` strings → nested dict; values parsed as YAML (``true``, ``3``, ``[1,2]``)."""
-    out: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise DataError(f"override {item!r} must look like section.key=value")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
 
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:

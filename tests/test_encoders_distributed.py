@@ -33,7 +33,8 @@ def test_torchrun_two_cpu_ranks_match_a_single_process(tmp_path: Path) -> None:
     env = dict(os.environ, MMQREC_NO_PROGRESS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "encoders", str(shared), "--device", "cpu", "--batch-size", "4", "--shard-size", "3", "--no-text",
+        "-m", "encoders", str(shared), "--device", "cpu", "--set", "batch_size=4", "--set", "shard_size=3",
+        "--set", "text=false",
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -103,3 +103,25 @@ def test_every_system_follows_one_history_protocol():
         config_from_dict({"ranker": {"exclude_seen": True}})
     assert config_from_dict({"ranker": {"exclude_seen": True}, "eval": {"exclude_history": True}}) \
         .section("ranker").exclude_seen is True
+
+
+def test_stage_alone_commands_take_the_same_set_syntax(tmp_path, capsys):
+    """`python -m encoders` and `python -m generative_rec.stage` read `--set key=value` as
+    `mmqrec --set` does, with the same one-line error for a key their config lacks."""
+    from encoders.cli import main as encoders_main
+    from generative_rec.config import RetrieverConfig
+    from generative_rec.stage import main as retriever_main
+    from recdata.overrides import config_with_overrides
+
+    assert encoders_main([str(tmp_path), "--set", "batchsize=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: config encoders: unknown key(s) batchsize;") and "\n" not in err
+    assert retriever_main([str(tmp_path), "--set", "stage2.enable=true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: config retriever.stage2: unknown key(s) enable;")
+    assert "\n" not in err
+    cfg = config_with_overrides(RetrieverConfig, ["max_steps=7", "stage2.enabled=true"],
+                                "retriever", **RetrieverConfig.from_profile("quick").to_dict())
+    assert cfg.max_steps == 7 and cfg.stage2.enabled and cfg.d_model == 64
+    with pytest.raises(DataError, match="expected int"):
+        config_with_overrides(RetrieverConfig, ["max_steps=lots"], "retriever")

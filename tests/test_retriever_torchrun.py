@@ -29,15 +29,15 @@ def test_torchrun_runs_the_stage_with_stage2(tmp_path):
     from tokenizer.sid import SemanticIds
 
     run = _tokenized_run(tmp_path, "mmq")
-    overrides = {"d_model": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
-                 "d_kv": 16, "d_ff": 64, "batch_size": 16, "max_steps": 6, "eval_every": 3,
-                 "warmup_steps": 2, "val_max_users": 0, "candidates_n": 20,
-                 "stage2": {"enabled": True, "steps": 4, "continue_steps": 4}}
+    overrides = ["d_model=32", "num_layers=1", "num_decoder_layers=1", "num_heads=2",
+                 "d_kv=16", "d_ff=64", "batch_size=16", "max_steps=6", "eval_every=3",
+                 "warmup_steps=2", "val_max_users=0", "candidates_n=20",
+                 "stage2.enabled=true", "stage2.steps=4", "stage2.continue_steps=4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MMQREC_NO_PROGRESS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "--master_port", str(_free_port()), "-m", "generative_rec.stage", str(run),
-         "--device", "cpu", "--set", json.dumps(overrides)],
+         "--device", "cpu", *[arg for o in overrides for arg in ("--set", o)]],
         capture_output=True, text=True, env=env, timeout=280,
         cwd=Path(__file__).resolve().parents[1],
     )
@@ -49,4 +49,7 @@ def test_torchrun_runs_the_stage_with_stage2(tmp_path):
     assert meta["summary"]["world_size"] == 2
     sids = SemanticIds.from_run_dir(run)
     assert len(np.unique(sids.codes, axis=0)) == sids.n_items
-    assert (run / "tokenizer" / "stage1" / "semantic_ids.parquet").exists()
+    # Adopted stage-2 IDs keep the stage-1 table beside them; rejected ones are rolled back.
+    adopted = meta["summary"]["stage2"]["adopted"]
+    assert (run / "tokenizer" / "stage1" / "semantic_ids.parquet").exists() == adopted
+    assert (run / "tokenizer" / "stage2.json").exists() == adopted
