@@ -19,6 +19,7 @@ import numpy as np
 
 from recdata.errors import DataError
 from recdata.io import load_tensors, read_parquet
+from recdata.layout import layout
 
 _YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
 _ARTICLE = re.compile(r"^(the|a|an)\s+|,\s*(the|a|an)$")
@@ -47,12 +48,12 @@ def nearest_neighbours(
     *, run_dir: Path, queries: Sequence[str], k: int = 5, spaces: Sequence[str] = ("text", "image")
 ) -> dict[str, Any]:
     """{query: {"item_idx", "title", space: [(item_idx, title, cosine), ...]}}."""
-    items = read_parquet(Path(run_dir) / "data" / "items.parquet").sort("item_idx")
+    items = read_parquet(layout(run_dir).items).sort("item_idx")
     titles = items["title"].to_list()
     labels = items["genres"].to_list() if "genres" in items.columns else [None] * len(titles)
     matrices = {}
     for space in spaces:
-        path = Path(run_dir) / "embeddings" / f"{space}.safetensors"
+        path = layout(run_dir).embeddings(space)
         if not path.exists():
             continue
         tensors = load_tensors(path)
@@ -83,11 +84,11 @@ def genre_agreement(*, run_dir: Path, genre: str, k: int = 10, space: str) -> di
     A number to go with the eyeballed lists: well above the base rate means the space groups
     the genre together.
     """
-    items = read_parquet(Path(run_dir) / "data" / "items.parquet").sort("item_idx")
+    items = read_parquet(layout(run_dir).items).sort("item_idx")
     if "genres" not in items.columns:
         raise DataError("items.parquet has no genres column")
     tagged = np.array([bool(g) and genre.lower() in g.lower() for g in items["genres"].to_list()])
-    tensors = load_tensors(Path(run_dir) / "embeddings" / f"{space}.safetensors")
+    tensors = load_tensors(layout(run_dir).embeddings(space))
     emb = tensors["embeddings"].numpy().astype(np.float64)
     mask = tensors["mask"].numpy().astype(bool)
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             (genre, space): genre_agreement(run_dir=args.run_dir, genre=genre, k=args.k, space=space)
             for genre in args.genres
             for space in args.spaces
-            if (Path(args.run_dir) / "embeddings" / f"{space}.safetensors").exists()
+            if layout(args.run_dir).embeddings(space).exists()
         }
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -39,6 +39,7 @@ from recdata.io import (
 )
 from recdata.runtime import progress, resolve_device, seed_everything
 from recdata.faults import kill_point
+from recdata.layout import layout
 
 from encoders.config import EncoderConfig
 from encoders.distributed import Workers, join_workers
@@ -70,9 +71,9 @@ def _digest(obj: Any) -> str:
 
 
 def _read_items(run_dir: Path) -> tuple[Any, dict[str, Any]]:
-    items_path = run_dir / "data" / "items.parquet"
+    items_path = layout(run_dir).items
     items = read_parquet(items_path)
-    dataset = read_json(run_dir / "data" / "dataset.json")
+    dataset = read_json(layout(run_dir).dataset_info)
     for column in ("item_idx", "item_id"):
         if column not in items.columns:
             raise DataError(f"items table has no {column!r} column", path=items_path)
@@ -338,7 +339,7 @@ def run(
     if cfg.offline:
         enable_offline_mode()
     items, dataset = _read_items(run_dir)
-    emb_dir = run_dir / "embeddings"
+    emb_dir = layout(run_dir).embeddings_dir
     meta_path = emb_dir / "meta.json"
 
     workers = join_workers()

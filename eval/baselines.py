@@ -25,6 +25,7 @@ from recdata.errors import DataError
 from recdata.io import read_json, write_json
 from recdata.split import SequentialSplit
 from recdata.faults import kill_point
+from recdata.layout import layout
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def data_fingerprint(run_dir: Path) -> str:
     """Hash of the split-defining artefacts (sequences and strata)."""
     digest = hashlib.sha256()
     for name in ("sequences.parquet", "strata.parquet"):
-        path = Path(run_dir) / "data" / name
+        path = layout(run_dir).data_dir / name
         if not path.exists():
             raise DataError("missing artefact (run the data stage first)", path=path)
         digest.update(path.read_bytes())
@@ -104,7 +105,7 @@ def run_baseline(
     """Run (or reuse) one baseline; returns its metrics.json content."""
     if name not in BASELINES:
         raise DataError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
-    out_dir = Path(run_dir) / "baselines" / name
+    out_dir = layout(run_dir).baseline_dir(name)
     key = baseline_key(name=name, cfg=cfg, fingerprint=data_fingerprint(run_dir), seed=seed)
     metrics_path, ranked_path = out_dir / "metrics.json", out_dir / "ranked.parquet"
     if cfg.reuse_baselines and metrics_path.exists() and ranked_path.exists():
@@ -165,6 +166,6 @@ def other_protocol_report(
 
 def load_ranked(run_dir: Path, name: str, *, n_users: int, depth: int) -> np.ndarray:
     ranked, _ = read_ranked(
-        Path(run_dir) / "baselines" / name / "ranked.parquet", n_users=n_users, depth=depth
+        layout(run_dir).baseline_dir(name) / "ranked.parquet", n_users=n_users, depth=depth
     )
     return ranked

@@ -18,6 +18,7 @@ from eval.sections import is_run
 from recdata.errors import DataError
 from recdata.io import read_json, write_text
 from recdata.split import SequentialSplit
+from recdata.layout import layout
 
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr")
 
@@ -112,7 +113,7 @@ def compare_runs(*, run_a: Path, run_b: Path, out: Path | None = None) -> str:
         depth = max(ma.get("protocol", {}).get("ks") or [20])
         lists = []
         for run in (run_a, run_b):
-            ranked, _ = read_ranked(run / "retriever" / "candidates.parquet",
+            ranked, _ = read_ranked(layout(run).candidates,
                                     n_users=split.n_users, depth=depth)
             lists.append(per_user_hits(ranked=ranked, targets=split.test_targets,
                                        valid_items=split.n_items))

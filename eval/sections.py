@@ -20,6 +20,7 @@ from eval.ranked import drop_seen, read_ranked
 from recdata.errors import DataError
 from recdata.io import read_json
 from recdata.split import SequentialSplit
+from recdata.layout import layout
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _read_optional(path: Path) -> dict[str, Any] | None:
 
 def dataset_section(run_dir: Path, split: SequentialSplit) -> dict[str, Any]:
     """Counts of the data stage plus the split and strata as evaluated here."""
-    info = _read_optional(Path(run_dir) / "data" / "dataset.json") or {}
+    info = _read_optional(layout(run_dir).dataset_info) or {}
     targets = split.test_targets
     section: dict[str, Any] = {
         "name": info.get("name"),
@@ -73,7 +74,7 @@ def dataset_section(run_dir: Path, split: SequentialSplit) -> dict[str, Any]:
 
 
 def tokenizer_section(run_dir: Path) -> dict[str, Any]:
-    metrics = _read_optional(Path(run_dir) / "tokenizer" / "metrics.json")
+    metrics = _read_optional(layout(run_dir).tokenizer_metrics)
     if metrics is None:
         return not_run("tokenizer/metrics.json not found")
     section = {k: metrics.get(k) for k in TOKENIZER_KEYS}
@@ -107,10 +108,10 @@ def other_protocol(
 def retriever_name(run_dir: Path, cfg: EvalConfig) -> str:
     if cfg.retriever_name:
         return cfg.retriever_name
-    metrics = _read_optional(Path(run_dir) / "retriever" / "metrics.json") or {}
+    metrics = _read_optional(layout(run_dir).retriever_metrics) or {}
     if isinstance(metrics.get("model"), str):
         return metrics["model"]
-    tok = _read_optional(Path(run_dir) / "tokenizer" / "metrics.json") or {}
+    tok = _read_optional(layout(run_dir).tokenizer_metrics) or {}
     if isinstance(tok.get("tokenizer"), str):
         return f"{tok['tokenizer']}_tiger"
     return "generative"
@@ -119,7 +120,7 @@ def retriever_name(run_dir: Path, cfg: EvalConfig) -> str:
 def _beams(run_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("config.json", "metrics.json"):
-        data = _read_optional(Path(run_dir) / "retriever" / name) or {}
+        data = _read_optional(layout(run_dir).retriever_dir / name) or {}
         stack = [data]
         while stack:
             node = stack.pop()
@@ -141,7 +142,7 @@ def retriever_system(
     candidates; returns ``(name, section or None, ranked lists or None)``.
     """
     name = retriever_name(run_dir, cfg)
-    path = Path(run_dir) / "retriever" / "candidates.parquet"
+    path = layout(run_dir).candidates
     if path.exists():
         if cfg.exclude_history:
             deep, missing = read_ranked(path, n_users=split.n_users, depth=RETRIEVER_DEPTH)
@@ -163,7 +164,7 @@ def retriever_system(
         section["other_protocol"] = other_protocol(path, split, cfg, seed,
                                                    filtered_at_source=False)
         return name, section, ranked
-    own = _read_optional(Path(run_dir) / "retriever" / "metrics.json") or {}
+    own = _read_optional(layout(run_dir).retriever_metrics) or {}
     for candidate in (own.get("test"), own):
         if isinstance(candidate, dict) and "overall" in candidate and "strata" in candidate:
             section = {"overall": candidate["overall"], "strata": candidate["strata"],
@@ -177,8 +178,8 @@ def two_stage_system(
     run_dir: Path, split: SequentialSplit, cfg: EvalConfig, seed: int
 ) -> tuple[str | None, dict[str, Any] | None, np.ndarray | None]:
     """The ranker's re-ranked test lists (retriever candidates re-scored), when present."""
-    path = Path(run_dir) / "ranker" / "two_stage_ranked.parquet"
-    metrics = _read_optional(Path(run_dir) / "ranker" / "metrics.json") or {}
+    path = layout(run_dir).two_stage_ranked
+    metrics = _read_optional(layout(run_dir).ranker_metrics) or {}
     two_stage = metrics.get("two_stage") if isinstance(metrics.get("two_stage"), dict) else {}
     protocol = two_stage.get("protocol", {}) if isinstance(two_stage, dict) else {}
     if not path.exists():
@@ -200,7 +201,7 @@ def two_stage_system(
 
 def ranking_section(run_dir: Path) -> dict[str, Any]:
     """CTR models of ranker/metrics.json: every entry with overall AUC/GAUC/log-loss."""
-    metrics = _read_optional(Path(run_dir) / "ranker" / "metrics.json")
+    metrics = _read_optional(layout(run_dir).ranker_metrics)
     if metrics is None:
         return not_run("ranker/metrics.json not found")
     models = {}
@@ -261,7 +262,7 @@ def variant_systems(
     """
     systems: list[tuple[str, dict[str, Any], np.ndarray | None]] = []
     tokenizers: dict[str, dict[str, Any]] = {}
-    root = Path(run_dir) / "variants"
+    root = layout(run_dir).variants_dir
     if not root.is_dir():
         return systems, tokenizers
     plain = dataclasses.replace(cfg, retriever_name=None)

@@ -34,6 +34,7 @@ from eval.sections import (
 from recdata.io import read_json, write_json
 from recdata.runtime import resolve_device, seed_everything
 from recdata.split import SequentialSplit
+from recdata.layout import layout
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ COMPARED_METRICS = ("ndcg@10", "recall@10")
 def protocol(*, cfg: EvalConfig, run_dir: Path, seed: int, decoding: dict[str, Any]) -> dict:
     """Everything a reader needs to reproduce the numbers."""
     data_info = {}
-    path = Path(run_dir) / "data" / "dataset.json"
+    path = layout(run_dir).dataset_info
     if path.exists():
         data_info = read_json(path).get("protocol", {}) or {}
     return {
@@ -190,7 +191,7 @@ def run(*, cfg: EvalConfig, run_dir: Path, seed: int = 0, device: str = "auto") 
     write_json(run_dir / "metrics.json", merged)
     paths: dict[str, Path] = {}
     if cfg.report:
-        paths = write_report(merged, out_dir=run_dir / "report")
+        paths = write_report(merged, out_dir=layout(run_dir).report_dir)
     summary = {
         "systems": {n: {"ndcg@10": s["overall"].get("ndcg@10"),
                         "recall@10": s["overall"].get("recall@10")} for n, s in systems.items()},

@@ -39,9 +39,10 @@ class Stage2Config:
     aux_weight * L_aux``; the retriever sees every code token of the history (and, with
     ``soft_targets``, of the target) as ``soft_onehot @ embedding`` (forward exactly discrete,
     gradient through the softmax). Then
-    hard IDs are re-assigned, collisions re-resolved, the new tokenizer artefacts written (the
-    stage-1 ones are kept in ``tokenizer/stage1/``) and the retriever trains ``continue_steps``
-    more steps on the final IDs.
+    hard IDs are re-assigned, collisions re-resolved, the new tokenizer artefacts written to
+    ``stage2/`` (``tokenizer/`` is left as the tokenize stage wrote it) and the retriever trains
+    ``continue_steps`` more steps on the final IDs. The stage-2 IDs become the run's only when
+    validation NDCG@10 beats the stage-1 retriever's; ``stage2/stage2.json`` records the verdict.
     """
 
     enabled: bool = False

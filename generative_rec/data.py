@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from recdata.errors import DataError
+from recdata.layout import layout
 
 SPLITS = ("train", "valid", "test")
 
@@ -246,11 +247,11 @@ def load_sid_codes(run_dir: Path) -> tuple[np.ndarray, list[int]]:
     if codes.ndim != 2 or codes.shape[1] != len(sizes):
         raise DataError(
             f"semantic IDs have shape {codes.shape} but {len(sizes)} codebook sizes",
-            path=Path(run_dir) / "tokenizer",
+            path=layout(run_dir).tokenizer_dir,
         )
     if len(np.unique(codes, axis=0)) != len(codes):
         raise DataError(
             "semantic IDs are not unique per item (collisions unresolved)",
-            path=Path(run_dir) / "tokenizer",
+            path=layout(run_dir).tokenizer_dir,
         )
     return codes, sizes

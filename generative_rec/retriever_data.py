@@ -23,9 +23,9 @@ from generative_rec.train import TrainResult, train_retriever
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
 from recdata.errors import DataError
+from recdata.layout import layout
 from recdata.split import SequentialSplit
 
-RETRIEVER_DIR = "retriever"
 
 
 def sid_fingerprint(codes: np.ndarray, sizes: list[int]) -> str:
@@ -88,11 +88,12 @@ def train_phase(
     **overrides: Any,
 ) -> TrainResult:
     """One resumable training phase with its checkpoint in ``retriever/checkpoint/<phase>``."""
-    out = Path(run_dir) / RETRIEVER_DIR
+    run = layout(run_dir)
     return train_retriever(
         model=model, cfg=cfg, train=data.examples["train"], valid=data.examples["valid"],
         collator=data.collator, trie=data.trie, vocab=data.vocab, device=device, seed=seed,
-        ckpt_path=out / "checkpoint" / f"{phase}.safetensors", log_path=out / "train_log.jsonl",
+        ckpt_path=run.retriever_checkpoint(phase),
+        log_path=run.retriever_dir / "train_log.jsonl",
         log_before=log_before, ctx=ctx, phase=phase, data_key=data.sid_hash, **overrides,
     )
 

@@ -48,14 +48,13 @@ from generative_rec.model import (
     unwrap,
 )
 from generative_rec.retriever_data import (  # noqa: F401  (re-exported)
-    RETRIEVER_DIR,
     RetrieverData,
     make_retriever_data,
     phase_summary,
     sid_fingerprint,
     train_phase,
 )
-from generative_rec.stage2 import restore_stage1, run_stage2, stage1_semantic_ids
+from generative_rec.stage2 import clear_stage2, mark_stage2, run_stage2, stage1_semantic_ids
 from generative_rec.train import SELECTION_METRIC, amp_dtype, decode_examples, retrieval_metrics
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
@@ -64,6 +63,7 @@ from recdata.overrides import config_with_overrides
 from recdata.io import load_tensors, read_json, save_tensors, write_json, write_parquet, write_text
 from recdata.runtime import resolve_device, seed_everything
 from recdata.split import SequentialSplit
+from recdata.layout import layout
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def save_retriever(
     *, run_dir: Path, model: torch.nn.Module, cfg: RetrieverConfig, data: RetrieverData,
     summary: dict[str, Any],
 ) -> None:
-    out = Path(run_dir) / RETRIEVER_DIR
+    out = layout(run_dir).retriever_dir
     save_tensors(out / "model.safetensors", model_state(model),
                  metadata={"sid_hash": data.sid_hash})
     write_json(out / "config.json", {
@@ -134,11 +134,12 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
     ctx = init_distributed(device)
     device = rank_device(device, ctx)
     seed_everything(seed)
-    out = run_dir / RETRIEVER_DIR
+    out = layout(run_dir).retriever_dir
 
     split = SequentialSplit.from_run_dir(run_dir)
-    codes, sizes = stage1_semantic_ids(run_dir=run_dir, stage2_enabled=cfg.stage2.enabled,
-                                       ctx=ctx)
+    codes, sizes = stage1_semantic_ids(run_dir=run_dir)
+    if not cfg.stage2.enabled:
+        clear_stage2(run_dir=run_dir, ctx=ctx)  # an earlier run's stage 2 no longer applies
     data = make_retriever_data(split=split, codes=codes, sizes=sizes, cfg=cfg)
     log.info("retriever: %d users, %d items, SID length %d, vocab %d, %d training prefixes",
              split.n_users, split.n_items, data.vocab.sid_length, data.vocab.vocab_size,
@@ -179,8 +180,9 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
             log.info("stage 2: validation %s %.4f does not beat stage 1's %.4f; keeping the "
                      "stage-1 IDs and retriever", SELECTION_METRIC, s2[metric]["stage2"],
                      s2[metric]["stage1"])
-            restore_stage1(run_dir=run_dir, ctx=ctx)
             model, data = stage1_model, stage1_data
+        mark_stage2(run_dir=run_dir, adopted=s2["adopted"], ctx=ctx, summary={
+            k: s2[k] for k in ("stage1_sid_hash", "final_sid_hash", metric)})
         summary["stage2"] = s2
         summary["stage1_test"] = {k: before["overall"][k] for k in
                                   ("recall@10", "ndcg@10", "recall@20", "ndcg@20")}
@@ -224,7 +226,7 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
 
 def retriever_config(run_dir: Path) -> RetrieverConfig:
     """The config a trained retriever was built with."""
-    meta = read_json(Path(run_dir) / RETRIEVER_DIR / "config.json")
+    meta = read_json(layout(run_dir).retriever_config)
     return RetrieverConfig.from_dict(meta["retriever"])
 
 
@@ -238,7 +240,7 @@ def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module,
 
     run_dir = Path(run_dir)
     device = resolve_device(device)
-    meta = read_json(run_dir / RETRIEVER_DIR / "config.json")
+    meta = read_json(layout(run_dir).retriever_config)
     cfg = RetrieverConfig.from_dict(meta["retriever"])
     vocab = SidVocab.from_dict(meta["vocab"])
     sids = SemanticIds.from_run_dir(run_dir)
@@ -246,10 +248,10 @@ def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module,
     if sid_fingerprint(codes, list(sids.codebook_sizes)) != meta["sid_hash"]:
         raise DataError(
             "the semantic IDs changed since the retriever was trained; re-run train-retriever",
-            path=run_dir / "tokenizer" / "semantic_ids.parquet",
+            path=layout(run_dir).semantic_ids,
         )
     model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=vocab.encode_sids(codes))
-    load_model_state(model, load_tensors(run_dir / RETRIEVER_DIR / "model.safetensors"))
+    load_model_state(model, load_tensors(layout(run_dir).retriever_model))
     model.to(device).eval()
     return model, vocab, SidTrie.from_codes(codes, device=device)
 

@@ -23,14 +23,18 @@ Starting from the retriever trained on the stage-1 IDs:
    across ranks by hand, keeping every rank's tokenizer identical.
 
 2. **Re-assignment.** Hard IDs are recomputed with the fine-tuned tokenizer, collisions
-   re-resolved with the tokenizer's own strategy, and the tokenizer artefacts rewritten
-   (``tokenizer.export.reassign_ids``). The stage-1 artefacts are kept in ``tokenizer/stage1/``
-   and ``tokenizer/stage2.json`` records both ID fingerprints, so a re-run knows which table is
-   which (and a run with stage 2 switched off restores the stage-1 table).
+   re-resolved with the tokenizer's own strategy, and the result written to ``stage2/`` (weights,
+   config, ID table, metrics; ``tokenizer.export.reassign_ids``). ``tokenizer/`` — the
+   `tokenize` stage's artefact — is never touched.
 
 3. **Continued training** of the retriever on the final IDs (``continue_steps`` steps, warmup +
    linear decay, validation model selection). When the collision position's vocabulary changed
    size, the embedding rows are carried over position by position.
+
+4. **Adoption** (:func:`mark_stage2`, called by the stage): ``stage2/stage2.json``, written last,
+   says whether validation users were served better than by the stage-1 IDs and which
+   ``tokenizer/`` table it started from; :func:`tokenizer.sid.final_ids_dir` then sends every
+   later reader to ``stage2/`` or ``tokenizer/``.
 
 Works with any gradient-trained tokenizer (``mmq``, ``rqvae``).
 """
@@ -63,14 +67,12 @@ from generative_rec.retriever_data import (
     RetrieverData,
     make_retriever_data,
     phase_summary,
-    sid_fingerprint,
     train_phase,
 )
 from generative_rec.train import amp_dtype, autocast, make_optimizer
 from generative_rec.vocab import SidVocab
 from recdata.errors import DataError
 from recdata.io import (
-    atomic_path,
     load_tensor_metadata,
     load_tensors,
     read_json,
@@ -79,99 +81,44 @@ from recdata.io import (
 )
 from recdata.runtime import progress
 from recdata.split import SequentialSplit
+from recdata.layout import layout
 
 log = logging.getLogger(__name__)
-
-MARKER = "stage2.json"
-STAGE1_DIR = "stage1"
-STAGE1_CODES = "stage1_ids.safetensors"
-
 
 # --------------------------------------------------------------------------- which ID table
 
 
-def _tokenizer_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "tokenizer"
-
-
-def stage1_semantic_ids(*, run_dir: Path, stage2_enabled: bool,
-                        ctx: DistContext | None = None) -> tuple[np.ndarray, list[int]]:
-    """The stage-1 ID table (codes ``[N, L]``, codebook sizes) the retriever starts from.
-
-    ``tokenizer/`` holds stage-2 output when ``stage2.json`` names its fingerprint; the stage-1
-    table then lives in ``tokenizer/stage1/``. With stage 2 disabled that backup is moved back,
-    so that every later stage sees the IDs the retriever was trained on. A marker still marked
-    ``pending`` means a run died while rewriting the tokenizer files: the backup is restored.
-    """
+def stage1_semantic_ids(*, run_dir: Path) -> tuple[np.ndarray, list[int]]:
+    """The `tokenize` stage's ID table (codes ``[N, L]``, codebook sizes): what the retriever
+    is first trained on, whatever stage 2 made of it before."""
     from tokenizer.sid import SemanticIds
 
+    sids = SemanticIds.from_file(layout(run_dir).semantic_ids)
+    return np.asarray(sids.codes, np.int64), [int(s) for s in sids.codebook_sizes]
+
+
+def clear_stage2(*, run_dir: Path, ctx: DistContext | None = None) -> None:
+    """Remove ``stage2/`` (stage 2 switched off, or about to be rewritten); the marker goes
+    first, so that a reader never trusts a half-removed folder (rank 0)."""
     ctx = ctx or DistContext()
-    tok = _tokenizer_dir(run_dir)
-    marker = tok / MARKER
-    info = read_json(marker) if marker.exists() else None
-    if info is not None and info.get("pending"):
-        log.warning("stage 2 was interrupted while rewriting %s; restoring the stage-1 files", tok)
-        _restore_stage1(run_dir, ctx)
-        info = None
-    sids = SemanticIds.from_run_dir(run_dir)
-    codes, sizes = np.asarray(sids.codes, np.int64), [int(s) for s in sids.codebook_sizes]
-    if info is None:
-        return codes, sizes
-    if info.get("final_sid_hash") != sid_fingerprint(codes, sizes):
-        # The tokenize stage has written a fresh stage-1 table since: the old backup is stale.
-        if ctx.is_main:
-            marker.unlink()
-            shutil.rmtree(tok / STAGE1_DIR, ignore_errors=True)
-        barrier(ctx)
-        return codes, sizes
-    backup = load_tensors(tok / STAGE1_DIR / STAGE1_CODES)
-    s1_codes = backup["codes"].numpy().astype(np.int64)
-    s1_sizes = [int(s) for s in backup["sizes"].tolist()]
-    if not stage2_enabled:
-        log.info("stage 2 is off: restoring the stage-1 tokenizer artefacts from %s",
-                 tok / STAGE1_DIR)
-        _restore_stage1(run_dir, ctx)
-    return s1_codes, s1_sizes
-
-
-def _restore_stage1(run_dir: Path, ctx: DistContext) -> None:
-    """Move ``tokenizer/stage1/*`` back over ``tokenizer/`` and drop the marker (rank 0)."""
-    tok = _tokenizer_dir(run_dir)
-    if ctx.is_main:
-        backup = tok / STAGE1_DIR
-        if not (backup / STAGE1_CODES).exists():
-            raise DataError("stage-2 marker without its stage-1 backup; re-run the tokenize stage",
-                            path=backup)
-        for path in sorted(backup.iterdir()):
-            if path.is_file() and path.name != STAGE1_CODES:
-                _copy_atomic(path, tok / path.name)
-        (tok / MARKER).unlink()
-        shutil.rmtree(tok / STAGE1_DIR, ignore_errors=True)
+    run = layout(run_dir)
+    if ctx.is_main and run.stage2_dir.exists():
+        run.stage2_marker.unlink(missing_ok=True)
+        shutil.rmtree(run.stage2_dir)
     barrier(ctx)
 
 
-def restore_stage1(*, run_dir: Path, ctx: DistContext | None = None) -> None:
-    """Put the stage-1 tokenizer artefacts back (stage 2 not adopted); no-op without a backup."""
+def mark_stage2(*, run_dir: Path, adopted: bool, summary: dict[str, Any],
+                ctx: DistContext | None = None) -> None:
+    """Write ``stage2/stage2.json``: adopted or not, and the ``tokenizer/`` table it is based on."""
+    from tokenizer.sid import table_digest
+
     ctx = ctx or DistContext()
-    if (_tokenizer_dir(run_dir) / MARKER).exists():
-        _restore_stage1(run_dir, ctx)
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-
-
-def _backup_stage1(run_dir: Path, codes: np.ndarray, sizes: list[int]) -> None:
-    """Copy the current (stage-1) tokenizer files to ``tokenizer/stage1/``."""
-    tok = _tokenizer_dir(run_dir)
-    dst = tok / STAGE1_DIR
-    dst.mkdir(parents=True, exist_ok=True)
-    for path in sorted(tok.iterdir()):
-        if path.is_file() and path.name != MARKER:
-            _copy_atomic(path, dst / path.name)
-    save_tensors(dst / STAGE1_CODES, {"codes": torch.as_tensor(codes),
-                                      "sizes": torch.as_tensor(sizes, dtype=torch.int64)})
+    run = layout(run_dir)
+    if ctx.is_main:
+        write_json(run.stage2_marker, {"adopted": bool(adopted),
+                                       "based_on": table_digest(run.semantic_ids), **summary})
+    barrier(ctx)
 
 
 # --------------------------------------------------------------------------- soft lookups
@@ -403,21 +350,16 @@ def run_stage2(
     summary (with ``log`` = all training records so far and ``phases``)."""
     from tokenizer.export import load_tokenizer, reassign_ids
     from tokenizer.inputs import load_inputs
-    from tokenizer.sid import SemanticIds
+    from tokenizer.sid import SID_FILE, SemanticIds
 
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
-    tok_dir = _tokenizer_dir(run_dir)
-    ckpt = run_dir / "retriever" / "checkpoint" / "stage2_joint.safetensors"
+    run = layout(run_dir)
+    ckpt = run.retriever_checkpoint("stage2_joint")
     fingerprint = _joint_fingerprint(cfg, data.sid_hash, seed, ctx.world_size)
 
-    # Start from the stage-1 tokenizer weights: the backup when a previous run already wrote
-    # stage-2 artefacts (same architecture, so the current files rebuild the module).
-    marker = tok_dir / MARKER
-    tokenizer = load_tokenizer(run_dir, device=device)
-    if marker.exists():
-        tokenizer.load_state_dict(load_tensors(tok_dir / STAGE1_DIR / "model.safetensors",
-                                               device=device))
+    # Start from the `tokenize` stage's weights, never from an earlier stage 2's.
+    tokenizer = load_tokenizer(run_dir, device=device, stage1=True)
     inputs = load_inputs(run_dir).to(device)
 
     records: list[dict[str, Any]]
@@ -439,21 +381,15 @@ def run_stage2(
         barrier(ctx)
     joint_seconds = time.perf_counter() - t0
 
-    # Step 2: hard IDs from the fine-tuned tokenizer, written as the run's tokenizer artefacts.
-    # The marker says "pending" while the (several) tokenizer files are being rewritten.
+    # Step 2: hard IDs from the fine-tuned tokenizer, written to stage2/ (never tokenizer/).
+    clear_stage2(run_dir=run_dir, ctx=ctx)
     if ctx.is_main:
-        if not marker.exists():
-            _backup_stage1(run_dir, data.codes, data.sizes)
-        write_json(marker, {"stage1_sid_hash": data.sid_hash, "pending": True})
-        reassign_ids(model=tokenizer.eval(), run_dir=run_dir)
+        run.stage2_dir.mkdir(parents=True, exist_ok=True)
+        reassign_ids(model=tokenizer.eval(), run_dir=run_dir, out_dir=run.stage2_dir)
     barrier(ctx)
-    final = SemanticIds.from_run_dir(run_dir)
+    final = SemanticIds.from_file(run.stage2_dir / SID_FILE)
     codes, sizes = np.asarray(final.codes, np.int64), [int(s) for s in final.codebook_sizes]
-    if ctx.is_main:
-        write_json(marker, {"stage1_sid_hash": data.sid_hash,
-                            "final_sid_hash": sid_fingerprint(codes, sizes)})
-    barrier(ctx)
-    tok_metrics = read_json(tok_dir / "metrics.json")
+    tok_metrics = read_json(run.stage2_dir / "metrics.json")
 
     n_raw = min(len(data.sizes), len(sizes)) - 1
     changed = (codes[:, :n_raw] != data.codes[:, :n_raw]).any(axis=1)

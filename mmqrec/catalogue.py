@@ -28,6 +28,7 @@ import polars as pl
 from recdata.custom import read_items_file
 from recdata.errors import DataError
 from recdata.io import read_json, read_parquet, write_json, write_parquet
+from recdata.layout import layout
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,10 @@ def _encode(run_dir: Path, items: pl.DataFrame, device: str) -> tuple[np.ndarray
     from encoders.template import Template, render_texts
     from encoders.text import TextEncoder
 
-    meta = read_json(Path(run_dir) / "embeddings" / "meta.json")
+    meta = read_json(layout(run_dir).embeddings_meta)
     text_meta = meta.get("text") or {}
     if not text_meta.get("enabled"):
-        raise DataError("the run has no text embeddings to extend", path=Path(run_dir) / "embeddings")
+        raise DataError("the run has no text embeddings to extend", path=layout(run_dir).embeddings_dir)
     absent = [f for f in Template(text_meta["template"]).fields if f not in items.columns]
     if absent:  # a new items file may leave out some of the template's fields
         items = items.with_columns(pl.lit(None, dtype=pl.String).alias(f) for f in absent)
@@ -144,7 +145,7 @@ def add_items(*, run_dir: Path, items_file: Path, device: str = "cpu",
     run_dir = Path(run_dir)
     if not items_file.exists():
         raise DataError("file not found", path=items_file)
-    base_items = read_parquet(run_dir / "data" / "items.parquet")
+    base_items = read_parquet(layout(run_dir).items)
     sids = SemanticIds.from_run_dir(run_dir)
     previous = load_additions(run_dir, sids.length)
     new, _, missing_images = read_items_file(items_file, images_outside_folder=images_outside_folder)

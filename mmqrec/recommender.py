@@ -34,6 +34,7 @@ from ranking.two_stage import fuse_scores, order_candidates, score_candidates
 from recdata.errors import DataError
 from recdata.io import read_parquet
 from recdata.runtime import resolve_device
+from recdata.layout import layout
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +105,11 @@ class Recommender:
         ``candidates_n`` overrides how many retriever candidates the ranker re-scores.
         """
         run_dir = Path(run_dir)
-        if not (run_dir / "data" / "items.parquet").exists():
+        if not layout(run_dir).items.exists():
             raise DataError("not a trained run (no data/items.parquet)", path=run_dir)
         device = resolve_device(device)
         retriever = None
-        if (run_dir / "retriever" / "model.safetensors").exists():
+        if layout(run_dir).retriever_model.exists():
             # Imported here: transformers makes this the slowest import of a cold start.
             from generative_rec.stage import load_retriever, retriever_config
 
@@ -116,21 +117,21 @@ class Recommender:
             retriever = _Retriever(model, vocab, trie, retriever_config(run_dir))
         ranker = None
         chosen_n = retriever.cfg.candidates_n if retriever is not None else 50
-        if (run_dir / "ranker" / "config.json").exists():
+        if layout(run_dir).ranker_config.exists():
             model, spec, cfg, chosen = load_model(run_dir=run_dir, variant=variant, device=device)
             alpha = float(read_ranker_config(run_dir)["variants"][chosen].get("fusion_alpha", 1.0))
             ranker = _Ranker(model, spec, cfg, chosen, alpha)
             chosen_n = cfg.candidates_n
         elif variant is not None:
             raise DataError(f"ranker variant {variant!r} requested but the run has no ranker",
-                            path=run_dir / "ranker")
+                            path=layout(run_dir).ranker_dir)
         if candidates_n is not None and candidates_n > 0:
             chosen_n = int(candidates_n)
         return cls(run_dir=run_dir, device=device, retriever=retriever, ranker=ranker,
                    candidates_n=chosen_n)
 
     def _load_tables(self) -> None:
-        data = self.run_dir / "data"
+        data = layout(self.run_dir).data_dir
         items = read_parquet(data / "items.parquet").sort("item_idx")
         self.item_ids: list[str] = [str(i) for i in items["item_id"].to_list()]
         self._item_index = {item: i for i, item in enumerate(self.item_ids)}
@@ -211,13 +212,13 @@ class Recommender:
     def _semantic_ids(self) -> np.ndarray | None:
         """The IDs to show: a soft-indexing ranker variant's own table, else the run's table."""
         if self._ranker is not None:
-            own = self.run_dir / "ranker" / f"semantic_ids_{self._ranker.variant}.parquet"
+            own = layout(self.run_dir).ranker_semantic_ids(self._ranker.variant)
             if own.exists():
                 frame = read_parquet(own).sort("item_idx")
                 cols = sorted((c for c in frame.columns if c[:1] == "t" and c[1:].isdigit()),
                               key=lambda c: int(c[1:]))
                 return np.stack([frame[c].to_numpy() for c in cols], axis=1)
-        if (self.run_dir / "tokenizer" / "semantic_ids.parquet").exists():
+        if layout(self.run_dir).semantic_ids.exists():
             from tokenizer.sid import SemanticIds
 
             return SemanticIds.from_run_dir(self.run_dir).codes
@@ -370,7 +371,7 @@ class Recommender:
                 cands.append(np.asarray(row_items[keep], dtype=np.int64))
                 retr.append(np.asarray(row_scores[keep], dtype=np.float64))
             return cands, retr, "the retriever (beam search on the full history)"
-        path = self.run_dir / "retriever" / "candidates.parquet"
+        path = layout(self.run_dir).candidates
         if not path.exists():
             return [np.zeros(0, np.int64)] * len(histories), [None] * len(histories), "nowhere (no retriever output)"
         frame = read_parquet(path).filter(pl.col("split") == "test")

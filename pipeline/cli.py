@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from recdata.errors import DataError
+from recdata.layout import layout
 
 log = logging.getLogger("mmqrec")
 
@@ -27,8 +28,8 @@ def _setup_logging(verbose: bool, run_dir: Path | None = None) -> None:
     for noisy in ("urllib3", "matplotlib", "PIL", "filelock", "httpx", "huggingface_hub", "transformers", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if run_dir is not None:
-        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(run_dir / "logs" / "mmqrec.log")
+        layout(run_dir).logs_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(layout(run_dir).logs_dir / "mmqrec.log")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(file_handler)
 
@@ -72,7 +73,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     outcome = run_pipeline(cfg=cfg, run_dir=run_dir, from_stage=args.from_stage, until_stage=args.until)
     for name, what in outcome:
         print(f"{name:<16} {what}")
-    report = run_dir / "report" / "report.md"
+    report = layout(run_dir).report_dir / "report.md"
     print(f"done in {time.perf_counter() - t0:.0f} s; run directory: {run_dir}")
     if report.exists():
         print(f"report: {report}")

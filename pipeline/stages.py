@@ -33,6 +33,9 @@ class Stage:
     runner: str  # "module:function"
     outputs: tuple[str, ...]
     description: str
+    owns: tuple[str, ...] = ()
+    """Run-directory entries (folders or files) this stage alone writes: the manifest lists
+    every file under them as the stage's artefacts."""
     main: bool = True
     """Part of the main chain; False = only run inside variants that list it."""
 
@@ -42,14 +45,22 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("data", "data", "recdata.stage:run", ("data/dataset.json",), "load, clean and split the dataset"),
-    Stage("encode", "encoders", "encoders.stage:run", ("embeddings/meta.json",), "frozen text/image embeddings"),
-    Stage("tokenize", "tokenizer", "tokenizer.stage:run", ("tokenizer/semantic_ids.parquet",), "semantic IDs"),
-    Stage("train-retriever", "retriever", "generative_rec.stage:run", ("retriever/metrics.json",), "generative retriever (+ stage 2)"),
-    Stage("train-ranker", "ranker", "ranking.stage:run", ("ranker/metrics.json",), "CTR ranker and two-stage lists"),
-    Stage("variants", "*", "pipeline.variants:run", ("variants/status.json",), "extra systems (other tokenizers, BBQRec)"),
-    Stage("evaluate", "eval", "eval.stage:run", ("metrics.json", "report/report.md"), "baselines and report"),
-    Stage("train-bbqrec", "bbqrec", "generative_rec.bbqrec.stage:run", ("bbqrec/metrics.json",), "BBQRec sequential recommender", main=False),
+    Stage("data", "data", "recdata.stage:run", ("data/dataset.json",),
+          "load, clean and split the dataset", owns=("data",)),
+    Stage("encode", "encoders", "encoders.stage:run", ("embeddings/meta.json",),
+          "frozen text/image embeddings", owns=("embeddings",)),
+    Stage("tokenize", "tokenizer", "tokenizer.stage:run", ("tokenizer/semantic_ids.parquet",),
+          "semantic IDs", owns=("tokenizer",)),
+    Stage("train-retriever", "retriever", "generative_rec.stage:run", ("retriever/metrics.json",),
+          "generative retriever (+ stage 2)", owns=("retriever", "stage2")),
+    Stage("train-ranker", "ranker", "ranking.stage:run", ("ranker/metrics.json",),
+          "CTR ranker and two-stage lists", owns=("ranker",)),
+    Stage("variants", "*", "pipeline.variants:run", ("variants/status.json",),
+          "extra systems (other tokenizers, BBQRec)", owns=("variants",)),
+    Stage("evaluate", "eval", "eval.stage:run", ("metrics.json", "report/report.md"),
+          "baselines and report", owns=("baselines", "report", "metrics.json")),
+    Stage("train-bbqrec", "bbqrec", "generative_rec.bbqrec.stage:run", ("bbqrec/metrics.json",),
+          "BBQRec sequential recommender", owns=("bbqrec",), main=False),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES if s.main)
 ALL_STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -117,12 +128,31 @@ def run_stage(stage: Stage, *, cfg: RunConfig, run_dir: Path, manifest: Manifest
             "started": started,
             "finished": now(),
             "seconds": round(seconds, 2),
-            "artefacts": [out for out in stage.outputs if (run_dir / out).exists()],
+            "artefacts": owned_files(run_dir, stage),
             "summary": _small(summary),
         },
     )
     log.info("stage %s done in %.1f s", stage.name, seconds)
     return summary or {}
+
+
+def owned_files(run_dir: Path, stage: Stage) -> list[str]:
+    """Every file under the entries ``stage`` owns, relative to ``run_dir`` (links to another
+    run's folders, as variants hold, are not followed)."""
+    run_dir = Path(run_dir)
+    found: list[str] = []
+    for entry in stage.owns:
+        path = run_dir / entry
+        if path.is_file():
+            found.append(entry)
+            continue
+        for root, dirs, files in os.walk(path):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+            for name in files:
+                full = Path(root) / name
+                if not full.is_symlink():
+                    found.append(full.relative_to(run_dir).as_posix())
+    return sorted(found)
 
 
 def _small(summary: Any) -> Any:

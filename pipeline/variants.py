@@ -18,6 +18,7 @@ from pipeline.manifest import Manifest
 from recdata.errors import DataError
 from recdata.io import write_json
 from recdata.faults import kill_point
+from recdata.layout import layout
 
 log = logging.getLogger("mmqrec")
 
@@ -52,7 +53,7 @@ def run(*, cfg: RunConfig, run_dir: Path, seed: int = 0, device: str = "auto") -
         if bad:
             raise DataError(f"variant {name!r}: stages {bad} cannot run in a variant")
         vcfg = cfg.variant(name)
-        vdir = run_dir / "variants" / name
+        vdir = layout(run_dir).variant(name)
         _link_shared(run_dir, vdir)
         write_resolved_config(vcfg, vdir)
         manifest = Manifest(vdir)
@@ -68,5 +69,5 @@ def run(*, cfg: RunConfig, run_dir: Path, seed: int = 0, device: str = "auto") -
             ran.append(stage_name)
         status[name] = {"stages": list(stages), "ran": ran, "dir": str(vdir.relative_to(run_dir))}
         kill_point("variants.variant")
-    write_json(run_dir / "variants" / "status.json", status)
+    write_json(layout(run_dir).variants_dir / "status.json", status)
     return {"variants": len(status)}

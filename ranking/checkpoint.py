@@ -15,12 +15,13 @@ from torch import nn
 
 from recdata.errors import DataError
 from recdata.io import load_tensors, read_json, save_tensors
+from recdata.layout import layout
 from ranking.config import RankerConfig
 from ranking.models import build_model
 
 
 def model_path(run_dir: Path, variant: str) -> Path:
-    return Path(run_dir) / "ranker" / f"model_{variant}.safetensors"
+    return layout(run_dir).ranker_model(variant)
 
 
 def save_model(*, run_dir: Path, variant: str, model: nn.Module, spec: dict[str, Any]) -> Path:
@@ -32,7 +33,7 @@ def save_model(*, run_dir: Path, variant: str, model: nn.Module, spec: dict[str,
 
 
 def read_ranker_config(run_dir: Path) -> dict[str, Any]:
-    return read_json(Path(run_dir) / "ranker" / "config.json")
+    return read_json(layout(run_dir).ranker_config)
 
 
 def pick_variant(saved: dict[str, Any], wanted: str | None) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from recdata.errors import DataError
+from recdata.layout import layout
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def load_user_features(run_dir: Path, n_users: int) -> UserFeatures:
     """Read age / gender / occupation from ``users.parquet`` where present (else no features)."""
     from recdata.io import read_parquet
 
-    path = Path(run_dir) / "data" / "users.parquet"
+    path = layout(run_dir).users
     frame = read_parquet(path)
     if "user_idx" not in frame.columns:
         raise DataError("column user_idx missing", path=path)
@@ -136,7 +137,7 @@ def load_user_features(run_dir: Path, n_users: int) -> UserFeatures:
 def load_strata(run_dir: Path, n_items: int) -> np.ndarray:
     from recdata.io import read_parquet
 
-    path = Path(run_dir) / "data" / "strata.parquet"
+    path = layout(run_dir).strata
     frame = read_parquet(path)
     strata = np.full(n_items, "cold", dtype=object)
     idx = frame["item_idx"].to_numpy().astype(np.int64)
@@ -152,8 +153,8 @@ def catalogue_sizes(run_dir: Path) -> tuple[int, int]:
 
     from recdata.io import read_parquet
 
-    users = read_parquet(Path(run_dir) / "data" / "users.parquet")
-    items = read_parquet(Path(run_dir) / "data" / "items.parquet")
+    users = read_parquet(layout(run_dir).users)
+    items = read_parquet(layout(run_dir).items)
     n_users = int(users.select(pl.col("user_idx").max()).item()) + 1 if users.height else 0
     n_items = int(items.select(pl.col("item_idx").max()).item()) + 1 if items.height else 0
     return n_users, n_items
@@ -164,7 +165,7 @@ def _read_ratings(run_dir: Path, n_users: int, n_items: int):
 
     from recdata.io import read_parquet
 
-    path = Path(run_dir) / "data" / "ratings.parquet"
+    path = layout(run_dir).ratings
     frame = read_parquet(path)
     missing = {"user_idx", "item_idx", "rating", "timestamp", "label", "split"} - set(frame.columns)
     if missing:

@@ -18,6 +18,7 @@ import numpy as np
 
 from recdata.errors import DataError
 from recdata.io import read_parquet, write_json, write_parquet
+from recdata.layout import layout
 from ranking.checkpoint import save_model
 from ranking.config import RankerConfig
 from ranking.evaluate import ctr_metrics
@@ -78,7 +79,7 @@ def _holdout_sequential_targets(data: CtrData, split) -> int:
 
 def read_candidates(run_dir: Path, *, split: str, n: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """(user_idx [U], top-n items per user, their retriever scores) of one split."""
-    path = Path(run_dir) / "retriever" / "candidates.parquet"
+    path = layout(run_dir).candidates
     frame = read_parquet(path)
     missing = {"user_idx", "split", "items"} - set(frame.columns)
     if missing:
@@ -106,7 +107,7 @@ class _SplitCandidates:
 def _split_candidates(*, cfg: RankerConfig, run_dir: Path, split, lookup: FeedbackLookup, which: str) -> _SplitCandidates:
     users, candidates, scores = read_candidates(run_dir, split=which, n=cfg.candidates_n)
     if len(users) and (users.min() < 0 or users.max() >= split.n_users):
-        raise DataError("user_idx outside the user table", path=Path(run_dir) / "retriever" / "candidates.parquet")
+        raise DataError("user_idx outside the user table", path=layout(run_dir).candidates)
     inputs = split.test_inputs if which == "test" else split.valid_inputs
     targets = split.test_targets if which == "test" else split.valid_targets
     histories = [inputs[u] for u in users]
@@ -204,7 +205,7 @@ def _run(*, cfg: RankerConfig, run_dir: Path, seed: int, device: str) -> dict:
         data.stats["train_rows_held_out_for_two_stage"] = _holdout_sequential_targets(data, split)
         data.stats["rows_train"] = int(len(data.examples.rows("train")))
     if not len(data.examples.rows("train")):
-        raise DataError("no training rows for the ranker", path=run_dir / "data" / "ratings.parquet")
+        raise DataError("no training rows for the ranker", path=layout(run_dir).ratings)
 
     sid_codes = codebook_sizes = None
     if any(v in ("sid", "both") for v in cfg.variants):
@@ -253,10 +254,10 @@ def _run(*, cfg: RankerConfig, run_dir: Path, seed: int, device: str) -> dict:
             "best_epoch": soft.best_epoch, "best_valid_auc": soft.best_valid_auc, "epochs_run": len(soft.log) - 1,
             "seconds": round(soft.seconds, 2), "log": soft.log, "items_with_changed_codes": soft.changed_items,
         })
-        write_parquet(run_dir / "ranker" / f"semantic_ids_{name}.parquet", sid_frame(soft.sids))
+        write_parquet(layout(run_dir).ranker_semantic_ids(name), sid_frame(soft.sids))
 
     serve = cfg.serve_variant if cfg.serve_variant in models else cfg.variants[0]
-    cand_path = run_dir / "retriever" / "candidates.parquet"
+    cand_path = layout(run_dir).candidates
     if cand_path.exists():
         two_stage, lists, users, alphas = _two_stage(
             cfg=cfg, run_dir=run_dir, data=data, split=split, models=models, device=device
@@ -267,7 +268,7 @@ def _run(*, cfg: RankerConfig, run_dir: Path, seed: int, device: str) -> dict:
         import polars as pl
 
         write_parquet(
-            run_dir / "ranker" / "two_stage_ranked.parquet",
+            layout(run_dir).two_stage_ranked,
             pl.DataFrame(
                 {"user_idx": users, "items": [r.tolist() for r in ranked], "scores": [s.tolist() for s in scores]},
                 schema={"user_idx": pl.Int64, "items": pl.List(pl.Int64), "scores": pl.List(pl.Float64)},
@@ -284,10 +285,10 @@ def _run(*, cfg: RankerConfig, run_dir: Path, seed: int, device: str) -> dict:
     metrics["protocol"] = PROTOCOL
 
     write_json(
-        run_dir / "ranker" / "config.json",
+        layout(run_dir).ranker_config,
         {"ranker": cfg.to_dict(), "seed": seed, "serve_variant": serve, "variants": saved_variants},
     )
-    write_json(run_dir / "ranker" / "metrics.json", metrics)
+    write_json(layout(run_dir).ranker_metrics, metrics)
     summary = {
         variant: {
             "auc": metrics[f"ranker_{variant}"]["overall"]["auc"],

@@ -20,6 +20,7 @@ from recdata.dataset import Dataset
 from recdata.errors import DataError
 from recdata.io import write_json, write_parquet
 from recdata.strata import STRATA, popularity_strata
+from recdata.layout import layout
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def prepare(*, dataset: Dataset, cfg: DataConfig, run_dir: Path, seed: int = 0) 
         train_counts, popular_share=cfg.popular_share, long_tail_share=cfg.long_tail_share
     )
 
-    data_dir = Path(run_dir) / "data"
+    data_dir = layout(run_dir).data_dir
     write_parquet(data_dir / "items.parquet", items_out)
 
     users_out = user_index.select(["user_idx", "user_id"])

@@ -9,6 +9,7 @@ import numpy as np
 
 from recdata.errors import DataError
 from recdata.io import read_parquet
+from recdata.layout import layout
 
 
 @dataclass
@@ -58,7 +59,7 @@ class SequentialSplit:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> "SequentialSplit":
-        data_dir = Path(run_dir) / "data"
+        data_dir = layout(run_dir).data_dir
         items = read_parquet(data_dir / "items.parquet").sort("item_idx")
         seqs = read_parquet(data_dir / "sequences.parquet").sort("user_idx")
         strata = read_parquet(data_dir / "strata.parquet").sort("item_idx")

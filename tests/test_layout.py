@@ -74,3 +74,23 @@ def test_no_import_cycles_between_modules():
         if node not in state:
             visit(node, [node])
     assert not cycles, cycles
+
+
+RUN_DIRS = ("data", "embeddings", "tokenizer", "retriever", "ranker", "baselines", "report",
+            "variants", "logs", "additions")
+
+
+def test_run_directory_paths_come_from_the_layout_module():
+    """Stages ask recdata.layout where an artefact lives instead of joining its folder name."""
+    import re
+
+    pattern = re.compile(r'/\s*"(%s)"' % "|".join(RUN_DIRS))
+    joins = []
+    for package in LAYER:
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            if path.relative_to(REPO_ROOT).as_posix() == "recdata/layout.py":
+                continue
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if pattern.search(line) and '"shared"' not in line:
+                    joins.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
+    assert not joins, joins

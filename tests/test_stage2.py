@@ -1,5 +1,6 @@
-"""Stage 2: soft indexing reaches the tokenizer, IDs are re-assigned uniquely, and the stage-1
-table is kept (and restored when stage 2 is switched off)."""
+"""Stage 2: soft indexing reaches the tokenizer, IDs are re-assigned uniquely into stage2/ (the
+tokenize stage's table is never rewritten), adopted only when validation improves, and dropped
+when stage 2 is switched off."""
 
 from __future__ import annotations
 
@@ -136,56 +137,60 @@ def test_stage2_end_to_end_then_switch_off(runs, tmp_path, name):
     from generative_rec import stage
     from generative_rec.stage import sid_fingerprint
     from generative_rec.trie import SidTrie
-    from tokenizer.sid import SemanticIds
+    from tokenizer.sid import SemanticIds, final_ids_dir
 
     run = tmp_path / name
     shutil.copytree(runs[name], run)
     before = SemanticIds.from_run_dir(run)
     h1 = sid_fingerprint(before.codes, before.codebook_sizes)
+    tok = run / "tokenizer"
+    tokenize_files = {p.name: p.read_bytes() for p in sorted(tok.iterdir())}
     cfg = tiny_cfg(max_steps=10, eval_every=10, lr=5e-3, stage2=STAGE2)
     summary = stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
 
-    tok = run / "tokenizer"
-    after = SemanticIds.from_run_dir(run)  # validates uniqueness and code ranges
+    # Stage 2 writes its own folder; the tokenize stage's artefacts are left byte for byte.
+    assert {p.name: p.read_bytes() for p in sorted(tok.iterdir())} == tokenize_files
+    s2 = run / "stage2"
+    for name_ in ("model.safetensors", "config.json", "semantic_ids.parquet", "metrics.json",
+                  "stage2.json"):
+        assert (s2 / name_).exists(), name_
+    # Adopted because it served validation users better than the stage-1 IDs did.
+    scores = summary["stage2"]["valid_ndcg@10"]
+    assert summary["stage2"]["adopted"] is True and scores["stage2"] > scores["stage1"]
+    assert final_ids_dir(run) == s2
+    after = SemanticIds.from_run_dir(run)  # the final table: validates uniqueness and ranges
     assert len(np.unique(after.codes, axis=0)) == after.n_items
     SidTrie.from_codes(after.codes)  # rejects duplicates
     assert summary["stage2"]["final_sid_hash"] == sid_fingerprint(after.codes, after.codebook_sizes)
     assert summary["stage2"]["stage1_sid_hash"] == h1
-    # Adopted because it served validation users better than the stage-1 IDs did.
-    scores = summary["stage2"]["valid_ndcg@10"]
-    assert summary["stage2"]["adopted"] is True and scores["stage2"] > scores["stage1"]
     # Fine-tuning moved some items to other codes: a stage 2 that did nothing would fail here.
     changed = int((after.codes[:, :-1] != before.codes[:, :-1]).any(axis=1).sum())
     assert changed > 0 and summary["stage2"]["final_sid_hash"] != h1
-    assert (tok / "stage1" / "semantic_ids.parquet").exists()
-    assert (tok / "stage1" / "model.safetensors").exists()
-    assert json.loads((tok / "stage2.json").read_text())["stage1_sid_hash"] == h1
     assert (run / "retriever" / "metrics_stage1.json").exists()
     log = [json.loads(x) for x in (run / "retriever" / "train_log.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in log][0] == "train"
     assert {"stage2_joint", "stage2_continue"} <= {r["phase"] for r in log}
     stage.load_retriever(run, device="cpu")  # the final IDs match the saved retriever
 
-    # A run that died while rewriting the tokenizer files leaves a pending marker: the stage-1
-    # files come back before anything trusts the half-written table.
-    from generative_rec.stage2 import stage1_semantic_ids
-
-    marker = json.loads((tok / "stage2.json").read_text())
-    (tok / "stage2.json").write_text(json.dumps({**marker, "pending": True}))
-    codes, sizes = stage1_semantic_ids(run_dir=run, stage2_enabled=True)
-    assert sid_fingerprint(codes, sizes) == h1
+    # stage2/ is trusted only with its marker, and only for the tokenizer/ table it started
+    # from: a run that died mid-write, or a table re-written by `tokenize` since, falls back.
+    marker = json.loads((s2 / "stage2.json").read_text())
+    (s2 / "stage2.json").write_text(json.dumps({**marker, "based_on": "another table"}))
+    assert final_ids_dir(run) == tok
+    (s2 / "stage2.json").unlink()
     restored = SemanticIds.from_run_dir(run)
     assert sid_fingerprint(restored.codes, restored.codebook_sizes) == h1
-    assert not (tok / "stage2.json").exists()
-    stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")  # redo stage 2 from the restored state
-    assert (tok / "stage2.json").exists()
+    stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")  # redo stage 2: same result
+    again = SemanticIds.from_run_dir(run)
+    assert sid_fingerprint(again.codes, again.codebook_sizes) == summary["stage2"]["final_sid_hash"]
 
-    # Switching stage 2 off restores the stage-1 table the retriever is then trained on.
+    # Switching stage 2 off removes its folder: the stage-1 table is the run's again.
     cfg_off = tiny_cfg(max_steps=10, eval_every=10, lr=5e-3)
     stage.run(cfg=cfg_off, run_dir=run, seed=0, device="cpu")
     restored = SemanticIds.from_run_dir(run)
     assert sid_fingerprint(restored.codes, restored.codebook_sizes) == h1
-    assert not (tok / "stage2.json").exists() and not (tok / "stage1").exists()
+    assert not s2.exists()
+    assert {p.name: p.read_bytes() for p in sorted(tok.iterdir())} == tokenize_files
     stage.load_retriever(run, device="cpu")
 
 
@@ -207,9 +212,10 @@ def test_stage2_that_does_not_beat_stage1_is_not_adopted(runs, tmp_path):
     scores = summary["stage2"]["valid_ndcg@10"]
     assert summary["stage2"]["adopted"] is False and scores["stage2"] <= scores["stage1"]
     assert summary["stage2"]["final_sid_hash"] != h1  # stage 2 did move items...
-    after = SemanticIds.from_run_dir(run)  # ...but the run's table is the stage-1 one again
+    after = SemanticIds.from_run_dir(run)  # ...but the run's table is the stage-1 one
     assert sid_fingerprint(after.codes, after.codebook_sizes) == h1
-    assert not (run / "tokenizer" / "stage2.json").exists()
+    marker = json.loads((run / "stage2" / "stage2.json").read_text())
+    assert marker["adopted"] is False
     stage.load_retriever(run, device="cpu")  # the saved retriever reads the stage-1 IDs
     valid = json.loads((run / "retriever" / "metrics_valid.json").read_text())
     assert valid["overall"]["ndcg@10"] == pytest.approx(scores["stage1"])

@@ -14,12 +14,13 @@ import torch
 
 from recdata.errors import DataError
 from recdata.io import load_tensors, read_json, save_tensors, write_json
+from recdata.layout import layout
 from tokenizer.base import SemanticTokenizer
 from tokenizer.config import TokenizerConfig
 from tokenizer.inputs import TokenizerInputs, load_inputs
 from tokenizer.metrics import position_stats
 from tokenizer.registry import build_tokenizer
-from tokenizer.sid import SemanticIds, resolve_collisions
+from tokenizer.sid import SID_FILE, SemanticIds, final_ids_dir, resolve_collisions
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ METRICS_FILE = "metrics.json"
 
 
 def tokenizer_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "tokenizer"
+    return layout(run_dir).tokenizer_dir
 
 
 @torch.no_grad()
@@ -64,8 +65,8 @@ def build_semantic_ids(model: SemanticTokenizer, inputs: TokenizerInputs) -> tup
     return sids, raw, stats
 
 
-def save_model(model: SemanticTokenizer, run_dir: Path) -> None:
-    out = tokenizer_dir(run_dir)
+def save_model(model: SemanticTokenizer, out: Path) -> None:
+    """Weights and config of ``model`` into the folder ``out``."""
     info = {
         "config": model.cfg.to_dict(),
         "d_text": model.d_text,
@@ -78,9 +79,10 @@ def save_model(model: SemanticTokenizer, run_dir: Path) -> None:
     write_json(out / CONFIG_FILE, info)
 
 
-def load_tokenizer(run_dir: Path, *, device: str = "cpu") -> SemanticTokenizer:
-    """Rebuild the fitted tokenizer of ``run_dir`` (eval mode, on ``device``)."""
-    out = tokenizer_dir(run_dir)
+def load_tokenizer(run_dir: Path, *, device: str = "cpu", stage1: bool = False) -> SemanticTokenizer:
+    """Rebuild the run's tokenizer (eval mode, on ``device``): the one that made its final IDs
+    (:func:`tokenizer.sid.final_ids_dir`), or with ``stage1`` the `tokenize` stage's own."""
+    out = tokenizer_dir(run_dir) if stage1 else final_ids_dir(run_dir)
     info = read_json(out / CONFIG_FILE)
     try:
         cfg = TokenizerConfig.from_dict(dict(info["config"]))
@@ -102,8 +104,10 @@ def write_artefacts(
     run_dir: Path,
     train_seconds: float,
     history: dict | None = None,
+    out_dir: Path | None = None,
 ) -> dict:
-    """Resolve collisions, write weights, config, ID table and metrics; return the metrics."""
+    """Resolve collisions, write weights, config, ID table and metrics into ``out_dir``
+    (default ``run_dir/tokenizer``); return the metrics."""
     sids, raw, stats = build_semantic_ids(model, inputs)
     recon = evaluate_reconstruction(model, inputs)
     per_position = position_stats(raw, model.codebook_sizes, model.position_names)
@@ -136,16 +140,17 @@ def write_artefacts(
         if epochs:
             metrics["final_train_loss"] = {k: v for k, v in epochs[-1].items()
                                            if isinstance(v, float)}
-    out = tokenizer_dir(run_dir)
-    save_model(model, run_dir)
-    sids.save(run_dir)
+    out = Path(out_dir) if out_dir is not None else tokenizer_dir(run_dir)
+    save_model(model, out)
+    sids.save_file(out / SID_FILE)
     write_json(out / METRICS_FILE, metrics)
     return metrics
 
 
-def reassign_ids(*, model: SemanticTokenizer, run_dir: Path, collision_strategy: str | None = None) -> dict:
+def reassign_ids(*, model: SemanticTokenizer, run_dir: Path, out_dir: Path,
+                 collision_strategy: str | None = None) -> dict:
     """Stage 2 hand-back: re-assign hard IDs with the current (fine-tuned) weights, re-resolve
-    collisions and rewrite every tokenizer artefact of ``run_dir``; returns the new metrics.
+    collisions and write the tokenizer artefacts into ``out_dir``; returns the new metrics.
 
     ``collision_strategy`` overrides ``model.cfg.collision_strategy`` when given.
     """
@@ -156,7 +161,8 @@ def reassign_ids(*, model: SemanticTokenizer, run_dir: Path, collision_strategy:
     inputs = load_inputs(run_dir).to(device)
     previous = tokenizer_dir(run_dir) / METRICS_FILE
     seconds = float(read_json(previous).get("train_seconds", 0.0)) if previous.exists() else 0.0
-    metrics = write_artefacts(model=model, inputs=inputs, run_dir=run_dir, train_seconds=seconds)
+    metrics = write_artefacts(model=model, inputs=inputs, run_dir=run_dir, train_seconds=seconds,
+                              out_dir=out_dir)
     log.info("re-assigned semantic IDs: utilisation %.3f, collision rate %.4f",
              metrics["utilization"], metrics["collision_rate"])
     return metrics

@@ -16,6 +16,7 @@ import torch
 
 from recdata.errors import DataError
 from recdata.io import load_tensors, read_parquet
+from recdata.layout import layout
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def _read_modality(path: Path, n_items: int | None) -> tuple[torch.Tensor, torch
 def load_inputs(run_dir: Path) -> TokenizerInputs:
     """Read and validate the embeddings of ``run_dir``; DataError on anything malformed."""
     run_dir = Path(run_dir)
-    items_path = run_dir / "data" / "items.parquet"
+    items_path = layout(run_dir).items
     items = read_parquet(items_path)
     for column in ("item_idx", "item_id"):
         if column not in items.columns:
@@ -103,8 +104,8 @@ def load_inputs(run_dir: Path) -> TokenizerInputs:
     item_ids = [str(v) for v in items["item_id"].to_list()]
     n_items = len(item_ids)
 
-    text, text_mask = _read_modality(run_dir / "embeddings" / "text.safetensors", n_items)
-    image_path = run_dir / "embeddings" / "image.safetensors"
+    text, text_mask = _read_modality(layout(run_dir).embeddings("text"), n_items)
+    image_path = layout(run_dir).embeddings("image")
     image = image_mask = None
     if image_path.exists():
         image, image_mask = _read_modality(image_path, n_items)
@@ -112,7 +113,7 @@ def load_inputs(run_dir: Path) -> TokenizerInputs:
             log.warning("%s: no item has an image; running text-only", image_path)
             image = image_mask = None
     if not bool(text_mask.any()):
-        raise DataError("no item has a text embedding", path=run_dir / "embeddings" / "text.safetensors")
+        raise DataError("no item has a text embedding", path=layout(run_dir).embeddings("text"))
     missing_text = int((~text_mask).sum())
     missing_image = 0 if image_mask is None else int((~image_mask).sum())
     if missing_text or missing_image:

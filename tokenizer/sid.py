@@ -16,6 +16,7 @@ import numpy as np
 
 from recdata.errors import DataError
 from recdata.io import atomic_path
+from recdata.layout import layout
 
 SID_FILE = "semantic_ids.parquet"
 _META_KEY = "mmqrec.semantic_ids"
@@ -208,6 +209,10 @@ class SemanticIds:
 
     def save(self, run_dir: Path) -> Path:
         """Write ``run_dir/tokenizer/semantic_ids.parquet`` (sizes in the file's metadata)."""
+        return self.save_file(layout(run_dir).semantic_ids)
+
+    def save_file(self, path: Path) -> Path:
+        """Write the table to ``path`` atomically (sizes in the file's metadata)."""
         import polars as pl
 
         self.validate()
@@ -221,19 +226,23 @@ class SemanticIds:
                                            **{f"t{p}": pl.Int64 for p in range(self.length)}})
         meta = json.dumps({"codebook_sizes": [int(s) for s in self.codebook_sizes],
                            "position_names": list(self.position_names)})
-        path = Path(run_dir) / "tokenizer" / SID_FILE
         with atomic_path(path) as tmp:
             frame.write_parquet(tmp, metadata={_META_KEY: meta})
         return path
 
     @classmethod
     def from_run_dir(cls, run_dir: Path) -> "SemanticIds":
-        """Load ``run_dir/tokenizer/semantic_ids.parquet``; DataError when missing or invalid."""
+        """The run's final ID table (:func:`final_ids_dir`); DataError when missing or invalid."""
+        return cls.from_file(final_ids_dir(run_dir) / SID_FILE)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "SemanticIds":
+        """Load one ``semantic_ids.parquet``; DataError when missing or invalid."""
         import polars as pl
 
         from recdata.io import read_parquet
 
-        path = Path(run_dir) / "tokenizer" / SID_FILE
+        path = Path(path)
         frame = read_parquet(path).sort("item_idx")
         try:
             meta = json.loads(pl.read_parquet_metadata(path)[_META_KEY])
@@ -248,3 +257,31 @@ class SemanticIds:
                    item_ids=[str(v) for v in frame["item_id"].to_list()],
                    position_names=list(meta.get("position_names", [])))
         return sids.validate(path=path)
+
+
+def table_digest(path: Path) -> str:
+    """Content hash of an ID table file (what stage 2 was based on)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def final_ids_dir(run_dir: Path) -> Path:
+    """The one place every later reader takes the ID table (and tokenizer weights) from.
+
+    ``tokenizer/`` (written by `tokenize`), unless `train-retriever`'s stage 2 wrote
+    ``stage2/`` and adopted it: its marker says ``adopted`` and names the digest of the
+    ``tokenizer/`` table it started from (a table re-written by `tokenize` since makes it stale).
+    """
+    import json as _json
+
+    run = layout(run_dir)
+    marker = run.stage2_marker
+    if marker.exists() and run.semantic_ids.exists():
+        try:
+            info = _json.loads(marker.read_text())
+        except (OSError, ValueError):
+            info = {}
+        if info.get("adopted") and info.get("based_on") == table_digest(run.semantic_ids):
+            return run.stage2_dir
+    return run.tokenizer_dir

@@ -30,6 +30,7 @@ from recdata.io import save_tensors, write_json, write_parquet
 from recdata.metrics import ranking_metrics
 from recdata.runtime import resolve_device, seed_everything
 from recdata.split import SequentialSplit
+from recdata.layout import layout
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,10 @@ def load_raw_codes(run_dir: Path, n_items: int) -> torch.Tensor:
     sids = SemanticIds.from_run_dir(run_dir)
     if sids.n_items != n_items:
         raise DataError(f"semantic ID table has {sids.n_items} items, data/ has {n_items}",
-                        path=Path(run_dir) / "tokenizer" / "semantic_ids.parquet")
+                        path=layout(run_dir).semantic_ids)
     if sids.length < 2:
         raise DataError("semantic IDs have no token besides the collision token",
-                        path=Path(run_dir) / "tokenizer" / "semantic_ids.parquet")
+                        path=layout(run_dir).semantic_ids)
     return torch.from_numpy(sids.codes[:, :-1].copy())
 
 
