@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "comparisons": metrics.get("comparisons", {}),
     }
     suffix = "" if not args.set else "_" + "_".join(
-        s.replace("=", "-").replace(".", "-").replace("/", "-") for s in args.set)
+        re.sub(r"[^A-Za-z0-9_]+", "-", s).strip("-") for s in args.set)
     stem = f"quality_{args.dataset}_{args.budget}{suffix}"
     args.results.mkdir(parents=True, exist_ok=True)
     from recdata.io import write_json, write_text

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recdata.errors import DataError
-from recdata.io import read_json, save_tensors
+from recdata.io import load_tensors, read_json, save_tensors
 from tokenizer import SemanticIds, TokenizerConfig, load_inputs, load_tokenizer, reassign_ids
 from tokenizer.stage import run
 
@@ -121,12 +121,44 @@ def test_reassign_ids_rewrites_the_table_after_fine_tuning(tmp_path):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    metrics = reassign_ids(model=model.eval(), run_dir=run_dir, collision_strategy="reassign")
-    after = SemanticIds.from_run_dir(run_dir)
+    out = run_dir / "stage2"
+    metrics = reassign_ids(model=model.eval(), run_dir=run_dir, out_dir=out,
+                           collision_strategy="reassign")
+    after = SemanticIds.from_file(out / "semantic_ids.parquet")
     assert len({tuple(r) for r in after.codes.tolist()}) == N
     assert not np.array_equal(before.codes, after.codes)
     assert metrics["sid_length"] == after.length
-    assert read_json(run_dir / "tokenizer" / "config.json")["config"]["collision_strategy"] == "reassign"
+    assert read_json(out / "config.json")["config"]["collision_strategy"] == "reassign"
+    # The tokenize stage's own table is not rewritten.
+    np.testing.assert_array_equal(SemanticIds.from_run_dir(run_dir).codes, before.codes)
+
+
+def test_warm_fit_gives_cold_items_ids_from_a_tokenizer_that_never_saw_them(tmp_path):
+    """fit_items=warm: items without training interactions neither shape the codebooks nor the
+    other items' IDs (as items added after training), yet get unique valid IDs."""
+    warm = np.arange(N) < 70
+
+    def tokenized(folder: Path, scramble: bool) -> SemanticIds:
+        run_dir = write_run(folder)
+        pl.DataFrame({"item_idx": np.arange(N), "train_count": np.where(warm, 3, 0),
+                      "stratum": np.where(warm, "middle", "cold")}).write_parquet(
+            run_dir / "data" / "strata.parquet")
+        if scramble:  # entirely different content for the cold items
+            emb = {k: v.numpy() for k, v in load_tensors(run_dir / "embeddings" / "text.safetensors").items()}
+            text = emb["embeddings"].copy()
+            text[~warm] = np.random.default_rng(9).normal(size=(int((~warm).sum()), D_T))
+            save_tensors(run_dir / "embeddings" / "text.safetensors",
+                         {"embeddings": text.astype(np.float32), "mask": emb["mask"]})
+        run(cfg=cfg(fit_items="warm"), run_dir=run_dir, seed=0, device="cpu")
+        return SemanticIds.from_run_dir(run_dir)
+
+    a, b = tokenized(tmp_path / "a", False), tokenized(tmp_path / "b", True)
+    raw = slice(0, -1)  # the collision token may renumber a group that a cold item joins
+    np.testing.assert_array_equal(a.codes[warm, raw], b.codes[warm, raw])
+    assert not np.array_equal(a.codes[~warm, raw], b.codes[~warm, raw])
+    assert a.n_items == b.n_items == N and len({tuple(r) for r in b.codes.tolist()}) == N
+    with pytest.raises(DataError, match="fit_items"):
+        cfg(fit_items="cold").validate()
 
 
 def test_bad_inputs_are_one_line_data_errors(tmp_path):

@@ -143,6 +143,13 @@ class TokenizerConfig:
     """Minimum vocabulary of the collision position; raise it to keep the retriever's vocabulary
     fixed across re-assignments (the size grows beyond it when a group is larger)."""
 
+    fit_items: str = "all"
+    """Which items the tokenizer is fitted on: "all" (every catalogue item's content, as a
+    catalogue is usually known up front) or "warm" (only items seen in training interactions).
+    With "warm", items never seen in training — the cold-start protocol's held-out items —
+    get their IDs from a tokenizer that never saw them, exactly as ``mmqrec add-items`` gives
+    IDs to new items after training."""
+
     # ----------------------------------------------------------------- monitoring
     collapse_threshold: float = 0.05
     """A codebook whose utilisation (share of codes used) falls below this has collapsed."""
@@ -173,6 +180,8 @@ class TokenizerConfig:
         if self.ortho_target not in ("weights", "outputs"):
             raise DataError(
                 f"tokenizer.ortho_target must be 'weights' or 'outputs', got {self.ortho_target!r}")
+        if self.fit_items not in ("all", "warm"):
+            raise DataError(f"tokenizer.fit_items must be 'all' or 'warm', got {self.fit_items!r}")
         if self.collision_strategy not in ("append", "reassign"):
             raise DataError(
                 "tokenizer.collision_strategy must be 'append' or 'reassign', "

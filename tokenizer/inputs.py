@@ -56,6 +56,13 @@ class TokenizerInputs:
             item_ids=self.item_ids,
         )
 
+    def subset(self, index: torch.Tensor) -> "TokenizerInputs":
+        """The inputs of the given rows only (row order as in ``index``)."""
+        text, image, text_mask, image_mask = self.rows(index)
+        return TokenizerInputs(text=text, text_mask=text_mask, image=image,
+                               image_mask=image_mask,
+                               item_ids=[self.item_ids[int(i)] for i in index.tolist()])
+
     def rows(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """(text, image, text_mask, image_mask) for the given rows."""
         return (

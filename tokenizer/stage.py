@@ -7,8 +7,12 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from recdata.errors import DataError
+from recdata.io import read_parquet
+from recdata.layout import layout
 from recdata.runtime import resolve_device, seed_everything
 from tokenizer.config import TokenizerConfig
 from tokenizer.export import write_artefacts
@@ -22,11 +26,22 @@ SUMMARY_KEYS = ("reconstruction", "entropy", "utilization", "collision_rate",
                 "max_collision_group", "sid_length", "train_seconds")
 
 
+def warm_items(run_dir: Path) -> np.ndarray:
+    """Indices of the items with at least one training interaction (``data/strata.parquet``)."""
+    strata = read_parquet(layout(run_dir).strata).sort("item_idx")
+    warm = np.flatnonzero(strata["train_count"].to_numpy() > 0)
+    if len(warm) < 2:
+        raise DataError("tokenizer.fit_items=warm needs at least two items seen in training",
+                        path=layout(run_dir).strata)
+    return warm
+
+
 def run(*, cfg: TokenizerConfig, run_dir: Path, seed: int = 0, device: str = "auto") -> dict:
     """Train the tokenizer ``cfg.name`` and write its artefacts; returns the headline metrics.
 
     Reads ``run_dir/data/items.parquet`` and ``run_dir/embeddings/{text,image}.safetensors``;
-    standardisation is fitted on every catalogue item that has the modality.
+    standardisation and weights are fitted on every catalogue item that has the modality (on
+    the items seen in training with ``fit_items="warm"``), and every item gets an ID.
     """
     cfg.validate()
     if cfg.name == "bbq":
@@ -40,8 +55,14 @@ def run(*, cfg: TokenizerConfig, run_dir: Path, seed: int = 0, device: str = "au
     model = build_tokenizer(cfg, d_text=inputs.d_text, d_image=inputs.d_image).to(dev)
     log.info("tokenizer %s: %d items, text dim %d, image dim %d, %d raw positions x %d codes",
              cfg.name, inputs.n_items, inputs.d_text, inputs.d_image, model.n_positions, cfg.codebook_size)
+    fit_inputs = inputs
+    if cfg.fit_items == "warm":
+        warm = warm_items(run_dir)
+        fit_inputs = inputs.subset(torch.as_tensor(warm, device=inputs.text.device))
+        log.info("tokenizer %s: fitted on the %d items seen in training; the other %d get IDs "
+                 "from it as new items would", cfg.name, len(warm), inputs.n_items - len(warm))
     start = time.perf_counter()
-    history = fit_tokenizer(model, inputs, seed=seed)
+    history = fit_tokenizer(model, fit_inputs, seed=seed)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         metrics = write_artefacts(model=model, inputs=inputs, run_dir=run_dir,
