@@ -16,7 +16,7 @@ from pathlib import Path
 
 from eval.baselines import run_baseline
 from eval.config import EvalConfig, SASRecConfig
-from eval.metrics import STRATA
+from recdata.metrics import STRATA
 from recdata.errors import DataError
 from recdata.split import SequentialSplit
 

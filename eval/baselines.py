@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from eval.config import EvalConfig
-from eval.metrics import retrieval_report
+from eval.stats import retrieval_report
 from eval.popularity import popularity_ranking
 from eval.ranked import read_ranked, write_ranked
 from recdata.errors import DataError

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from eval.baselines import data_fingerprint
-from eval.metrics import STRATA, paired_comparison, per_user_hits, target_strata
+from recdata.metrics import STRATA, per_user_hits, target_strata
+from eval.stats import paired_comparison
 from eval.ranked import read_ranked
 from eval.report import STRATUM_LABELS, fmt, fmt_ci
 from eval.sections import is_run

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from eval.charts import grouped_bars, simple_bars
-from eval.metrics import STRATA
+from recdata.metrics import STRATA
 from eval.render import Bullets, Code, Document, Heading, Image, Para, Table, to_html, to_markdown
 from eval.sections import is_run
 from recdata.io import write_text

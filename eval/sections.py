@@ -15,7 +15,8 @@ import numpy as np
 
 from eval.baselines import other_protocol_report
 from eval.config import EvalConfig
-from eval.metrics import STRATA, retrieval_report
+from recdata.metrics import STRATA
+from eval.stats import retrieval_report
 from eval.ranked import drop_seen, read_ranked
 from recdata.errors import DataError
 from recdata.io import read_json

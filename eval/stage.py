@@ -19,7 +19,8 @@ import numpy as np
 
 from eval.baselines import load_ranked, run_baseline
 from eval.config import EvalConfig
-from eval.metrics import STRATA, paired_comparison, per_user_hits, target_strata
+from recdata.metrics import STRATA, per_user_hits, target_strata
+from eval.stats import paired_comparison
 from eval.report import write_report
 from eval.sections import (
     dataset_section,

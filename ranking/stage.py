@@ -21,7 +21,7 @@ from recdata.io import read_parquet, write_json, write_parquet
 from recdata.layout import layout
 from ranking.checkpoint import save_model
 from ranking.config import RankerConfig
-from ranking.evaluate import ctr_metrics
+from recdata.metrics import ctr_metrics
 from ranking.features import CtrData, build_ctr_data, drop_train_pairs
 from ranking.models import MODELS
 from ranking.train import predict, train_model

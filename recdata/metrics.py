@@ -8,7 +8,11 @@ popularity stratum of the *target* item.
 
 Ranking (CTR): ``auc`` with ties scored by average rank, ``gauc`` (per-user AUC weighted by the
 user's number of impressions; users whose impressions are all of one class are excluded and
-counted) and clipped ``logloss``.
+counted) and clipped ``logloss``, overall and per stratum of the scored item (``ctr_metrics``).
+
+Exposure of the top-k lists (coverage, long-tail share, Gini) and the tokenizer's codebook
+figures (utilisation, entropy per position) live here too: this module is the one home of
+metric code; ``eval.stats`` adds intervals and paired comparisons on top.
 """
 
 from __future__ import annotations
@@ -254,3 +258,140 @@ def logloss(labels: np.ndarray, probs: np.ndarray, *, eps: float = 1e-7) -> floa
         raise DataError("probabilities must lie in [0, 1]")
     p = np.clip(probs, eps, 1.0 - eps)
     return float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean())
+
+
+# --------------------------------------------------------------------------- CTR
+
+
+def ctr_summary(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """AUC, GAUC and log-loss of one set of impressions, with the counts behind them.
+
+    ``auc``/``gauc`` are None when undefined (one class only); GAUC excludes users whose
+    impressions are all one class and reports how many it used and excluded.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    if len(labels) == 0:
+        return {
+            "auc": None, "gauc": None, "logloss": None,
+            "impressions": 0, "positives": 0, "gauc_users": 0, "gauc_users_excluded": 0,
+        }
+    g, used, excluded = gauc(users, labels, probs)
+    return {
+        "auc": auc(labels, probs),
+        "gauc": g,
+        "logloss": logloss(labels, probs),
+        "impressions": int(len(labels)),
+        "positives": int(labels.sum()),
+        "gauc_users": used,
+        "gauc_users_excluded": excluded,
+    }
+
+
+def ctr_metrics(
+    *, users: np.ndarray, items: np.ndarray, labels: np.ndarray, probs: np.ndarray, strata: np.ndarray
+) -> dict[str, Any]:
+    """``{"overall": {...}, "strata": {popular, middle, long_tail, cold}}`` (contract schema)."""
+    item_strata = np.asarray(strata)[np.asarray(items, dtype=np.int64)]
+    out: dict[str, Any] = {"overall": ctr_summary(users, labels, probs), "strata": {}}
+    for name in STRATA:
+        sel = item_strata == name
+        out["strata"][name] = ctr_summary(users[sel], labels[sel], probs[sel])
+    return out
+
+
+# --------------------------------------------------------------------------- exposure
+
+
+def _valid_top(ranked: np.ndarray, k: int, n_items: int) -> np.ndarray:
+    """Flat array of the valid item indices in the top ``k`` slots of every list."""
+    ranked = np.asarray(ranked)
+    if ranked.ndim != 2:
+        raise DataError(f"ranked lists must be a 2-D array, got shape {ranked.shape}")
+    top = ranked[:, :k].astype(np.int64).ravel()
+    return top[(top >= 0) & (top < n_items)]
+
+
+def exposure_counts(ranked: np.ndarray, *, n_items: int, k: int = 10) -> np.ndarray:
+    """How often each catalogue item appears in the users' top-``k`` lists."""
+    return np.bincount(_valid_top(ranked, k, n_items), minlength=n_items)
+
+
+def coverage(ranked: np.ndarray, *, n_items: int, k: int = 10) -> float:
+    """Share of the catalogue that appears in at least one user's top-``k`` list."""
+    if n_items <= 0:
+        raise DataError("coverage needs a non-empty catalogue")
+    return float((exposure_counts(ranked, n_items=n_items, k=k) > 0).sum() / n_items)
+
+
+def stratum_share(
+    ranked: np.ndarray, *, strata: np.ndarray, k: int = 10, stratum: str = "long_tail"
+) -> float | None:
+    """Share of valid top-``k`` recommendations whose item belongs to ``stratum``.
+
+    None when no list holds a valid item.
+    """
+    strata = np.asarray(strata).astype(str)
+    shown = _valid_top(ranked, k, len(strata))
+    if not len(shown):
+        return None
+    return float((strata[shown] == stratum).mean())
+
+
+def gini(values: np.ndarray) -> float | None:
+    """Gini coefficient of a non-negative distribution (0 = equal, (n-1)/n = one holder).
+
+    Uses ``G = 2 * sum_i i * x_(i) / (n * sum x) - (n + 1) / n`` over ascending values, i from 1.
+    None when the total is zero.
+    """
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    if x.size == 0:
+        return None
+    if x.min() < 0:
+        raise DataError("Gini needs non-negative values")
+    total = x.sum()
+    if total == 0:
+        return None
+    n = x.size
+    i = np.arange(1, n + 1)
+    return float(2.0 * (i * x).sum() / (n * total) - (n + 1) / n)
+
+
+def exposure_metrics(ranked: np.ndarray, *, strata: np.ndarray, k: int = 10) -> dict[str, Any]:
+    """Coverage, long-tail and cold share, and Gini of exposure of the top-``k`` lists."""
+    n_items = len(strata)
+    counts = exposure_counts(ranked, n_items=n_items, k=k)
+    return {
+        f"coverage@{k}": coverage(ranked, n_items=n_items, k=k),
+        f"long_tail_share@{k}": stratum_share(ranked, strata=strata, k=k, stratum="long_tail"),
+        f"cold_share@{k}": stratum_share(ranked, strata=strata, k=k, stratum="cold"),
+        f"gini@{k}": gini(counts),
+    }
+
+
+# --------------------------------------------------------------------------- codebooks
+
+
+def position_stats(codes: np.ndarray, sizes: list[int], names: list[str]) -> list[dict]:
+    """Per position: ``utilization`` = distinct codes used / codebook size; ``entropy`` = entropy
+    of the code distribution over items in bits (maximum log2 K); ``perplexity`` = 2^entropy."""
+    codes = np.asarray(codes)
+    out = []
+    for p, (size, name) in enumerate(zip(sizes, names)):
+        counts = np.bincount(codes[:, p], minlength=size).astype(np.float64) if len(codes) else np.zeros(size)
+        total = counts.sum()
+        probs = counts[counts > 0] / total if total else np.zeros(0)
+        entropy = float(-(probs * np.log2(probs)).sum()) if len(probs) else 0.0
+        out.append({
+            "name": name,
+            "codebook_size": int(size),
+            "utilization": float((counts > 0).sum() / size),
+            "entropy": entropy,
+            "perplexity": float(2.0 ** entropy),
+        })
+    return out
+
+
+def utilization(codes: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """Utilisation of each position (fast path used every epoch)."""
+    codes = np.asarray(codes)
+    return np.array([len(np.unique(codes[:, p])) / s for p, s in enumerate(sizes)])

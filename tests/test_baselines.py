@@ -13,7 +13,7 @@ import pytest
 
 from eval.baselines import run_baseline
 from eval.config import EvalConfig, SASRecConfig
-from eval.metrics import ranking_metrics
+from recdata.metrics import ranking_metrics
 from eval.popularity import popularity_ranking
 from eval.ranked import read_ranked
 from recdata.split import SequentialSplit

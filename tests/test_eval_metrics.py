@@ -1,23 +1,12 @@
-"""Exposure, bootstrap and paired-comparison metrics of eval.metrics."""
+"""Exposure metrics (recdata.metrics) and the bootstrap and paired comparisons of eval.stats."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from eval.metrics import (
-    bootstrap_ci,
-    bootstrap_intervals,
-    coverage,
-    exposure_counts,
-    exposure_metrics,
-    gini,
-    paired_comparison,
-    ranking_metrics,
-    retrieval_report,
-    sign_test,
-    stratum_share,
-)
+from recdata.metrics import coverage, exposure_counts, exposure_metrics, gini, ranking_metrics, stratum_share
+from eval.stats import bootstrap_ci, bootstrap_intervals, paired_comparison, retrieval_report, sign_test
 from recdata.errors import DataError
 
 STRATA = np.array(["popular", "popular", "middle", "middle", "long_tail", "long_tail", "cold",

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ranking.evaluate import ctr_metrics, ctr_summary
+from recdata.metrics import ctr_metrics, ctr_summary
 
 USERS = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2])
 LABELS = np.array([1, 0, 1, 0, 1, 1, 0, 1, 1])

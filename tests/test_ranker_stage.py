@@ -93,7 +93,7 @@ def test_stage_writes_contract_artefacts(trained: Path) -> None:
 
 def test_reloaded_checkpoint_reproduces_the_test_metrics(trained: Path) -> None:
     from ranking.checkpoint import load_model
-    from ranking.evaluate import ctr_metrics
+    from recdata.metrics import ctr_metrics
     from ranking.features import build_ctr_data
     from ranking.train import predict
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eval.metrics import ranking_metrics
+from recdata.metrics import ranking_metrics
 from eval.popularity import popularity_ranking
 from recdata.topk import tie_keys, top_k, top_k_reference
 

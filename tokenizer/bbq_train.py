@@ -26,7 +26,7 @@ from recdata.errors import DataError
 from recdata.runtime import progress
 from tokenizer.bbq import BBQTokenizer
 from tokenizer.inputs import TokenizerInputs
-from tokenizer.metrics import utilization
+from recdata.metrics import utilization
 from tokenizer.train import reset_dead_codes
 
 log = logging.getLogger(__name__)

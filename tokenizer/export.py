@@ -18,7 +18,7 @@ from recdata.layout import layout
 from tokenizer.base import SemanticTokenizer
 from tokenizer.config import TokenizerConfig
 from tokenizer.inputs import TokenizerInputs, load_inputs
-from tokenizer.metrics import position_stats
+from recdata.metrics import position_stats
 from tokenizer.registry import build_tokenizer
 from tokenizer.sid import SID_FILE, SemanticIds, final_ids_dir, resolve_collisions
 

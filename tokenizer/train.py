@@ -17,7 +17,7 @@ from recdata.runtime import progress
 from recdata.faults import kill_point
 from tokenizer.base import SemanticTokenizer
 from tokenizer.inputs import TokenizerInputs
-from tokenizer.metrics import utilization
+from recdata.metrics import utilization
 
 log = logging.getLogger(__name__)
 

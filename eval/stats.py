@@ -1,8 +1,7 @@
-"""Evaluation metrics: the shared retrieval/CTR metrics plus exposure and uncertainty.
+"""How sure the report can be of a metric: bootstrap intervals over users, paired comparisons
+of two systems on the same users, and one system's report (metrics, intervals, exposure).
 
-Re-exports :mod:`recdata.metrics` and adds catalogue coverage, the share of recommendations
-that are long-tail, the Gini coefficient of exposure, bootstrap confidence intervals over users
-and a paired comparison of two systems on the same users.
+Every metric itself is defined in :mod:`recdata.metrics`, the one home of metric code.
 """
 
 from __future__ import annotations
@@ -13,96 +12,16 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from recdata.errors import DataError
-from recdata.metrics import (  # noqa: F401  (re-exported)
+from recdata.metrics import (
     DEFAULT_KS,
     INVALID_AT,
     STRATA,
-    auc,
-    gauc,
-    logloss,
+    exposure_metrics,
     metric_names,
-    per_user_auc,
     per_user_hits,
     ranking_metrics,
-    summarise_hits,
     target_strata,
 )
-
-__all__ = [
-    "DEFAULT_KS", "STRATA", "auc", "gauc", "logloss", "metric_names", "per_user_auc",
-    "per_user_hits", "ranking_metrics", "summarise_hits", "target_strata", "coverage",
-    "stratum_share", "gini", "exposure_counts", "exposure_metrics", "bootstrap_ci",
-    "bootstrap_intervals", "paired_comparison", "sign_test",
-]
-
-
-# --------------------------------------------------------------------------- exposure
-
-
-def _valid_top(ranked: np.ndarray, k: int, n_items: int) -> np.ndarray:
-    """Flat array of the valid item indices in the top ``k`` slots of every list."""
-    ranked = np.asarray(ranked)
-    if ranked.ndim != 2:
-        raise DataError(f"ranked lists must be a 2-D array, got shape {ranked.shape}")
-    top = ranked[:, :k].astype(np.int64).ravel()
-    return top[(top >= 0) & (top < n_items)]
-
-
-def exposure_counts(ranked: np.ndarray, *, n_items: int, k: int = 10) -> np.ndarray:
-    """How often each catalogue item appears in the users' top-``k`` lists."""
-    return np.bincount(_valid_top(ranked, k, n_items), minlength=n_items)
-
-
-def coverage(ranked: np.ndarray, *, n_items: int, k: int = 10) -> float:
-    """Share of the catalogue that appears in at least one user's top-``k`` list."""
-    if n_items <= 0:
-        raise DataError("coverage needs a non-empty catalogue")
-    return float((exposure_counts(ranked, n_items=n_items, k=k) > 0).sum() / n_items)
-
-
-def stratum_share(
-    ranked: np.ndarray, *, strata: np.ndarray, k: int = 10, stratum: str = "long_tail"
-) -> float | None:
-    """Share of valid top-``k`` recommendations whose item belongs to ``stratum``.
-
-    None when no list holds a valid item.
-    """
-    strata = np.asarray(strata).astype(str)
-    shown = _valid_top(ranked, k, len(strata))
-    if not len(shown):
-        return None
-    return float((strata[shown] == stratum).mean())
-
-
-def gini(values: np.ndarray) -> float | None:
-    """Gini coefficient of a non-negative distribution (0 = equal, (n-1)/n = one holder).
-
-    Uses ``G = 2 * sum_i i * x_(i) / (n * sum x) - (n + 1) / n`` over ascending values, i from 1.
-    None when the total is zero.
-    """
-    x = np.sort(np.asarray(values, dtype=np.float64))
-    if x.size == 0:
-        return None
-    if x.min() < 0:
-        raise DataError("Gini needs non-negative values")
-    total = x.sum()
-    if total == 0:
-        return None
-    n = x.size
-    i = np.arange(1, n + 1)
-    return float(2.0 * (i * x).sum() / (n * total) - (n + 1) / n)
-
-
-def exposure_metrics(ranked: np.ndarray, *, strata: np.ndarray, k: int = 10) -> dict[str, Any]:
-    """Coverage, long-tail and cold share, and Gini of exposure of the top-``k`` lists."""
-    n_items = len(strata)
-    counts = exposure_counts(ranked, n_items=n_items, k=k)
-    return {
-        f"coverage@{k}": coverage(ranked, n_items=n_items, k=k),
-        f"long_tail_share@{k}": stratum_share(ranked, strata=strata, k=k, stratum="long_tail"),
-        f"cold_share@{k}": stratum_share(ranked, strata=strata, k=k, stratum="cold"),
-        f"gini@{k}": gini(counts),
-    }
 
 
 # --------------------------------------------------------------------------- bootstrap
