@@ -219,3 +219,76 @@ def test_stage2_that_does_not_beat_stage1_is_not_adopted(runs, tmp_path):
     stage.load_retriever(run, device="cpu")  # the saved retriever reads the stage-1 IDs
     valid = json.loads((run / "retriever" / "metrics_valid.json").read_text())
     assert valid["overall"]["ndcg@10"] == pytest.approx(scores["stage1"])
+
+
+def _reference_retrieval_loss(model, tokenizer, inputs, batch, item_tokens, vocab, tau):
+    """Stage 2's retrieval loss the slow, obvious way: one item and one example at a time, each
+    history item embedded as the scaled sum over SID positions of ``soft_p @ E_p`` (the hard
+    row for the collision token), teacher forcing and labels from the target's soft argmax."""
+    import torch.nn.functional as F
+
+    from generative_rec.model import item_token_offset
+
+    E = model.shared.weight
+    L, offset = vocab.sid_length, item_token_offset(model)
+
+    def soft_rows(item):
+        return [s[0] for s in tokenizer.soft_codes(*inputs.rows(torch.tensor([item])), tau=tau)]
+
+    def item_vector(item):
+        soft, vec = soft_rows(item), 0
+        for p in range(L):
+            lo, hi = vocab.position_range(p)
+            vec = vec + (soft[p] @ E[lo:hi] if p < len(soft) else E[int(item_tokens[item, p])])
+        return vec * L ** -0.5
+
+    total = 0
+    for b in range(len(batch.targets)):
+        enc = torch.stack([item_vector(t - offset) if t >= offset else E[t]
+                           for t in batch.input_ids[b].tolist()])
+        target = int(batch.targets[b])
+        soft = soft_rows(target)
+        tokens = [vocab.position_range(p)[0] + int(soft[p].argmax()) if p < len(soft)
+                  else int(item_tokens[target, p]) for p in range(L)]
+        dec = torch.stack([E[vocab.pad_id]] + [E[t] for t in tokens[:-1]])
+        logits = model(inputs_embeds=enc[None], attention_mask=batch.attention_mask[b:b + 1],
+                       decoder_inputs_embeds=dec[None], use_cache=False).logits[0]
+        for p in range(L):
+            lo, hi = vocab.position_range(p)
+            total = total - F.log_softmax(logits[p, lo:hi].float(), -1)[tokens[p] - lo]
+    return total / (len(batch.targets) * L)
+
+
+@pytest.mark.parametrize("name", ["mmq", "rqvae"])
+def test_joint_loss_and_its_gradients_match_the_slow_reference(runs, name):
+    """The batched soft lookup (unique items, gathered rows) against the per-item reference,
+    on the loss and on the gradients of both the tokenizer and the retriever."""
+    from generative_rec.stage2 import joint_loss
+
+    cfg, data, model, tokenizer, inputs = _setup(runs[name], history_encoding="item",
+                                                 output_softmax="position")
+    # Move the tokenizer off its stage-1 optimum so that some argmax differs from the table.
+    with torch.no_grad():
+        for p in tokenizer.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    train = data.examples["train"]
+    batch = data.collator(train, np.arange(min(12, len(train))))
+    item_tokens = torch.as_tensor(data.collator.item_tokens)
+    params = [p for p in list(tokenizer.parameters()) + list(model.parameters())
+              if p.requires_grad]
+    fast = joint_loss(model=model, tokenizer=tokenizer, inputs=inputs, batch=batch,
+                      item_tokens=item_tokens, vocab=data.vocab, cfg=cfg)["retrieval"]
+    slow = _reference_retrieval_loss(model, tokenizer, inputs, batch, item_tokens, data.vocab,
+                                     cfg.stage2.tau)
+    assert float(fast.detach()) == pytest.approx(float(slow.detach()), rel=1e-5)
+    g_fast = torch.autograd.grad(fast, params, allow_unused=True)
+    g_slow = torch.autograd.grad(slow, params, allow_unused=True)
+    compared = 0
+    for a, b in zip(g_fast, g_slow):
+        if a is None or b is None:
+            assert a is None and b is None or float((a if a is not None else b).abs().max()) == 0
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        compared += 1
+    assert compared > 10
