@@ -37,7 +37,7 @@ def sweep_table(path: Path) -> str:
     lines = [
         f"#### Retriever experiments, {dataset} (validation users; `{path.name}`)",
         "",
-        "| setting | overrides of the landed quick profile | valid R@10 | valid N@10 | valid R@20 | "
+        "| setting | overrides of the base run's retriever config | valid R@10 | valid N@10 | valid R@20 | "
         "distinct@10 | steps | train s | most-popular R@10 / N@10 |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
