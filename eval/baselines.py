@@ -128,7 +128,8 @@ def run_baseline(
         "info": info,
         **_score(ranked=ranked, split=split, cfg=cfg, seed=seed),
         "other_protocol": other_protocol_report(
-            ranked=other, split=split, cfg=cfg, seed=seed, short_lists=None
+            ranked=other, split=split, cfg=cfg, seed=seed,
+            short_lists=int((other[:, : cfg.depth] < 0).any(axis=1).sum()),
         ),
     }
     write_json(metrics_path, result)
