@@ -155,11 +155,13 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
     history = list(result.log)
     summary: dict[str, Any] = {"parameters": n_params, "world_size": ctx.world_size}
 
+    final_test = final_valid = None
     if cfg.stage2.enabled:
-        before, _, _ = evaluate(model=model, cfg=cfg, data=data, split=split, device=device,
-                                ctx=ctx, which="test")
-        valid_before, _, _ = evaluate(model=model, cfg=cfg, data=data, split=split,
-                                      device=device, ctx=ctx, which="valid")
+        stage1_test = evaluate(model=model, cfg=cfg, data=data, split=split, device=device,
+                               ctx=ctx, which="test")
+        stage1_valid = evaluate(model=model, cfg=cfg, data=data, split=split, device=device,
+                                ctx=ctx, which="valid")
+        before, valid_before = stage1_test[0], stage1_valid[0]
         if ctx.is_main:
             write_json(out / "metrics_stage1.json", before)
         stage1_model, stage1_data = copy.deepcopy(unwrap(model)), data
@@ -170,8 +172,9 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
         history = s2.pop("log")
         phases.update(s2.pop("phases"))
         # Stage-2 IDs replace the stage-1 ones only when they serve validation users better.
-        valid_after, _, _ = evaluate(model=model, cfg=cfg, data=data, split=split,
-                                     device=device, ctx=ctx, which="valid")
+        stage2_valid = evaluate(model=model, cfg=cfg, data=data, split=split, device=device,
+                                ctx=ctx, which="valid")
+        valid_after = stage2_valid[0]
         metric = f"valid_{SELECTION_METRIC}"
         s2[metric] = {"stage1": valid_before["overall"][SELECTION_METRIC],
                       "stage2": valid_after["overall"][SELECTION_METRIC]}
@@ -181,15 +184,19 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
                      "stage-1 IDs and retriever", SELECTION_METRIC, s2[metric]["stage2"],
                      s2[metric]["stage1"])
             model, data = stage1_model, stage1_data
+            final_test, final_valid = stage1_test, stage1_valid
+        else:
+            final_valid = stage2_valid
         mark_stage2(run_dir=run_dir, adopted=s2["adopted"], ctx=ctx, summary={
             k: s2[k] for k in ("stage1_sid_hash", "final_sid_hash", metric)})
         summary["stage2"] = s2
         summary["stage1_test"] = {k: before["overall"][k] for k in
                                   ("recall@10", "ndcg@10", "recall@20", "ndcg@20")}
 
-    test_metrics, test_items, test_scores = evaluate(
+    # Decodings of the final model already made for stage 2's verdict are not repeated.
+    test_metrics, test_items, test_scores = final_test or evaluate(
         model=model, cfg=cfg, data=data, split=split, device=device, ctx=ctx, which="test")
-    valid_metrics, valid_items, valid_scores = evaluate(
+    valid_metrics, valid_items, valid_scores = final_valid or evaluate(
         model=model, cfg=cfg, data=data, split=split, device=device, ctx=ctx, which="valid")
     summary.update({
         "phases": phases,

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from recdata.errors import DataError
-from recdata.overrides import build_dataclass, parse_overrides  # noqa: F401  (re-exported)
+from recdata.overrides import build_dataclass, deep_merge, parse_overrides  # noqa: F401  (re-exported)
 
 # Section name → (module, dataclass). Imported lazily so `mmqrec data stats` stays fast.
 SECTIONS: dict[str, tuple[str, str]] = {
@@ -72,24 +72,13 @@ class RunConfig:
     def variant(self, name: str) -> "RunConfig":
         """The config of one variant: this config with the variant's section overrides."""
         overrides = {k: v for k, v in self.variants[name].items() if k not in VARIANT_KEYS}
-        raw = _deep_merge(self.to_dict(), overrides)
+        raw = deep_merge(self.to_dict(), overrides)
         raw.pop("variants", None)
         return config_from_dict(raw)
 
     def section_hash(self, name: str) -> str:
         payload = json.dumps(dataclasses.asdict(self.section(name)), sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        # An empty mapping clears what it overrides (e.g. `variants: {}` drops inherited variants).
-        if isinstance(value, dict) and value and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -107,7 +96,7 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise DataError("a config file must be a mapping", path=path)
     parent = raw.pop("extends", None)
     if parent:
-        raw = _deep_merge(read_yaml(_extends_path(path, str(parent)), _seen + (path,)), raw)
+        raw = deep_merge(read_yaml(_extends_path(path, str(parent)), _seen + (path,)), raw)
     return raw
 
 
@@ -173,5 +162,5 @@ def _one_protocol(cfg: RunConfig, raw: dict[str, Any]) -> None:
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     raw = read_yaml(Path(path)) if path is not None else {}
     if overrides:
-        raw = _deep_merge(raw, parse_overrides(overrides))
+        raw = deep_merge(raw, parse_overrides(overrides))
     return config_from_dict(raw)

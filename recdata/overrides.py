@@ -80,15 +80,16 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
 
 def config_with_overrides(cls: type, overrides: list[str], where: str, **base: Any) -> Any:
     """``cls`` built from ``base`` fields with ``--set`` strings applied on top."""
-    values = _merge(dict(base), parse_overrides(overrides))
-    return build_dataclass(cls, values, where)
+    return build_dataclass(cls, deep_merge(dict(base), parse_overrides(overrides)), where)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, recursively; an empty mapping clears what it overrides (e.g.
+    ``variants: {}`` drops inherited variants)."""
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        if isinstance(value, dict) and value and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out

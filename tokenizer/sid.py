@@ -273,13 +273,11 @@ def final_ids_dir(run_dir: Path) -> Path:
     ``stage2/`` and adopted it: its marker says ``adopted`` and names the digest of the
     ``tokenizer/`` table it started from (a table re-written by `tokenize` since makes it stale).
     """
-    import json as _json
-
     run = layout(run_dir)
     marker = run.stage2_marker
     if marker.exists() and run.semantic_ids.exists():
         try:
-            info = _json.loads(marker.read_text())
+            info = json.loads(marker.read_text())
         except (OSError, ValueError):
             info = {}
         if info.get("adopted") and info.get("based_on") == table_digest(run.semantic_ids):
