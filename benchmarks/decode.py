@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed repetitions per method (best is reported)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--results", type=Path, default=None,
+                    help="also write the table to RESULTS.json and RESULTS.md (e.g. "
+                         "benchmarks/results/decode_cuda)")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -155,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         return torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype)
 
     dev_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or "cpu"
+    header = (f"device={device} ({dev_name}) dtype={args.dtype} threads={torch.get_num_threads()} "
+              f"normalize={args.normalize} cross_attention={args.cross_attention} top_k={args.top_k} "
+              f"queries={args.queries} batch={args.batch_size} hf_queries={args.hf_queries} "
+              f"hf_batch={args.hf_batch_size} repeats={args.repeats} torch={torch.__version__}")
+    builds = []
     print(f"# device={device} ({dev_name}) dtype={args.dtype} threads={torch.get_num_threads()} "
           f"normalize={args.normalize} cross_attention={args.cross_attention} top_k={args.top_k} queries={args.queries} batch={args.batch_size} "
           f"hf_queries={args.hf_queries} hf_batch={args.hf_batch_size} repeats={args.repeats} torch={torch.__version__}")
@@ -170,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             dict_trie = build_dict_trie(codes=codes, vocab=vocab)
             t_dict = time.perf_counter() - t0
+        builds.append({"items": n_items, "trie_mib": round(trie_mb, 1),
+                       "tensor_trie_seconds": round(t_trie, 2), "dict_trie_seconds": round(t_dict, 2)})
         print(f"# catalogue {n_items:,}: widths {trie.widths}, tensor trie {trie_mb:.1f} MiB built in {t_trie:.2f}s; "
               f"python dict trie built in {t_dict:.2f}s")
 
@@ -210,13 +220,29 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((f"{n_items:,}", beams, name, qps, 100 * invalid, qps / trie_qps,
                              agree if name.startswith("vectorised") else float("nan")))
 
-    print()
-    print("| catalogue | beams | method | queries/s | invalid % | ratio vs trie | top-k agreement vs trie |")
-    print("|---:|---:|---|---:|---:|---:|---:|")
+    table = ["| catalogue | beams | method | queries/s | invalid % | ratio vs trie | top-k agreement vs trie |",
+             "|---:|---:|---|---:|---:|---:|---:|"]
     for size, beams, name, qps, inv, ratio, agree in rows:
         agree_s = "" if np.isnan(agree) else f"{100 * agree:.1f} %"
         ratio_s = "" if np.isnan(ratio) else f"{ratio:.1f}x"
-        print(f"| {size} | {beams} | {name} | {qps:,.1f} | {inv:.1f} | {ratio_s} | {agree_s} |")
+        table.append(f"| {size} | {beams} | {name} | {qps:,.1f} | {inv:.1f} | {ratio_s} | {agree_s} |")
+    print()
+    print("\n".join(table))
+    if args.results is not None:
+        from recdata.io import write_json, write_text
+
+        command = "python benchmarks/decode.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_json(args.results.with_suffix(".json"), {
+            "command": command, "setup": header, "date": time.strftime("%Y-%m-%d"),
+            "tries": builds,
+            "rows": [{"items": size, "beams": beams, "method": name, "queries_per_s": round(qps, 1),
+                      "invalid_pct": round(inv, 2),
+                      "ratio_vs_trie": None if np.isnan(ratio) else round(ratio, 2),
+                      "agreement_vs_trie": None if np.isnan(agree) else round(agree, 4)}
+                     for size, beams, name, qps, inv, ratio, agree in rows],
+        })
+        write_text(args.results.with_suffix(".md"),
+                   f"`{command}` ({time.strftime('%Y-%m-%d')}; {header})\n\n" + "\n".join(table) + "\n")
     return 0
 
 

@@ -17,12 +17,14 @@ README's results block from the results folder.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import platform
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -140,13 +142,49 @@ def markdown(result: dict[str, Any]) -> str:
     for name, curve in result.get("curves", {}).items():
         lines += ["", f"Learning curve of `{name}` (validation NDCG@10 at step): "
                   + ", ".join(f"{int(step)}: {value:.4f}" for step, value in curve) + "."]
+    if result.get("note"):
+        lines += ["", result["note"]]
+    for name, why in result.get("dropped_baselines", {}).items():
+        lines += ["", f"Baseline `{name}` is missing from this table: {why}."]
     secs = result["stage_seconds"]
-    lines += ["", "Wall time per stage (s): " + ", ".join(f"{k} {v:g}" for k, v in secs.items())
-              + f"; total {result['total_seconds']:g} s on {result['machine']}."]
+    here = result.get("stages_here") or list(secs)
+    lines += ["", "Wall time per stage (s): "
+              + ", ".join(f"{k} {v:g}" + ("" if k in here else "*") for k, v in secs.items())
+              + f"; total {result['total_seconds']:g} s on {result['machine']}"
+              + ("; * run earlier, not counted." if set(secs) - set(here) else ".")]
     return "\n".join(lines) + "\n"
 
 
+def machine(device: str) -> str:
+    from recdata.runtime import resolve_device
+
+    text = f"{platform.machine()}, {os.cpu_count()} CPU cores"
+    resolved = resolve_device(device)
+    if resolved.startswith("cuda"):
+        import torch
+
+        text += f", {torch.cuda.get_device_name(resolved)}"
+    return text
+
+
+def train_baselines(*, cfg: Any, run_dir: Path) -> int:
+    """Train (or reuse) every baseline of ``cfg.eval`` on the run's split, as evaluate would."""
+    from eval.baselines import run_baseline
+    from recdata.runtime import resolve_device
+    from recdata.split import SequentialSplit
+
+    split = SequentialSplit.from_run_dir(run_dir)
+    for name in cfg.section("eval").baselines:
+        run_baseline(name=name, split=split, cfg=cfg.section("eval"), run_dir=run_dir, seed=cfg.seed,
+                     device=resolve_device(cfg.device))
+    return 0
+
+
 def code_version() -> str:
+    # A copy of the tree without its git history (e.g. shipped to a GPU machine) is told its
+    # commit through the environment.
+    if os.environ.get("MMQREC_CODE_VERSION"):
+        return os.environ["MMQREC_CODE_VERSION"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                              capture_output=True, text=True, check=True)
@@ -167,10 +205,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, as for `mmqrec run` (results are then labelled "
                              "with it)")
+    parser.add_argument("--concurrent-baselines", action="store_true",
+                        help="train the baselines in a second process while the retriever "
+                             "trains (a GPU has room for both); evaluate then reuses them")
+    parser.add_argument("--baselines-timeout", type=float, default=0.0, metavar="SECONDS",
+                        help="with --concurrent-baselines: how long to wait for them once the "
+                             "retriever is done (0 = as long as they take); a baseline not "
+                             "finished by then is left out of the table, and the table says so")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="only train the config's baselines on the run's split (what the "
+                             "second process of --concurrent-baselines runs)")
+    parser.add_argument("--stages-from", choices=RETRIEVAL_STAGES, default=None,
+                        help="run this stage and the later ones only; the earlier ones are "
+                             "taken as they are in --out (e.g. computed on another machine)")
+    parser.add_argument("--note", default="",
+                        help="a sentence printed under the table (e.g. where earlier stages ran)")
     args = parser.parse_args(argv)
 
     from pipeline.config import load_config
     from pipeline.stages import run_pipeline
+    from recdata.layout import layout
 
     cfg_file = config_path(args.dataset, args.budget)
     if not cfg_file.exists():
@@ -178,10 +232,41 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.out or ROOT / "runs" / f"quality-{args.dataset}-{args.budget}"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_config(cfg_file, args.set)
+    if args.baselines_only:
+        return train_baselines(cfg=cfg, run_dir=run_dir)
     t0 = time.perf_counter()
+    dropped: dict[str, str] = {}
+    stages = RETRIEVAL_STAGES[RETRIEVAL_STAGES.index(args.stages_from or "data"):]
+    if args.concurrent_baselines:
+        if "data" in stages:
+            run_pipeline(cfg=cfg, run_dir=run_dir, only=("data",))
+        # The second process writes only baselines/<name>/, which evaluate reuses when its
+        # key (config, split, seed) matches; the manifest stays this process's alone.
+        second = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--dataset", args.dataset,
+             "--budget", args.budget, "--out", str(run_dir), "--baselines-only",
+             *[f"--set={s}" for s in args.set]])
+        run_pipeline(cfg=cfg, run_dir=run_dir, only=stages[:-1])
+        timed_out = False
+        try:
+            code = second.wait(timeout=args.baselines_timeout or None)
+        except subprocess.TimeoutExpired:
+            second.kill()
+            code, timed_out = second.wait(), True
+        # A baseline that did not finish beside the retriever is left out rather than trained
+        # again after it, which would break the budget.
+        finished = [b for b in cfg.section("eval").baselines
+                    if (layout(run_dir).baseline_dir(b) / "metrics.json").exists()]
+        for b in cfg.section("eval").baselines:
+            if b not in finished:
+                why = (f"still training {args.baselines_timeout:g} s after the retriever"
+                       if timed_out else f"its process failed, exit {code}")
+                dropped[b] = f"not finished beside the retriever ({why})"
+                logging.warning("baseline %s: %s", b, dropped[b])
+        cfg.section("eval").baselines = finished
     # Retrieval quality only: the CTR ranker (and its two-stage lists) is benchmarked by
     # benchmarks/ranker.py.
-    run_pipeline(cfg=cfg, run_dir=run_dir, only=RETRIEVAL_STAGES)
+    run_pipeline(cfg=cfg, run_dir=run_dir, only=stages)
     total = time.perf_counter() - t0
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -191,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": args.dataset, "budget": args.budget,
         "config": str(cfg_file.relative_to(ROOT)), "overrides": args.set,
         "code_version": code_version(), "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "machine": machine(cfg.device),
+        "note": args.note,
+        "dropped_baselines": dropped,
         "test_users": ds["test_users"], "items": ds["items"],
         "test_users_per_stratum": ds["test_targets_per_stratum"],
         "systems": system_rows(metrics),
@@ -199,12 +286,15 @@ def main(argv: list[str] | None = None) -> int:
                     for n, a in ANCHORS.get(args.dataset, [])},
         "stage_seconds": secs,
         "curves": learning_curves(run_dir),
-        "total_seconds": round(sum(secs.values()), 1),
+        "stages_here": list(stages),
+        "total_seconds": round(sum(v for k, v in secs.items() if k in stages), 1),
         "this_invocation_seconds": round(total, 1),
         "comparisons": metrics.get("comparisons", {}),
     }
     suffix = "" if not args.set else "_" + "_".join(
         re.sub(r"[^A-Za-z0-9_]+", "-", s).strip("-") for s in args.set)
+    if len(suffix) > 80:  # file names have a length limit: keep a readable head and a hash
+        suffix = suffix[:60] + "-" + hashlib.sha256(suffix.encode()).hexdigest()[:10]
     stem = f"quality_{args.dataset}_{args.budget}{suffix}"
     args.results.mkdir(parents=True, exist_ok=True)
     from recdata.io import write_json, write_text

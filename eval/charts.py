@@ -11,8 +11,15 @@ import numpy as np
 from recdata.io import write_bytes
 
 
+class ChartsUnavailable(RuntimeError):
+    """matplotlib is not installed: the report is written without its figures."""
+
+
 def _pyplot() -> Any:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ChartsUnavailable("matplotlib is not installed") from None
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

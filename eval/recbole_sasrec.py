@@ -111,11 +111,21 @@ class _BelowWarning(logging.Filter):
         return record.levelno >= logging.WARNING
 
 
+def _numpy2_aliases() -> None:
+    """RecBole 1.2.1's ``Config`` re-creates ``np.float`` and friends from ``np.float_``,
+    ``np.complex_`` and ``np.unicode_``, spellings NumPy 2 removed: put them back so RecBole
+    runs beside NumPy 2 too (a no-op on NumPy 1)."""
+    for old, new in (("float_", "float64"), ("complex_", "complex128"), ("unicode_", "str_")):
+        if old not in np.__dict__:
+            setattr(np, old, getattr(np, new))
+
+
 @contextlib.contextmanager
 def _recbole_sandbox() -> Iterator[None]:
     """Contain RecBole's process-wide side effects for the duration of a call."""
     import recbole.trainer.trainer as rb_trainer
 
+    _numpy2_aliases()
     saved_argv = sys.argv
     saved_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
     root = logging.getLogger()

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from eval.charts import grouped_bars, simple_bars
+from eval.charts import ChartsUnavailable, grouped_bars, simple_bars
 from recdata.metrics import STRATA
 from eval.render import Bullets, Code, Document, Heading, Image, Para, Table, to_html, to_markdown
 from eval.sections import is_run
 from recdata.io import write_text
+
+def _figure(doc: Document, caption: str, draw: Callable[[], Path]) -> None:
+    """Add the figure ``draw`` writes, or a line saying why there is none."""
+    try:
+        doc.add(Image(draw(), caption))
+    except ChartsUnavailable as exc:
+        doc.add(Para(f"Figure not drawn ({exc}): {caption}."))
+
 
 STRATUM_LABELS = {"popular": "popular", "middle": "middle", "long_tail": "long-tail",
                   "cold": "cold"}
@@ -239,13 +247,12 @@ def build_document(metrics: Mapping[str, Any], *, out_dir: Path) -> Document:
                       for i, p in enumerate(per_position)],
                 caption="Codebook utilisation per expert (share of codes used by some item).",
             ))
-            path = simple_bars(
+            _figure(doc, "Codebook utilisation per expert", lambda: simple_bars(
                 path=out_dir / "codebook_utilisation.png",
                 labels=[p.get("name", str(i)) for i, p in enumerate(per_position)],
                 values=[p.get("utilization") or 0.0 for p in per_position],
                 ylabel="utilisation", title="Codebook utilisation per expert", ylim=(0, 1.05),
-            )
-            doc.add(Image(path, "Codebook utilisation per expert"))
+            ))
 
     variants = metrics.get("tokenizer_variants") or {}
     if variants and is_run(tok):
@@ -290,13 +297,11 @@ def build_document(metrics: Mapping[str, Any], *, out_dir: Path) -> Document:
                 ci = sec.get("ci", {})
                 errors[system] = [ci.get("overall", {}).get(metric)] + [
                     (ci.get("strata", {}).get(s) or {}).get(metric) for s in STRATA]
-            path = grouped_bars(
-                path=out_dir / f"{metric.replace('@', '_at_')}_by_stratum.png", groups=groups,
-                series=series, errors=errors, ylabel=label,
-                title=f"{label} per popularity stratum (target item)",
-            )
-            doc.add(Image(path, f"{label} per stratum per system (error bars: bootstrap "
-                                f"intervals)"))
+            _figure(doc, f"{label} per stratum per system (error bars: bootstrap intervals)",
+                    lambda: grouped_bars(
+                        path=out_dir / f"{metric.replace('@', '_at_')}_by_stratum.png",
+                        groups=groups, series=series, errors=errors, ylabel=label,
+                        title=f"{label} per popularity stratum (target item)"))
         # metrics.json keeps every compared metric; the report shows NDCG@10.
         comps = [c for c in metrics.get("comparisons", []) if c["metric"] == "ndcg@10"]
         if comps:
@@ -334,9 +339,9 @@ def build_document(metrics: Mapping[str, Any], *, out_dir: Path) -> Document:
         series = {m: [sec["overall"].get("auc")] + [sec.get("strata", {}).get(s, {}).get("auc")
                                                     for s in STRATA]
                   for m, sec in ranking.items()}
-        path = grouped_bars(path=out_dir / "ranking_auc_by_stratum.png", groups=groups,
-                            series=series, ylabel="AUC", title="Ranker AUC per stratum")
-        doc.add(Image(path, "Ranker AUC per stratum (ItemID vs SID)"))
+        _figure(doc, "Ranker AUC per stratum (ItemID vs SID)", lambda: grouped_bars(
+            path=out_dir / "ranking_auc_by_stratum.png", groups=groups, series=series,
+            ylabel="AUC", title="Ranker AUC per stratum"))
 
     # ------------------------------------------------------------------ protocol
     doc.add(Heading("Protocol"))

@@ -127,6 +127,10 @@ class RetrieverConfig:
     max_steps: int = 20000
     """Step budget; training also stops after ``max_epochs`` or early stopping."""
     max_epochs: int = 200
+    max_minutes: float = 0.0
+    """Wall-clock cap on training, in minutes (0 = none): training stops at the first step past
+    it, is validated, and keeps its best weights. A safety net for a fixed budget: a run that
+    hits it depends on the machine's speed, so set ``max_steps`` to fit and the cap above it."""
     grad_clip: float = 1.0
     """Gradient-norm clipping (0 disables)."""
     amp: str = "auto"
@@ -181,6 +185,7 @@ class RetrieverConfig:
             (self.length_buckets >= 0, "length_buckets must be >= 0"),
             (self.lr > 0, "lr must be positive"),
             (self.max_steps > 0 and self.max_epochs > 0, "max_steps and max_epochs must be > 0"),
+            (self.max_minutes >= 0, "max_minutes must be >= 0"),
             (self.eval_every > 0, "eval_every must be positive"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),
             (self.history_encoding in HISTORY_ENCODINGS,

@@ -91,6 +91,17 @@ def gather_rows(local: np.ndarray, n: int, ctx: DistContext) -> np.ndarray:
     return out
 
 
+def broadcast_flag(value: bool, ctx: DistContext) -> bool:
+    """Rank 0's ``value`` on every rank (so that all ranks take the same branch)."""
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([float(value)])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 def all_reduce_mean(value: float, ctx: DistContext) -> float:
     if not ctx.enabled:
         return value

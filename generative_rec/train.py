@@ -30,7 +30,7 @@ import torch
 
 from generative_rec.config import RetrieverConfig
 from generative_rec.data import Collator, Examples, epoch_order, length_bucketed
-from generative_rec.ddp import DistContext, all_reduce_mean, barrier, gather_rows, shard_indices
+from generative_rec.ddp import DistContext, all_reduce_mean, barrier, broadcast_flag, gather_rows, shard_indices
 from generative_rec.model import (
     PositionHeads,
     load_model_state,
@@ -373,11 +373,21 @@ def train_retriever(
         barrier(ctx)
 
     t0 = time.perf_counter() - state.seconds
-    interval = {"loss": 0.0, "n": 0}
+    interval: dict[str, Any] = {"loss": 0.0, "n": 0}
+
+    def time_is_up(step: int) -> bool:
+        if not cfg.max_minutes:
+            return False
+        if not ctx.enabled:
+            return time.perf_counter() - t0 > 60.0 * cfg.max_minutes
+        # Every rank must stop at the same step: rank 0's clock decides, read every 50 steps.
+        if step % 50:
+            return False
+        return broadcast_flag(time.perf_counter() - t0 > 60.0 * cfg.max_minutes, ctx)
 
     def run_eval() -> None:
         nonlocal best
-        train_loss = all_reduce_mean(interval["loss"] / max(interval["n"], 1), ctx)
+        train_loss = all_reduce_mean(float(interval["loss"]) / max(interval["n"], 1), ctx)
         interval["loss"], interval["n"] = 0.0, 0
         metric = evaluate()
         improved = metric > state.best_metric
@@ -441,14 +451,18 @@ def train_retriever(
                 optimizer.step()
             state.step += 1
             state.batch_in_epoch += 1
-            interval["loss"] += float(loss.detach())
+            # Summed on the device: reading the loss every step would stall a GPU's queue.
+            interval["loss"] = interval["loss"] + loss.detach().float()
             interval["n"] += 1
             bar.update(1)
 
-            last = state.step >= total
+            out_of_time = time_is_up(state.step)
+            last = state.step >= total or out_of_time
             if state.step % cfg.eval_every == 0 or last:
                 run_eval()
-                if last:
+                if out_of_time:
+                    stop_reason = "max_minutes"
+                elif last:
                     stop_reason = "max_steps"
                 elif cfg.patience and state.evals_since_best >= cfg.patience:
                     stop_reason = "early_stopping"

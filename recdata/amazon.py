@@ -65,7 +65,7 @@ def load_amazon_beauty(root: Path) -> Dataset:
     known = set(items["item_id"].to_list())
     unknown = interactions.filter(~pl.col("item_id").is_in(list(known)))
     if unknown.height:
-        bad = first_bad(~interactions["item_id"].is_in(items["item_id"].implode()))
+        bad = first_bad(~interactions["item_id"].is_in(items["item_id"].to_list()))
         raise DataError(f"item {interactions['item_id'][bad]!r} is not in items.tsv "
                         f"({unknown.height} interaction(s) name unknown items)", path=seq_path,
                         row=lines[bad])

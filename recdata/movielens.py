@@ -154,7 +154,7 @@ def _ml100k_interactions(inter: pl.DataFrame, path: Path, item_ids: pl.Series) -
         bad = first_bad(values.is_null())
         if bad is not None:
             raise DataError(f"empty {column!r}", path=path, row=bad + 2)
-    unknown = first_bad(~inter["item_id"].is_in(item_ids.implode()))
+    unknown = first_bad(~inter["item_id"].is_in(item_ids.to_list()))
     if unknown is not None:
         raise DataError(f"item_id {inter['item_id'][unknown]!r} is not in ml-100k.item", path=path,
                         row=unknown + 2)

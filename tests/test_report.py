@@ -188,6 +188,19 @@ def test_html_is_self_contained_with_embedded_charts(evaluated):
         assert (run_dir / "report" / link).exists()
 
 
+def test_report_without_matplotlib_says_so_instead_of_failing(evaluated, tmp_path, monkeypatch):
+    run_dir, _, cfg, _ = evaluated
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(copy / "report")
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import now fails
+    run(cfg=cfg, run_dir=copy, seed=0, device="cpu")
+    md = (copy / "report" / "report.md").read_text()
+    assert md.count("Figure not drawn (matplotlib is not installed)") == 4
+    assert not list((copy / "report").glob("*.png"))
+    assert "## Retrieval" in md
+
+
 def test_evaluate_is_deterministic(evaluated, tmp_path):
     run_dir, _, cfg, _ = evaluated
     copy = tmp_path / "copy"

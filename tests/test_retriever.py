@@ -233,6 +233,17 @@ def test_tiny_model_overfits_tiny_data(tmp_path, history_encoding, length_bucket
     assert metrics["overall"]["invalid@10"] == 0.0
 
 
+def test_wall_clock_cap_stops_training_validates_and_keeps_the_best(tmp_path):
+    cfg = tiny_cfg(lr=5e-3, max_steps=10_000, eval_every=1_000, max_minutes=1e-9)
+    model, result, _ = _train(tmp_path, cfg)
+    assert result.stop_reason == "max_minutes"
+    assert result.steps == 1  # the first step is already past a cap this small
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1]  # the stopped run is still validated
+    with pytest.raises(DataError, match="max_minutes"):
+        tiny_cfg(max_minutes=-1)
+
+
 class Crash(RuntimeError):
     pass
 

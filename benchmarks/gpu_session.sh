@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# One short GPU session: the CUDA decode benchmark, then the amazon-beauty `gpu` budget of the
+# quality benchmark (TIGER-size retriever, SASRec trained beside it on the same GPU).
+#
+#   bash benchmarks/gpu_session.sh
+#
+# Prepared on any machine beforehand (the GPU machine need not reach the data or the encoder
+# weights; the ID table is the same as the CPU budget's):
+#   mmqrec run configs/bench/amazon-beauty.gpu.yaml --out runs/quality-amazon-beauty-gpu --until tokenize
+# Packages the GPU machine may lack (polars, recbole and its small helpers; transformers 5 with
+# its hub and tokenizers) are installed from wheels in $WHEELS when present, only where missing.
+# Results land in benchmarks/results/ and, when $OUT is set, are copied there with the run's
+# small artefacts (metrics, logs, report).
+set -u
+cd "$(dirname "$0")/.."
+RUN=${RUN:-runs/quality-amazon-beauty-gpu}
+WHEELS=${WHEELS:-runs/wheels}
+DECODE_SECONDS=${DECODE_SECONDS:-120}
+EXTRA=("$@")   # extra arguments for quality.py (e.g. --set overrides for a rehearsal)
+PY=${PYTHON:-python3}
+started=$(date +%s)
+stamp() { echo "[gpu_session +$(( $(date +%s) - started ))s] $*"; }
+
+SITE=$(mktemp -d)
+need() {  # need MODULE WHEEL_GLOB...: install the wheels when MODULE does not import
+  local module=$1; shift
+  if ! "$PY" -c "import $module" 2>/dev/null; then
+    local files=()
+    for g in "$@"; do files+=( $WHEELS/$g ); done
+    stamp "installing ${files[*]}"
+    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "${files[@]}" || stamp "install of $module failed"
+  fi
+}
+if [ -d "$WHEELS" ]; then
+  need polars 'polars-*.whl'
+  need recbole 'recbole-*.whl' 'colorlog-*.whl' 'colorama-*.whl' 'texttable-*.whl' 'thop-*.whl' 'tabulate-*.whl'
+  if ! "$PY" -c "import sys, transformers; sys.exit(int(transformers.__version__.split('.')[0]) < 5)" 2>/dev/null; then
+    stamp "transformers < 5: installing the carried transformers 5"
+    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" $WHEELS/transformers-*.whl \
+      $WHEELS/huggingface_hub-*.whl $WHEELS/tokenizers-*.whl || stamp "install of transformers failed"
+  fi
+fi
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export MMQREC_NO_PROGRESS=1
+"$PY" - <<'EOF'
+import platform, numpy, pandas, polars, torch, transformers
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+print(f"python {platform.python_version()} torch {torch.__version__} cuda {torch.version.cuda} "
+      f"transformers {transformers.__version__} numpy {numpy.__version__} pandas {pandas.__version__} "
+      f"polars {polars.__version__}; {gpu}")
+EOF
+
+stamp "decode benchmark"
+timeout "$DECODE_SECONDS" "$PY" benchmarks/decode.py --device cuda --dtype bf16 --sizes 12k,1m \
+  --beams 20,50 --batch-size 1024 --queries 8192 --hf-queries 64 --hf-batch-size 32 --repeats 2 \
+  --results benchmarks/results/decode_cuda || stamp "decode benchmark stopped (exit $?)"
+
+stamp "quality benchmark, amazon-beauty, gpu budget"
+"$PY" benchmarks/quality.py --dataset amazon-beauty --budget gpu --out "$RUN" \
+  --stages-from train-retriever --concurrent-baselines --baselines-timeout 60 \
+  --note "Data, encode and tokenize ran beforehand on CPU (the same ID table as the cpu budget); the retriever and the baselines on the GPU." \
+  "${EXTRA[@]}" || stamp "quality benchmark failed (exit $?)"
+stamp "done"
+
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT/results" "$OUT/run"
+  cp benchmarks/results/decode_cuda.* benchmarks/results/quality_amazon-beauty_gpu* "$OUT/results/" 2>/dev/null
+  (cd "$RUN" && find . -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.html' -o -name '*.png' \
+     -o -name 'candidates.parquet' -o -name 'ranked*.parquet' -o -name 'model.safetensors' | grep -v '/checkpoint' \
+     | tar -cf - -T - ) | tar -xf - -C "$OUT/run"
+fi
