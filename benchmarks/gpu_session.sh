@@ -54,6 +54,7 @@ stamp "decode benchmark"
 timeout "$DECODE_SECONDS" "$PY" benchmarks/decode.py --device cuda --dtype bf16 --sizes 12k,1m \
   --beams 20,50 --batch-size 1024 --queries 8192 --hf-queries 64 --hf-batch-size 32 --repeats 2 \
   --results benchmarks/results/decode_cuda || stamp "decode benchmark stopped (exit $?)"
+if [ -n "${OUT:-}" ]; then mkdir -p "$OUT/results"; cp benchmarks/results/decode_cuda.* "$OUT/results/" 2>/dev/null; fi
 
 stamp "quality benchmark, amazon-beauty, gpu budget"
 "$PY" benchmarks/quality.py --dataset amazon-beauty --budget gpu --out "$RUN" \
