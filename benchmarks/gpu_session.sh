@@ -40,7 +40,7 @@ if [ -d "$WHEELS" ]; then
       $WHEELS/huggingface_hub-*.whl $WHEELS/tokenizers-*.whl || stamp "install of transformers failed"
   fi
 fi
-export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$SITE:$(pwd)${PYTHONPATH:+:$PYTHONPATH}"   # the project itself need not be installed
 export MMQREC_NO_PROGRESS=1
 "$PY" - <<'EOF'
 import platform, numpy, pandas, polars, torch, transformers
@@ -51,7 +51,7 @@ print(f"python {platform.python_version()} torch {torch.__version__} cuda {torch
 EOF
 
 stamp "decode benchmark"
-timeout "$DECODE_SECONDS" "$PY" benchmarks/decode.py --device cuda --dtype bf16 --sizes 12k,1m \
+[ "${SKIP_DECODE:-0}" = 1 ] || timeout "$DECODE_SECONDS" "$PY" benchmarks/decode.py --device cuda --dtype bf16 --sizes 12k,1m \
   --beams 20,50 --batch-size 1024 --queries 8192 --hf-queries 64 --hf-batch-size 32 --repeats 2 \
   --results benchmarks/results/decode_cuda || stamp "decode benchmark stopped (exit $?)"
 if [ -n "${OUT:-}" ]; then mkdir -p "$OUT/results"; cp benchmarks/results/decode_cuda.* "$OUT/results/" 2>/dev/null; fi
