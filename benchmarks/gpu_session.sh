@@ -34,6 +34,12 @@ need() {  # need MODULE WHEEL_GLOB...: install the wheels when MODULE does not i
 if [ -d "$WHEELS" ]; then
   need polars 'polars-*.whl'
   need recbole 'recbole-*.whl' 'colorlog-*.whl' 'colorama-*.whl' 'texttable-*.whl' 'thop-*.whl' 'tabulate-*.whl'
+  # RecBole 1.2.1 fails on pandas 3 (its ID remapping assigns a list of arrays to a column).
+  if ! "$PY" -c "import sys, pandas; sys.exit(int(pandas.__version__.split('.')[0]) >= 3)" 2>/dev/null \
+     && ls $WHEELS/pandas-2*.whl >/dev/null 2>&1; then
+    stamp "pandas >= 3: installing the carried pandas 2 for RecBole"
+    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" $WHEELS/pandas-2*.whl || stamp "install of pandas failed"
+  fi
   if ! "$PY" -c "import sys, transformers; sys.exit(int(transformers.__version__.split('.')[0]) < 5)" 2>/dev/null; then
     stamp "transformers < 5: installing the carried transformers 5"
     "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" $WHEELS/transformers-*.whl \
