@@ -7,8 +7,10 @@
 # Prepared on any machine beforehand (the GPU machine need not reach the data or the encoder
 # weights; the ID table is the same as the CPU budget's):
 #   mmqrec run configs/bench/amazon-beauty.gpu.yaml --out runs/quality-amazon-beauty-gpu --until tokenize
-# Packages the GPU machine may lack (polars, recbole and its small helpers; transformers 5 with
-# its hub and tokenizers) are installed from wheels in $WHEELS when present, only where missing.
+# Packages the GPU machine may lack (polars, recbole and its small helpers, pandas 2 where it
+# has pandas 3) are installed from wheels in $WHEELS, only where
+# missing; fetch them beforehand, on a machine that reaches the package registry, with
+#   bash benchmarks/gpu_session.sh --fetch-wheels      (Python 3.12, x86_64 Linux; ~50 MB)
 # Results land in benchmarks/results/ and, when $OUT is set, are copied there with the run's
 # small artefacts (metrics, logs, report).
 set -u
@@ -16,8 +18,14 @@ cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/quality-amazon-beauty-gpu}
 WHEELS=${WHEELS:-runs/wheels}
 DECODE_SECONDS=${DECODE_SECONDS:-120}
-EXTRA=("$@")   # extra arguments for quality.py (e.g. --set overrides for a rehearsal)
 PY=${PYTHON:-python3}
+if [ "${1:-}" = --fetch-wheels ]; then
+  exec "$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d "$WHEELS" \
+    polars==1.30.0 recbole==1.2.1 colorlog==4.7.2 colorama==0.4.4 texttable thop tabulate \
+    "pandas>=2.2,<3" pytz tzdata
+fi
+EXTRA=("$@")   # extra arguments for quality.py (e.g. --set overrides for a rehearsal)
 started=$(date +%s)
 stamp() { echo "[gpu_session +$(( $(date +%s) - started ))s] $*"; }
 
@@ -38,12 +46,8 @@ if [ -d "$WHEELS" ]; then
   if ! "$PY" -c "import sys, pandas; sys.exit(int(pandas.__version__.split('.')[0]) >= 3)" 2>/dev/null \
      && ls $WHEELS/pandas-2*.whl >/dev/null 2>&1; then
     stamp "pandas >= 3: installing the carried pandas 2 for RecBole"
-    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" $WHEELS/pandas-2*.whl || stamp "install of pandas failed"
-  fi
-  if ! "$PY" -c "import sys, transformers; sys.exit(int(transformers.__version__.split('.')[0]) < 5)" 2>/dev/null; then
-    stamp "transformers < 5: installing the carried transformers 5"
-    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" $WHEELS/transformers-*.whl \
-      $WHEELS/huggingface_hub-*.whl $WHEELS/tokenizers-*.whl || stamp "install of transformers failed"
+    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" $WHEELS/pandas-2*.whl \
+      $WHEELS/pytz-*.whl $WHEELS/tzdata-*.whl || stamp "install of pandas failed"
   fi
 fi
 export PYTHONPATH="$SITE:$(pwd)${PYTHONPATH:+:$PYTHONPATH}"   # the project itself need not be installed

@@ -4,8 +4,9 @@
     python benchmarks/render_results.py --check    # exit 1 when README.md is out of date
 
 The block between ``<!-- results:begin -->`` and ``<!-- results:end -->`` is replaced by the
-quality tables (``quality_*.md``, written by ``benchmarks/quality.py``) and a table of every
-retriever experiment recorded by ``benchmarks/retriever_sweep.py`` (``retriever_sweep_*.jsonl``),
+quality tables (``quality_*.md``, written by ``benchmarks/quality.py``), a table of every
+retriever experiment recorded by ``benchmarks/retriever_sweep.py`` (``retriever_sweep_*.jsonl``)
+and the decoding speed tables (``decode_*.md``, ``benchmarks/decode.py --results``),
 so the figures in the README are exactly the committed results.
 """
 
@@ -65,6 +66,9 @@ def render(results: Path) -> str:
         parts.append(notes.read_text().strip() + "\n")
     parts += [p.read_text().strip() + "\n" for p in sorted(results.glob("tokenizer_*.md"))]
     parts += [p.read_text().strip() + "\n" for p in sorted(results.glob("beam_width_*.md"))]
+    parts += [f"#### Constrained decoding speed, `{p.stem.removeprefix('decode_')}` "
+              f"(`benchmarks/decode.py`; `{p.name}`)\n\n" + p.read_text().strip() + "\n"
+              for p in sorted(results.glob("decode_*.md"))]
     return "\n".join(parts)
 
 
