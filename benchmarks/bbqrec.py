@@ -87,8 +87,8 @@ def main() -> None:
     from generative_rec.bbqrec import stage as rec_stage
     from generative_rec.bbqrec.config import BBQRecConfig
     from recdata.io import read_json
-    from tokenizer import bbq_stage
-    from tokenizer.bbq_config import BBQConfig
+    from tokenizer.bbq import stage as bbq_stage
+    from tokenizer.bbq.config import BBQConfig
     from tokenizer.config import TokenizerConfig
 
     run_dir = args.run_dir

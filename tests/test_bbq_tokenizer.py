@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from recdata.io import load_tensors, read_json, save_tensors
-from tokenizer.bbq import BBQTokenizer
-from tokenizer.bbq_club import CLUB, club_reference
-from tokenizer.bbq_config import BBQConfig
-from tokenizer.bbq_train import PairSampler, behaviour_agreement, pair_reference
+from tokenizer.bbq.model import BBQTokenizer
+from tokenizer.bbq.club import CLUB, club_reference
+from tokenizer.bbq.config import BBQConfig
+from tokenizer.bbq.train import PairSampler, behaviour_agreement, pair_reference
 from tokenizer.config import TokenizerConfig
 from tokenizer.inputs import load_inputs
 from tokenizer.sid import SemanticIds
@@ -117,7 +117,7 @@ def _write_embeddings(run_dir: Path) -> None:
 
 
 def _run(run_dir: Path) -> dict:
-    from tokenizer import bbq_stage
+    from tokenizer.bbq import stage as bbq_stage
 
     torch.set_num_threads(1)
     return bbq_stage.run(cfg=TokenizerConfig(name="bbq", codebook_size=6), run_dir=run_dir, seed=0,

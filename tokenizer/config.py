@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recdata.errors import DataError
-from tokenizer.bbq_config import BBQConfig
+from tokenizer.bbq.config import BBQConfig
 
 TOKENIZER_NAMES = ("mmq", "rqvae", "rqkmeans", "bbq")
 
@@ -160,7 +160,7 @@ class TokenizerConfig:
 
     # ----------------------------------------------------------------- BBQ
     bbq: BBQConfig = field(default_factory=BBQConfig)
-    """BBQ-specific knobs (tokenizer/bbq_config.py); read only when name = "bbq"."""
+    """BBQ-specific knobs (tokenizer/bbq/config.py); read only when name = "bbq"."""
 
     # ----------------------------------------------------------------- helpers
     def validate(self) -> "TokenizerConfig":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tokenizer.base import SemanticTokenizer
-from tokenizer.bbq import BBQTokenizer
+from tokenizer.bbq.model import BBQTokenizer
 from tokenizer.config import TokenizerConfig
 from tokenizer.mmq import MMQTokenizer
 from tokenizer.rqkmeans import RQKMeansTokenizer
@@ -13,7 +13,7 @@ TOKENIZERS: dict[str, type[SemanticTokenizer]] = {
     "mmq": MMQTokenizer,
     "rqvae": RQVAETokenizer,
     "rqkmeans": RQKMeansTokenizer,
-    # Fitted with user histories by tokenizer.bbq_stage (tokenizer.stage.run dispatches there);
+    # Fitted with user histories by tokenizer.bbq.stage (tokenizer.stage.run dispatches there);
     # listed so that load_tokenizer rebuilds it for stage 2.
     "bbq": BBQTokenizer,
 }

@@ -45,7 +45,7 @@ def run(*, cfg: TokenizerConfig, run_dir: Path, seed: int = 0, device: str = "au
     """
     cfg.validate()
     if cfg.name == "bbq":
-        from tokenizer import bbq_stage  # BBQ also reads the training histories
+        from tokenizer.bbq import stage as bbq_stage  # BBQ also reads the training histories
 
         return bbq_stage.run(cfg=cfg, run_dir=run_dir, seed=seed, device=device)
     seed_everything(seed)

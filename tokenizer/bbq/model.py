@@ -7,7 +7,7 @@ codebook -> (a) decoders, (b) item representation for the sequence-to-item contr
   embedding ``x_m``: a behaviour-aligned encoder ``b_m = B_m(x_m)`` and a modality-specific
   encoder ``s_m = S_m(x_m)``; all are MLPs to ``latent_dim``.
 * Disentanglement: a CLUB mutual-information upper bound ``I_CLUB(b_m; s_m)`` per modality
-  (:mod:`tokenizer.bbq_club`) is minimised by the encoders, so the specific latent keeps what the
+  (:mod:`tokenizer.bbq.club`) is minimised by the encoders, so the specific latent keeps what the
   behaviour latent does not need.
 * Behaviour-dominant latent ``h`` = mean of the present modalities' ``b_m`` (a learned vector for
   an item with no modality at all). It is quantised by ONE residual codebook stack shared by all
@@ -22,11 +22,11 @@ codebook -> (a) decoders, (b) item representation for the sequence-to-item contr
   also carry behaviour); a user's last ``seq_window`` training items are pooled (learned recency
   weights + a linear map) into ``u``, and an InfoNCE loss over cosine similarities scores the
   true next item against every other item of the step. Histories come from TRAINING sequences
-  (``s[:-2]``) only; see :mod:`tokenizer.bbq_train`.
+  (``s[:-2]``) only; see :mod:`tokenizer.bbq.train`.
 
 Our decisions where the BBQRec text is unavailable: the fusion by mean, the residual (not
 parallel) codebook, the warm-up on continuous latents before k-means initialisation, the ID-vector
-dropout, the pooling sequence encoder and every loss weight (``tokenizer/bbq_config.py``).
+dropout, the pooling sequence encoder and every loss weight (``tokenizer/bbq/config.py``).
 
 The stage-2 API of :class:`tokenizer.base.SemanticTokenizer` is implemented (``soft_codes``,
 ``reconstruction_losses``), so soft-indexing fine-tuning can also be applied to BBQ codes.
@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenizer.base import Batch, SemanticTokenizer, masked_mse
-from tokenizer.bbq_club import CLUB
-from tokenizer.bbq_config import BBQConfig
+from tokenizer.bbq.club import CLUB
+from tokenizer.bbq.config import BBQConfig
 from tokenizer.config import TokenizerConfig
 from tokenizer.inputs import TokenizerInputs
 from tokenizer.mmq import MLP
@@ -57,8 +57,8 @@ def bbq_config_of(cfg: TokenizerConfig) -> BBQConfig:
 class BBQTokenizer(SemanticTokenizer):
     """Behaviour-bind quantisation tokenizer (see module docstring).
 
-    Training needs user histories, so it is fitted by :func:`tokenizer.bbq_train.fit_bbq` (the
-    ``bbq`` tokenize stage is :func:`tokenizer.bbq_stage.run`), not by the reconstruction-only
+    Training needs user histories, so it is fitted by :func:`tokenizer.bbq.train.fit_bbq` (the
+    ``bbq`` tokenize stage is :func:`tokenizer.bbq.stage.run`), not by the reconstruction-only
     loop of :mod:`tokenizer.train`.
     """
 
@@ -260,4 +260,4 @@ class BBQTokenizer(SemanticTokenizer):
         init_residual_codebooks(self, inputs, generator, count=count)
 
     def fit_nonparametric(self, inputs: TokenizerInputs, generator: torch.Generator) -> None:
-        raise NotImplementedError("BBQ is trained with user histories: use tokenizer.bbq_train.fit_bbq")
+        raise NotImplementedError("BBQ is trained with user histories: use tokenizer.bbq.train.fit_bbq")

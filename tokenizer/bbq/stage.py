@@ -18,9 +18,9 @@ from recdata.errors import DataError
 from recdata.io import read_json, write_json
 from recdata.runtime import resolve_device, seed_everything
 from recdata.split import SequentialSplit
-from tokenizer.bbq import BBQTokenizer, bbq_config_of
-from tokenizer.bbq_config import BBQConfig
-from tokenizer.bbq_train import behaviour_agreement, fit_bbq
+from tokenizer.bbq.model import BBQTokenizer, bbq_config_of
+from tokenizer.bbq.config import BBQConfig
+from tokenizer.bbq.train import behaviour_agreement, fit_bbq
 from tokenizer.config import TokenizerConfig
 from tokenizer.export import CONFIG_FILE, METRICS_FILE, tokenizer_dir, write_artefacts
 from tokenizer.inputs import load_inputs

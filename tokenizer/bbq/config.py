@@ -21,7 +21,7 @@ from recdata.errors import DataError
 
 @dataclass
 class BBQConfig:
-    """Every BBQ-specific knob (see ``tokenizer/bbq.py`` for the model they shape)."""
+    """Every BBQ-specific knob (see ``tokenizer/bbq/model.py`` for the model they shape)."""
 
     # ----------------------------------------------------------------- architecture
     levels: int = 3

@@ -24,7 +24,7 @@ import torch
 
 from recdata.errors import DataError
 from recdata.runtime import progress
-from tokenizer.bbq import BBQTokenizer
+from tokenizer.bbq.model import BBQTokenizer
 from tokenizer.inputs import TokenizerInputs
 from recdata.metrics import utilization
 from tokenizer.train import reset_dead_codes
