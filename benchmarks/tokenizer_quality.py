@@ -41,21 +41,22 @@ VARIANTS: dict[str, dict] = {
     "mmq": {"name": "mmq"},
     "rqvae": {"name": "rqvae"},
     "rqkmeans": {"name": "rqkmeans"},
-    "rqvae-text": {"name": "rqvae", "rqvae_input": "text"},
-    "mmq-l2": {"name": "mmq", "assignment": "l2"},
-    "mmq-noaux": {"name": "mmq", "aux_loss": False},
-    "mmq-noortho": {"name": "mmq", "ortho_loss": False},
-    "mmq-specific": {"name": "mmq", "specific_only": True},
-    "mmq-x2": {"name": "mmq", "n_shared": 4, "n_text": 4, "n_vision": 4},
-    "mmq-text4": {"name": "mmq", "n_text": 4},
-    "mmq-ortho-weights": {"name": "mmq", "ortho_target": "weights", "ortho_weight": 0.005},
-    "mmq-ortho-out": {"name": "mmq", "ortho_target": "outputs", "ortho_weight": 1.0},
-    "mmq-ortho-out0.1": {"name": "mmq", "ortho_target": "outputs", "ortho_weight": 0.1},
-    "mmq-ortho-out0.3": {"name": "mmq", "ortho_target": "outputs", "ortho_weight": 0.3},
-    "mmq-ortho-out5": {"name": "mmq", "ortho_target": "outputs", "ortho_weight": 5.0},
+    "rqvae-text": {"name": "rqvae", "rq": {"input": "text"}},
+    "mmq-l2": {"name": "mmq", "mmq": {"assignment": "l2"}},
+    "mmq-noaux": {"name": "mmq", "mmq": {"aux_loss": False}},
+    "mmq-noortho": {"name": "mmq", "mmq": {"ortho_loss": False}},
+    "mmq-specific": {"name": "mmq", "mmq": {"specific_only": True}},
+    "mmq-x2": {"name": "mmq", "mmq": {"n_shared": 4, "n_text": 4, "n_vision": 4}},
+    "mmq-text4": {"name": "mmq", "mmq": {"n_text": 4}},
+    "mmq-ortho-weights": {"name": "mmq", "mmq": {"ortho_target": "weights", "ortho_weight": 0.005}},
+    "mmq-ortho-out": {"name": "mmq", "mmq": {"ortho_target": "outputs", "ortho_weight": 1.0}},
+    "mmq-ortho-out0.1": {"name": "mmq", "mmq": {"ortho_target": "outputs", "ortho_weight": 0.1}},
+    "mmq-ortho-out0.3": {"name": "mmq", "mmq": {"ortho_target": "outputs", "ortho_weight": 0.3}},
+    "mmq-ortho-out5": {"name": "mmq", "mmq": {"ortho_target": "outputs", "ortho_weight": 5.0}},
     "mmq-k512": {"name": "mmq", "codebook_size": 512},
-    "rqkmeans-plain": {"name": "rqkmeans", "rqkmeans_balanced": False},
+    "rqkmeans-plain": {"name": "rqkmeans", "rq": {"balanced": False}},
 }
+"""Variant -> TokenizerConfig fields (tokenizer-specific ones in their ``mmq`` / ``rq`` section)."""
 
 
 def scratch_run(run_dir: Path, work: Path) -> Path:
@@ -108,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             fields = dict(VARIANTS[variant])
             if args.epochs is not None:
                 fields["epochs"] = args.epochs
-            cfg = TokenizerConfig(**fields)
+            try:
+                cfg = TokenizerConfig.from_dict(fields)
+            except DataError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
             scratch = scratch_run(run_dir, work_root / f"{run_dir.name}-{variant}")
             try:
                 summary = run_stage(cfg=cfg, run_dir=scratch, seed=args.seed, device=args.device)

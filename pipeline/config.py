@@ -41,6 +41,25 @@ def section_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
+def upgrade_legacy_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """One layer of config (a file, the ``--set`` overrides, a variant entry) with each
+    section's old spellings moved to their current place, where the section's dataclass
+    defines ``upgrade_legacy_keys`` (e.g. ``tokenizer.n_shared`` -> ``tokenizer.mmq.n_shared``).
+    Done per layer before layers merge, so that an old spelling in one layer and the new one
+    in another are the same key when merged; only the sections present are imported."""
+    out = dict(raw)
+    for name, values in raw.items():
+        if name in SECTIONS and isinstance(values, dict):
+            upgrade = getattr(section_class(name), "upgrade_legacy_keys", None)
+            if upgrade is not None:
+                out[name] = upgrade(values)
+    variants = out.get("variants")
+    if isinstance(variants, dict):
+        out["variants"] = {k: upgrade_legacy_keys(v) if isinstance(v, dict) else v
+                           for k, v in variants.items()}
+    return out
+
+
 @dataclass
 class RunConfig:
     """Everything a run needs. Sections are component config dataclasses."""
@@ -95,6 +114,7 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise DataError("a config file must be a mapping", path=path)
     parent = raw.pop("extends", None)
+    raw = upgrade_legacy_keys(raw)
     if parent:
         raw = deep_merge(read_yaml(_extends_path(path, str(parent)), _seen + (path,)), raw)
     return raw
@@ -118,7 +138,7 @@ def _extends_path(path: Path, parent: str) -> Path:
 
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
-    raw = dict(raw)
+    raw = upgrade_legacy_keys(raw)
     cfg = RunConfig(seed=int(raw.pop("seed", 0)), device=str(raw.pop("device", "auto")))
     variants = raw.pop("variants", None) or {}
     if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
@@ -162,5 +182,5 @@ def _one_protocol(cfg: RunConfig, raw: dict[str, Any]) -> None:
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     raw = read_yaml(Path(path)) if path is not None else {}
     if overrides:
-        raw = deep_merge(raw, parse_overrides(overrides))
+        raw = deep_merge(raw, upgrade_legacy_keys(parse_overrides(overrides)))
     return config_from_dict(raw)

@@ -16,8 +16,12 @@ CONFIGS = sorted((REPO_ROOT / "configs").rglob("*.yaml"))
 def test_config_loads_with_variants(path: Path):
     cfg = load_config(path)
     cfg.to_dict()
+    cfg.section("tokenizer").validate()
     for name in cfg.variants:
-        cfg.variant(name).to_dict()
+        variant = cfg.variant(name)
+        variant.to_dict()
+        # A variant switching tokenizer keeps the main run's other sections, unread.
+        variant.section("tokenizer").validate()
 
 
 def test_quick_profile_is_the_demo():
@@ -30,9 +34,12 @@ def test_quick_profile_is_the_demo():
 
 def test_ablation_switches_reach_the_tokenizer():
     abl = REPO_ROOT / "configs" / "ablations"
-    assert load_config(abl / "mmq-l2.yaml").section("tokenizer").assignment == "l2"
-    assert load_config(abl / "mmq-no-ortho.yaml").section("tokenizer").ortho_loss is False
-    assert load_config(abl / "mmq-no-aux.yaml").section("tokenizer").aux_loss is False
-    assert load_config(abl / "mmq-specific-only.yaml").section("tokenizer").specific_only is True
-    assert load_config(abl / "sid-length-12.yaml").section("tokenizer").n_vision == 4
+    assert load_config(abl / "mmq-l2.yaml").section("tokenizer").mmq.assignment == "l2"
+    assert load_config(abl / "mmq-no-ortho.yaml").section("tokenizer").mmq.ortho_loss is False
+    assert load_config(abl / "mmq-no-aux.yaml").section("tokenizer").mmq.aux_loss is False
+    assert load_config(abl / "mmq-specific-only.yaml").section("tokenizer").mmq.specific_only is True
+    sid12 = load_config(abl / "sid-length-12.yaml").section("tokenizer")
+    assert (sid12.mmq.n_shared, sid12.mmq.n_text, sid12.mmq.n_vision) == (4, 4, 4)
+    # The ablation changes its own key only: the rest of the section comes from the parent.
+    assert load_config(abl / "mmq-l2.yaml").section("tokenizer").mmq.n_text == 2
     assert load_config(abl / "mmq-l2.yaml").variants == {}

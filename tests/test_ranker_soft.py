@@ -15,10 +15,11 @@ from test_ranker_stage import build_run, tiny_config
 
 def _tokenizer_config():
     from tokenizer.config import TokenizerConfig
+    from tokenizer.mmq_config import MMQConfig
 
     return TokenizerConfig(
-        name="mmq", codebook_size=8, latent_dim=8, expert_hidden=16, decoder_hidden=16, gate_hidden=8,
-        epochs=4, warmup_epochs=1, kmeans_iters=3, batch_size=64,
+        name="mmq", codebook_size=8, epochs=4, warmup_epochs=1, kmeans_iters=3, batch_size=64,
+        mmq=MMQConfig(latent_dim=8, expert_hidden=16, decoder_hidden=16, gate_hidden=8),
     )
 
 

@@ -36,12 +36,10 @@ encoders:
 tokenizer:
   name: mmq
   codebook_size: 8
-  latent_dim: 8
-  expert_hidden: 16
-  decoder_hidden: 16
   epochs: 4
   warmup_epochs: 1
   batch_size: 32
+  mmq: {latent_dim: 8, expert_hidden: 16, decoder_hidden: 16}
 retriever:
   d_model: 16
   num_layers: 1
@@ -72,10 +70,10 @@ eval:
 variants:
   rqk_a:
     stages: [tokenize]
-    tokenizer: {name: rqkmeans, codebook_size: 8, rqvae_levels: 2}
+    tokenizer: {name: rqkmeans, codebook_size: 8, rq: {levels: 2}}
   rqk_b:
     stages: [tokenize]
-    tokenizer: {name: rqkmeans, codebook_size: 6, rqvae_levels: 2}
+    tokenizer: {name: rqkmeans, codebook_size: 6, rq: {levels: 2}}
 """
 
 # (stage redone with the kill armed, kill point): every stage part-way through its work.

@@ -42,10 +42,11 @@ def _tokenized_run(root: Path, name: str) -> Path:
     save_tensors(run / "embeddings" / "image.safetensors",
                  {"embeddings": torch.tensor(image, dtype=torch.float32),
                   "mask": torch.tensor(rng.random(n) < 0.8, dtype=torch.uint8)})
-    cfg = TokenizerConfig(name=name, codebook_size=8, latent_dim=8, expert_hidden=16,
-                          decoder_hidden=16, gate_hidden=8, n_shared=1, n_text=1, n_vision=1,
-                          epochs=4, batch_size=16, kmeans_iters=4, rqvae_hidden=[16],
-                          rqvae_latent_dim=8, rqvae_levels=2)
+    cfg = TokenizerConfig.from_dict({
+        "name": name, "codebook_size": 8, "epochs": 4, "batch_size": 16, "kmeans_iters": 4,
+        "mmq": {"latent_dim": 8, "expert_hidden": 16, "decoder_hidden": 16, "gate_hidden": 8,
+                "n_shared": 1, "n_text": 1, "n_vision": 1},
+        "rq": {"hidden": [16], "latent_dim": 8, "levels": 2}})
     tokenize(cfg=cfg, run_dir=run, seed=0, device="cpu")
     return run
 

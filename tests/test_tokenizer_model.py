@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from recdata.errors import DataError
+from recdata.overrides import deep_merge
 from tokenizer import TokenizerConfig, build_tokenizer, make_inputs
 from tokenizer.mmq import latent_correlation_loss, orthogonality_loss
 from tokenizer.quantizer import Codebook, kmeans, similarity
@@ -36,11 +37,11 @@ def clustered(n: int = 80, *, seed: int = 0, image: bool = True, missing: float 
 
 
 def small_cfg(name: str = "mmq", **kw) -> TokenizerConfig:
-    base = dict(name=name, codebook_size=8, latent_dim=8, expert_hidden=16, decoder_hidden=16,
-                gate_hidden=8, epochs=3, warmup_epochs=1, batch_size=32, rqvae_hidden=[16], rqvae_latent_dim=6,
-                kmeans_iters=5)
-    base.update(kw)
-    return TokenizerConfig(**base).validate()
+    """A tiny config; ``kw`` is merged in (sections as mappings: ``mmq={"n_text": 3}``)."""
+    base = dict(name=name, codebook_size=8, epochs=3, warmup_epochs=1, batch_size=32, kmeans_iters=5,
+                mmq=dict(latent_dim=8, expert_hidden=16, decoder_hidden=16, gate_hidden=8),
+                rq=dict(hidden=[16], latent_dim=6))
+    return TokenizerConfig.from_dict(deep_merge(base, kw))
 
 
 def fitted(name: str = "mmq", inputs=None, **kw):
@@ -191,23 +192,23 @@ def test_sid_length_scales_with_experts_and_ablations_switch_parts_off():
         return build_tokenizer(small_cfg(**kw), d_text=D_T, d_image=D_V)
 
     assert build().n_positions == 6
-    assert build(n_shared=3, n_text=3, n_vision=3).n_positions == 9
-    spec = build(specific_only=True)
+    assert build(mmq=dict(n_shared=3, n_text=3, n_vision=3)).n_positions == 9
+    spec = build(mmq=dict(specific_only=True))
     assert spec.position_names == ["text0", "text1", "vision0", "vision1"]
-    assert build(aux_loss=False).text_aux is None
-    l2 = build(assignment="l2")
+    assert build(mmq=dict(aux_loss=False)).text_aux is None
+    l2 = build(mmq=dict(assignment="l2"))
     assert all(cb.metric == "l2" for cb in l2.codebooks)
     inputs = clustered()
-    no_ortho, _ = fitted("mmq", inputs, ortho_loss=False)
+    no_ortho, _ = fitted("mmq", inputs, mmq=dict(ortho_loss=False))
     assert float(no_ortho.reconstruction_losses(*inputs.rows(torch.arange(8)))["ortho"]) == 0.0
-    no_aux, _ = fitted("mmq", inputs, aux_loss=False)
+    no_aux, _ = fitted("mmq", inputs, mmq=dict(aux_loss=False))
     assert float(no_aux.reconstruction_losses(*inputs.rows(torch.arange(8)))["aux"]) == 0.0
-    rq = build_tokenizer(small_cfg("rqvae", rqvae_levels=4), d_text=D_T, d_image=D_V)
+    rq = build_tokenizer(small_cfg("rqvae", rq=dict(levels=4)), d_text=D_T, d_image=D_V)
     assert rq.n_positions == 4
     with pytest.raises(DataError):
-        build(n_shared=0, n_text=0, n_vision=0)
+        build(mmq=dict(n_shared=0, n_text=0, n_vision=0))
     with pytest.raises(DataError):
-        small_cfg(assignment="dot")
+        small_cfg(mmq=dict(assignment="dot"))
 
 
 def test_kmeans_assigns_every_point_to_its_nearest_centre_and_fills_all_clusters():
@@ -295,7 +296,7 @@ def test_balanced_rqkmeans_uses_codes_evenly():
     inputs = make_inputs(text=np.random.default_rng(0).standard_t(3, size=(160, 300)))
     largest = {}
     for balanced in (False, True):
-        model, _ = fitted("rqkmeans", inputs, codebook_size=16, rqkmeans_balanced=balanced, kmeans_iters=10)
+        model, _ = fitted("rqkmeans", inputs, codebook_size=16, rq=dict(balanced=balanced), kmeans_iters=10)
         codes = model.encode_inputs(inputs).numpy()
         largest[balanced] = max(int(np.bincount(codes[:, p]).max()) for p in range(codes.shape[1]))
     assert largest[True] <= 20 < largest[False]

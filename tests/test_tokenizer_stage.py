@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from recdata.errors import DataError
-from recdata.io import load_tensors, read_json, save_tensors
+from recdata.io import load_tensors, read_json, save_tensors, write_json
 from tokenizer import SemanticIds, TokenizerConfig, load_inputs, load_tokenizer, reassign_ids
+from tokenizer.mmq_config import MMQConfig
+from tokenizer.rq_config import RQConfig
 from tokenizer.stage import run
 
 D_T, D_V, N = 16, 12, 90
@@ -46,9 +48,9 @@ def write_run(run_dir: Path, *, image: bool = True, seed: int = 0, missing_image
 
 
 def cfg(name: str = "mmq", **kw) -> TokenizerConfig:
-    base = dict(name=name, codebook_size=16, latent_dim=8, expert_hidden=16, decoder_hidden=16,
-                gate_hidden=8, epochs=4, warmup_epochs=1, batch_size=32, rqvae_hidden=[16],
-                rqvae_latent_dim=6, kmeans_iters=5)
+    base = dict(name=name, codebook_size=16, epochs=4, warmup_epochs=1, batch_size=32, kmeans_iters=5,
+                mmq=MMQConfig(latent_dim=8, expert_hidden=16, decoder_hidden=16, gate_hidden=8),
+                rq=RQConfig(hidden=[16], latent_dim=6))
     base.update(kw)
     return TokenizerConfig(**base)
 
@@ -103,6 +105,23 @@ def test_same_seed_same_table(tmp_path):
     run(cfg=cfg(), run_dir=a, seed=3)
     run(cfg=cfg(), run_dir=b, seed=3)
     np.testing.assert_array_equal(SemanticIds.from_run_dir(a).codes, SemanticIds.from_run_dir(b).codes)
+
+
+def test_a_tokenizer_saved_by_an_earlier_version_still_loads(tmp_path):
+    """``tokenizer/config.json`` with the flat keys it had before the per-tokenizer sections."""
+    run_dir = write_run(tmp_path)
+    run(cfg=cfg(mmq=MMQConfig(latent_dim=8, expert_hidden=16, decoder_hidden=16, gate_hidden=8,
+                              n_text=3)), run_dir=run_dir)
+    path = run_dir / "tokenizer" / "config.json"
+    info = read_json(path)
+    flat = dict(info["config"])
+    flat.update(flat.pop("mmq"))
+    flat.update({("rqkmeans_" if k == "balanced" else "rqvae_") + k: v for k, v in flat.pop("rq").items()})
+    write_json(path, {**info, "config": flat})
+    model = load_tokenizer(run_dir)
+    assert model.cfg.mmq.n_text == 3 and model.n_text == 3
+    codes = model.encode_inputs(load_inputs(run_dir)).numpy()
+    np.testing.assert_array_equal(codes, SemanticIds.from_run_dir(run_dir).codes[:, :-1])
 
 
 def test_reassign_ids_rewrites_the_table_after_fine_tuning(tmp_path):

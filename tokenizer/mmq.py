@@ -97,34 +97,35 @@ class MMQTokenizer(SemanticTokenizer):
 
     def __init__(self, cfg: TokenizerConfig, *, d_text: int, d_image: int) -> None:
         super().__init__(cfg, d_text=d_text, d_image=d_image)
-        n_shared = 0 if cfg.specific_only else cfg.n_shared
+        m = cfg.mmq
+        n_shared = 0 if m.specific_only else m.n_shared
         # A catalogue without images gets the vision experts as extra text experts: the SID
         # keeps its length, and the codes keep enough capacity to tell near-duplicates apart
         # (2 shared + 2 text collided 28.6 % of amazon-beauty's items, 2 + 4 only 7.4 %).
-        n_text = cfg.n_text + (cfg.n_vision if d_image == 0 else 0)
-        n_vision = cfg.n_vision if d_image > 0 else 0
+        n_text = m.n_text + (m.n_vision if d_image == 0 else 0)
+        n_vision = m.n_vision if d_image > 0 else 0
         if n_shared + n_text + n_vision == 0:
             from recdata.errors import DataError
 
-            raise DataError("MMQ needs at least one expert (n_shared + n_text + n_vision = 0)")
-        d, h = cfg.latent_dim, cfg.expert_hidden
+            raise DataError("MMQ needs at least one expert (tokenizer.mmq.n_shared + n_text + n_vision = 0)")
+        d, h = m.latent_dim, m.expert_hidden
         self.shared_experts = nn.ModuleList(MLP(d_text + d_image, h, d) for _ in range(n_shared))
         self.text_experts = nn.ModuleList(MLP(d_text, h, d) for _ in range(n_text))
         self.vision_experts = nn.ModuleList(MLP(d_image, h, d) for _ in range(n_vision))
         # A gate over a single expert would be a constant 1; skip the MLP then.
-        self.text_gate = MLP(d_text, cfg.gate_hidden, n_text) if n_text > 1 else None
-        self.vision_gate = MLP(d_image, cfg.gate_hidden, n_vision) if n_vision > 1 else None
+        self.text_gate = MLP(d_text, m.gate_hidden, n_text) if n_text > 1 else None
+        self.vision_gate = MLP(d_image, m.gate_hidden, n_vision) if n_vision > 1 else None
         # Placeholders start at the training mean (zero after standardisation).
         self.text_placeholder = nn.Parameter(torch.zeros(d_text))
         self.image_placeholder = nn.Parameter(torch.zeros(d_image)) if d_image > 0 else None
         self.codebooks = nn.ModuleList(
-            Codebook(cfg.codebook_size, d, metric=cfg.assignment, update=cfg.codebook_update,
+            Codebook(cfg.codebook_size, d, metric=m.assignment, update=cfg.codebook_update,
                      decay=cfg.ema_decay, beta=cfg.beta)
             for _ in range(n_shared + n_text + n_vision)
         )
-        self.decoder = MLP(d, cfg.decoder_hidden, d_text + d_image)
-        self.text_aux = MLP(d, cfg.decoder_hidden, d_text) if cfg.aux_loss and n_text else None
-        self.vision_aux = MLP(d, cfg.decoder_hidden, d_image) if cfg.aux_loss and n_vision else None
+        self.decoder = MLP(d, m.decoder_hidden, d_text + d_image)
+        self.text_aux = MLP(d, m.decoder_hidden, d_text) if m.aux_loss and n_text else None
+        self.vision_aux = MLP(d, m.decoder_hidden, d_image) if m.aux_loss and n_vision else None
         self.n_shared, self.n_text, self.n_vision = n_shared, n_text, n_vision
 
     @property
@@ -179,7 +180,7 @@ class MMQTokenizer(SemanticTokenizer):
         return [cb.soft(z, tau) for cb, z in zip(self.codebooks, latents)]
 
     def reconstruction_losses(self, text, image=None, text_mask=None, image_mask=None) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
+        cfg, m = self.cfg, self.cfg.mmq
         latents, w, ex = self._latents(self._masks(text, image, text_mask, image_mask))
         quantised, cb_losses = [], []
         for cb, z in zip(self.codebooks, latents):
@@ -219,21 +220,21 @@ class MMQTokenizer(SemanticTokenizer):
             l_aux = l_aux + masked_mse(self.vision_aux(zv + (zqv - zv).detach()), x_v, v_mask)
 
         l_ortho = zero
-        if cfg.ortho_loss and cfg.ortho_target == "outputs":
+        if m.ortho_loss and m.ortho_target == "outputs":
             l_ortho = latent_correlation_loss(latents)
-        elif cfg.ortho_loss:
+        elif m.ortho_loss:
             for group in (self.shared_experts, self.text_experts, self.vision_experts):
                 l_ortho = l_ortho + orthogonality_loss(list(group))
         l_cb = torch.stack(cb_losses).sum()
         l_balance = zero
-        if cfg.gate_balance_weight > 0:
+        if m.gate_balance_weight > 0:
             lo = self.n_shared
             l_balance = gate_balance_loss(w[:, lo: lo + self.n_text], t_mask)
             if self.n_vision:
                 l_balance = l_balance + gate_balance_loss(w[:, lo + self.n_text:], v_mask)
-        total = (cfg.recon_weight * l_recon + cfg.aux_weight * l_aux
-                 + cfg.ortho_weight * l_ortho + cfg.codebook_weight * l_cb
-                 + cfg.gate_balance_weight * l_balance)
+        total = (m.recon_weight * l_recon + m.aux_weight * l_aux
+                 + m.ortho_weight * l_ortho + cfg.codebook_weight * l_cb
+                 + m.gate_balance_weight * l_balance)
         return {"total": total, "recon": l_recon, "aux": l_aux, "ortho": l_ortho, "codebook": l_cb,
                 "gate_balance": l_balance}
 

@@ -1,6 +1,6 @@
-"""Residual k-means: no gradient training, ``rqvae_levels`` rounds of k-means on residuals.
+"""Residual k-means: no gradient training, ``rq.levels`` rounds of k-means on residuals.
 
-Level 0 clusters the standardised input (``cfg.rqvae_input``: text, or ``[text; image]`` with a
+Level 0 clusters the standardised input (``cfg.rq.input``: text, or ``[text; image]`` with a
 missing modality at the training mean), level l clusters what the previous levels left over.
 The centroids are fixed after fitting; ``soft_codes`` still returns straight-through one-hots
 (``softmax(-distance^2 / tau)``) so stage 2 can treat every tokenizer alike, but nothing in this
@@ -23,13 +23,13 @@ class RQKMeansTokenizer(SemanticTokenizer):
 
     def __init__(self, cfg: TokenizerConfig, *, d_text: int, d_image: int) -> None:
         super().__init__(cfg, d_text=d_text, d_image=d_image)
-        self.use_image = cfg.rqvae_input == "concat" and d_image > 0
+        self.use_image = cfg.rq.input == "concat" and d_image > 0
         self.d_in = d_text + (d_image if self.use_image else 0)
-        self.register_buffer("centroids", torch.zeros(cfg.rqvae_levels, cfg.codebook_size, self.d_in))
+        self.register_buffer("centroids", torch.zeros(cfg.rq.levels, cfg.codebook_size, self.d_in))
 
     @property
     def position_names(self) -> list[str]:
-        return [f"level{i}" for i in range(self.cfg.rqvae_levels)]
+        return [f"level{i}" for i in range(self.cfg.rq.levels)]
 
     def codebook_modules(self) -> list:
         return []
@@ -88,7 +88,7 @@ class RQKMeansTokenizer(SemanticTokenizer):
         x = torch.cat([self._input(b)[0] for b in self.chunks(inputs)])
         for level in range(self.centroids.shape[0]):
             centers, _ = kmeans(x, self.cfg.codebook_size, iters=self.cfg.kmeans_iters,
-                                generator=generator, balanced=self.cfg.rqkmeans_balanced)
+                                generator=generator, balanced=self.cfg.rq.balanced)
             self.centroids[level] = centers
             # Residuals against the nearest centre: what encode() will use for every item.
             x = x - centers[similarity(x, centers, spherical=False).argmax(1)]

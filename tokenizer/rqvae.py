@@ -1,7 +1,7 @@
-"""RQ-VAE as in TIGER: MLP encoder -> residual quantisation over ``rqvae_levels`` codebooks ->
+"""RQ-VAE as in TIGER: MLP encoder -> residual quantisation over ``rq.levels`` codebooks ->
 MLP decoder, trained with ``L_recon + sum_l (||sg(r_l) - c_l||^2 + beta ||r_l - sg(c_l)||^2)``.
 
-Input (``cfg.rqvae_input``): the standardised text embedding, or ``[text; image]`` where a
+Input (``cfg.rq.input``): the standardised text embedding, or ``[text; image]`` where a
 missing modality is the training mean (zero after standardisation) and is left out of the
 reconstruction loss. Assignment is Euclidean (residuals do not compose under cosine).
 """
@@ -31,23 +31,23 @@ class RQVAETokenizer(SemanticTokenizer):
 
     def __init__(self, cfg: TokenizerConfig, *, d_text: int, d_image: int) -> None:
         super().__init__(cfg, d_text=d_text, d_image=d_image)
-        self.use_image = cfg.rqvae_input == "concat" and d_image > 0
+        self.use_image = cfg.rq.input == "concat" and d_image > 0
         self.d_in = d_text + (d_image if self.use_image else 0)
-        widths = [self.d_in, *cfg.rqvae_hidden, cfg.rqvae_latent_dim]
+        widths = [self.d_in, *cfg.rq.hidden, cfg.rq.latent_dim]
         self.encoder = _mlp(widths)
         self.decoder = _mlp(widths[::-1])
         # TIGER learns codewords by gradient (update="loss"); the cfg switch is for MMQ.
         self.codebooks = nn.ModuleList(
-            Codebook(cfg.codebook_size, cfg.rqvae_latent_dim, metric="l2", update="loss", beta=cfg.beta)
-            for _ in range(cfg.rqvae_levels)
+            Codebook(cfg.codebook_size, cfg.rq.latent_dim, metric="l2", update="loss", beta=cfg.beta)
+            for _ in range(cfg.rq.levels)
         )
 
     def learning_rate(self) -> float:
-        return self.cfg.rqvae_lr
+        return self.cfg.rq.lr
 
     @property
     def position_names(self) -> list[str]:
-        return [f"level{i}" for i in range(self.cfg.rqvae_levels)]
+        return [f"level{i}" for i in range(self.cfg.rq.levels)]
 
     def codebook_modules(self) -> list[Codebook]:
         return list(self.codebooks)

@@ -12,16 +12,17 @@ MovieLens-100K with the measurements printed by ``benchmarks/bbqrec.py``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 from recdata.errors import DataError
+from tokenizer.section import ConfigSection
 
 
 @dataclass
-class BBQConfig:
+class BBQConfig(ConfigSection):
     """Every BBQ-specific knob (see ``tokenizer/bbq/model.py`` for the model they shape)."""
+
+    SECTION = "bbq"
 
     # ----------------------------------------------------------------- architecture
     levels: int = 3
@@ -87,21 +88,3 @@ class BBQConfig:
             if getattr(self, name) < 0:
                 raise DataError(f"tokenizer.bbq.{name} must be >= 0")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def coerce(cls, value: "BBQConfig | dict[str, Any] | None") -> "BBQConfig":
-        """A BBQConfig from itself, a mapping (YAML / config.json) or None (defaults)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, dict):
-            known = {f.name for f in dataclasses.fields(cls)}
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise DataError(f"unknown tokenizer.bbq config keys: {', '.join(unknown)}")
-            return cls(**value)
-        raise DataError(f"tokenizer.bbq must be a mapping, got {type(value).__name__}")

@@ -8,6 +8,7 @@ config.json, semantic_ids.parquet, metrics.json}``, collision token last, via
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -15,14 +16,14 @@ from pathlib import Path
 import torch
 
 from recdata.errors import DataError
-from recdata.io import read_json, write_json
+from recdata.io import write_json
 from recdata.runtime import resolve_device, seed_everything
 from recdata.split import SequentialSplit
 from tokenizer.bbq.model import BBQTokenizer, bbq_config_of
 from tokenizer.bbq.config import BBQConfig
 from tokenizer.bbq.train import behaviour_agreement, fit_bbq
 from tokenizer.config import TokenizerConfig
-from tokenizer.export import CONFIG_FILE, METRICS_FILE, tokenizer_dir, write_artefacts
+from tokenizer.export import METRICS_FILE, tokenizer_dir, write_artefacts
 from tokenizer.inputs import load_inputs
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,12 @@ def run(
 ) -> dict:
     """Train the BBQ tokenizer on ``run_dir`` and write its artefacts; returns headline metrics.
 
-    ``bbq`` overrides ``cfg.bbq`` (the nested section once TokenizerConfig carries one; defaults
-    otherwise). Reads ``data/{items,sequences,strata}.parquet`` and ``embeddings/``.
+    ``bbq`` overrides ``cfg.bbq`` (and is what ``tokenizer/config.json`` records). Reads
+    ``data/{items,sequences,strata}.parquet`` and ``embeddings/``.
     """
     _check_shared_fields(cfg)
     bbq_cfg = bbq.validate() if bbq is not None else bbq_config_of(cfg)
+    cfg = dataclasses.replace(cfg, bbq=bbq_cfg)
     seed_everything(seed)
     dev = resolve_device(device)
     run_dir = Path(run_dir)
@@ -85,10 +87,6 @@ def run(
         "steps": bbq_cfg.steps,
     }
     write_json(out / METRICS_FILE, metrics)
-    # Keep the BBQ section next to the shared config even while TokenizerConfig lacks it.
-    info = read_json(out / CONFIG_FILE)
-    info.setdefault("config", {})["bbq"] = bbq_cfg.to_dict()
-    write_json(out / CONFIG_FILE, info)
     summary = {k: metrics[k] for k in SUMMARY_KEYS}
     summary["behaviour_lift"] = metrics["behaviour"]["level0"]["lift"]
     log.info("tokenizer bbq done: %s", summary)
