@@ -348,7 +348,8 @@ def run_stage2(
 ) -> tuple[torch.nn.Module, RetrieverData, dict[str, Any]]:
     """Steps 1-3 (module docstring). Returns the final model, the data for the final IDs and a
     summary (with ``log`` = all training records so far and ``phases``)."""
-    from tokenizer.export import load_tokenizer, reassign_ids
+    from tokenizer.export import reassign_ids
+    from tokenizer.registry import load_tokenizer
     from tokenizer.inputs import load_inputs
     from tokenizer.sid import SID_FILE, SemanticIds
 

@@ -138,7 +138,7 @@ def add_items(*, run_dir: Path, items_file: Path, device: str = "cpu",
     """Give the items of ``items_file`` semantic IDs and add them to ``run_dir``'s catalogue."""
     import torch
 
-    from tokenizer.export import load_tokenizer
+    from tokenizer.registry import load_tokenizer
     from tokenizer.sid import SemanticIds
 
     t0 = time.perf_counter()

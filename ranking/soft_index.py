@@ -121,7 +121,8 @@ def soft_finetune(
     """Fine-tune ``model`` and the run's tokenizer jointly; return the ranker on the new IDs."""
     from recdata.metrics import auc
     from recdata.runtime import progress
-    from tokenizer.export import build_semantic_ids, load_tokenizer
+    from tokenizer.export import build_semantic_ids
+    from tokenizer.registry import load_tokenizer
     from tokenizer.inputs import load_inputs
 
     _check_supported(spec)

@@ -57,7 +57,7 @@ def _trained_sid_ranker(run_dir: Path):
 def test_soft_forward_is_the_hard_forward_and_its_gradient_reaches_the_tokenizer(run_dir: Path) -> None:
     from ranking.soft_index import soft_item_table
     from ranking.train import make_batch
-    from tokenizer.export import load_tokenizer
+    from tokenizer.registry import load_tokenizer
     from tokenizer.inputs import load_inputs
 
     result, data = _trained_sid_ranker(run_dir)

@@ -61,7 +61,7 @@ def _setup(run: Path, **overrides):
     from generative_rec.model import build_model
     from generative_rec.stage import make_retriever_data
     from recdata.split import SequentialSplit
-    from tokenizer.export import load_tokenizer
+    from tokenizer.registry import load_tokenizer
     from tokenizer.inputs import load_inputs
     from tokenizer.sid import SemanticIds
 

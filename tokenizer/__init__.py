@@ -1,7 +1,8 @@
 """Semantic-ID tokenizers: MMQ (stage 1 + the soft-indexing hooks for stage 2) and baselines.
 
-Stage 1 (``tokenizer.stage.run``) fits a tokenizer from ``TOKENIZERS`` on the catalogue
-embeddings and writes ``run_dir/tokenizer/{model.safetensors, config.json, semantic_ids.parquet,
+Stage 1 (``tokenizer.stage.run``) fits a tokenizer from ``TOKENIZERS`` (name -> model class,
+config section, fit routine) on the catalogue embeddings (BBQ: and the training histories) and
+writes ``run_dir/tokenizer/{model.safetensors, config.json, semantic_ids.parquet,
 metrics.json}``. Downstream code reads the ID table with ``SemanticIds.from_run_dir(run_dir)``.
 
 Stage-2 API (behaviour-aware fine-tuning through soft indexing, method.md section 4)::
@@ -30,9 +31,9 @@ resolved table (``SemanticIds.codes[:, -1]``). ``rqkmeans`` has nothing trainabl
 """
 
 from tokenizer.config import TokenizerConfig
-from tokenizer.export import load_tokenizer, reassign_ids
+from tokenizer.export import reassign_ids
 from tokenizer.inputs import TokenizerInputs, load_inputs, make_inputs
-from tokenizer.registry import TOKENIZERS, build_tokenizer
+from tokenizer.registry import TOKENIZERS, TokenizerSpec, build_tokenizer, load_tokenizer
 from tokenizer.sid import SemanticIds, resolve_collisions
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "SemanticIds",
     "TokenizerConfig",
     "TokenizerInputs",
+    "TokenizerSpec",
     "build_tokenizer",
     "load_inputs",
     "load_tokenizer",

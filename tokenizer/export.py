@@ -1,7 +1,8 @@
-"""Writing and reading the tokenizer artefacts of a run directory.
+"""Writing the tokenizer artefacts of a run directory.
 
 ``run_dir/tokenizer/``: ``model.safetensors`` (state dict), ``config.json`` (config + input
-widths), ``semantic_ids.parquet`` (see :mod:`tokenizer.sid`) and ``metrics.json``.
+widths), ``semantic_ids.parquet`` (see :mod:`tokenizer.sid`) and ``metrics.json``. Reading a
+fitted tokenizer back needs the name -> class registry: :func:`tokenizer.registry.load_tokenizer`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recdata.errors import DataError
-from recdata.io import load_tensors, read_json, save_tensors, write_json
+from recdata.io import read_json, save_tensors, write_json
 from recdata.layout import layout
 from tokenizer.base import SemanticTokenizer
-from tokenizer.config import TokenizerConfig
 from tokenizer.inputs import TokenizerInputs, load_inputs
 from recdata.metrics import position_stats
-from tokenizer.registry import build_tokenizer
-from tokenizer.sid import SID_FILE, SemanticIds, final_ids_dir, resolve_collisions
+from tokenizer.sid import SID_FILE, SemanticIds, resolve_collisions
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +75,6 @@ def save_model(model: SemanticTokenizer, out: Path) -> None:
     state = {k: v for k, v in model.state_dict().items()}
     save_tensors(out / MODEL_FILE, state, metadata={"format": "mmqrec-tokenizer", "name": model.cfg.name})
     write_json(out / CONFIG_FILE, info)
-
-
-def load_tokenizer(run_dir: Path, *, device: str = "cpu", stage1: bool = False) -> SemanticTokenizer:
-    """Rebuild the run's tokenizer (eval mode, on ``device``): the one that made its final IDs
-    (:func:`tokenizer.sid.final_ids_dir`), or with ``stage1`` the `tokenize` stage's own."""
-    out = tokenizer_dir(run_dir) if stage1 else final_ids_dir(run_dir)
-    info = read_json(out / CONFIG_FILE)
-    try:
-        cfg = TokenizerConfig.from_dict(dict(info["config"]))
-        model = build_tokenizer(cfg, d_text=int(info["d_text"]), d_image=int(info["d_image"]))
-    except KeyError as exc:
-        raise DataError(f"missing key {exc} in tokenizer config", path=out / CONFIG_FILE) from None
-    state = load_tensors(out / MODEL_FILE)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise DataError(f"weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})",
-                        path=out / MODEL_FILE)
-    return model.to(device).eval()
 
 
 def write_artefacts(

@@ -1,73 +1,21 @@
-"""The ``tokenize`` stage: fit the configured tokenizer on the catalogue embeddings of a run
-directory and write ``run_dir/tokenizer/`` (weights, config, semantic_ids.parquet, metrics)."""
+"""The ``tokenize`` stage: fit the configured tokenizer on a run directory and write
+``run_dir/tokenizer/`` (weights, config, semantic_ids.parquet, metrics).
+
+Which routine fits it is the tokenizer's spec in :data:`tokenizer.registry.TOKENIZERS`: the
+content tokenizers (mmq, rqvae, rqkmeans) read the catalogue embeddings
+(:func:`tokenizer.fit.fit_content`), BBQ also the training histories (:func:`tokenizer.bbq.stage.run`).
+"""
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from recdata.errors import DataError
-from recdata.io import read_parquet
-from recdata.layout import layout
-from recdata.runtime import resolve_device, seed_everything
 from tokenizer.config import TokenizerConfig
-from tokenizer.export import write_artefacts
-from tokenizer.inputs import load_inputs
-from tokenizer.registry import build_tokenizer
-from tokenizer.train import fit_tokenizer
-
-log = logging.getLogger(__name__)
-
-SUMMARY_KEYS = ("reconstruction", "entropy", "utilization", "collision_rate",
-                "max_collision_group", "sid_length", "train_seconds")
-
-
-def warm_items(run_dir: Path) -> np.ndarray:
-    """Indices of the items with at least one training interaction (``data/strata.parquet``)."""
-    strata = read_parquet(layout(run_dir).strata).sort("item_idx")
-    warm = np.flatnonzero(strata["train_count"].to_numpy() > 0)
-    if len(warm) < 2:
-        raise DataError("tokenizer.fit_items=warm needs at least two items seen in training",
-                        path=layout(run_dir).strata)
-    return warm
+from tokenizer.registry import spec_of
 
 
 def run(*, cfg: TokenizerConfig, run_dir: Path, seed: int = 0, device: str = "auto") -> dict:
-    """Train the tokenizer ``cfg.name`` and write its artefacts; returns the headline metrics.
-
-    Reads ``run_dir/data/items.parquet`` and ``run_dir/embeddings/{text,image}.safetensors``;
-    standardisation and weights are fitted on every catalogue item that has the modality (on
-    the items seen in training with ``fit_items="warm"``), and every item gets an ID.
-    """
+    """Train the tokenizer ``cfg.name`` on ``run_dir`` and write its artefacts; returns the
+    headline metrics."""
     cfg.validate()
-    if cfg.name == "bbq":
-        from tokenizer.bbq import stage as bbq_stage  # BBQ also reads the training histories
-
-        return bbq_stage.run(cfg=cfg, run_dir=run_dir, seed=seed, device=device)
-    seed_everything(seed)
-    dev = resolve_device(device)
-    run_dir = Path(run_dir)
-    inputs = load_inputs(run_dir).to(dev)
-    model = build_tokenizer(cfg, d_text=inputs.d_text, d_image=inputs.d_image).to(dev)
-    log.info("tokenizer %s: %d items, text dim %d, image dim %d, %d raw positions x %d codes",
-             cfg.name, inputs.n_items, inputs.d_text, inputs.d_image, model.n_positions, cfg.codebook_size)
-    fit_inputs = inputs
-    if cfg.fit_items == "warm":
-        warm = warm_items(run_dir)
-        fit_inputs = inputs.subset(torch.as_tensor(warm, device=inputs.text.device))
-        log.info("tokenizer %s: fitted on the %d items seen in training; the other %d get IDs "
-                 "from it as new items would", cfg.name, len(warm), inputs.n_items - len(warm))
-    start = time.perf_counter()
-    history = fit_tokenizer(model, fit_inputs, seed=seed)
-    seconds = time.perf_counter() - start
-    with torch.no_grad():
-        metrics = write_artefacts(model=model, inputs=inputs, run_dir=run_dir,
-                                  train_seconds=seconds, history=history)
-    summary = {k: metrics[k] for k in SUMMARY_KEYS}
-    summary["stopped_early"] = history.get("stopped_early")
-    log.info("tokenizer %s done: %s", cfg.name, summary)
-    return summary
+    return spec_of(cfg.name).fit(cfg=cfg, run_dir=Path(run_dir), seed=seed, device=device)

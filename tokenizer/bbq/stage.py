@@ -1,5 +1,6 @@
-"""The ``tokenize`` stage for ``tokenizer.name = "bbq"``: like :func:`tokenizer.stage.run`, but the
-tokenizer also reads the run's user histories (``run_dir/data``, TRAINING sequences only).
+"""The ``tokenize`` stage for ``tokenizer.name = "bbq"``: like the content tokenizers' fit
+routine (:func:`tokenizer.fit.fit_content`), but the tokenizer also reads the run's user
+histories (``run_dir/data``, TRAINING sequences only).
 
 Writes the same artefacts as every tokenizer (``run_dir/tokenizer/{model.safetensors,
 config.json, semantic_ids.parquet, metrics.json}``, collision token last, via
@@ -24,12 +25,10 @@ from tokenizer.bbq.config import BBQConfig
 from tokenizer.bbq.train import behaviour_agreement, fit_bbq
 from tokenizer.config import TokenizerConfig
 from tokenizer.export import METRICS_FILE, tokenizer_dir, write_artefacts
+from tokenizer.fit import SUMMARY_KEYS
 from tokenizer.inputs import load_inputs
 
 log = logging.getLogger(__name__)
-
-SUMMARY_KEYS = ("reconstruction", "entropy", "utilization", "collision_rate",
-                "max_collision_group", "sid_length", "train_seconds")
 
 
 def _check_shared_fields(cfg: TokenizerConfig) -> None:
@@ -55,7 +54,8 @@ def run(
     """Train the BBQ tokenizer on ``run_dir`` and write its artefacts; returns headline metrics.
 
     ``bbq`` overrides ``cfg.bbq`` (and is what ``tokenizer/config.json`` records). Reads
-    ``data/{items,sequences,strata}.parquet`` and ``embeddings/``.
+    ``data/{items,sequences,strata}.parquet`` and ``embeddings/``. This is BBQ's fit routine in
+    :data:`tokenizer.registry.TOKENIZERS`.
     """
     _check_shared_fields(cfg)
     bbq_cfg = bbq.validate() if bbq is not None else bbq_config_of(cfg)
