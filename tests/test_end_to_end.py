@@ -32,7 +32,10 @@ tokenizer:
   codebook_size: 16
   epochs: 8
   batch_size: 64
-  mmq: {latent_dim: 16, expert_hidden: 32, decoder_hidden: 32}
+  mmq:
+    latent_dim: 16
+    expert_hidden: 32
+    decoder_hidden: 32
 retriever:
   d_model: 32
   num_layers: 1
