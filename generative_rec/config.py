@@ -30,6 +30,16 @@ SCORES = ("joint", "children")
 OUTPUT_SOFTMAX = ("position", "vocab")
 
 
+def _floats_as_floats(obj: Any) -> None:
+    """Store an integer given for a float field as a float: YAML's ``0`` and ``0.0`` are one
+    setting and must give one fingerprint (a checkpoint is resumed only on an equal one)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.type in ("float", "float | None") and isinstance(value, int) \
+                and not isinstance(value, bool):
+            setattr(obj, f.name, float(value))
+
+
 @dataclass
 class Stage2Config:
     """Behaviour-aware fine-tuning of the tokenizer through soft indexing (method.md section 4).
@@ -170,6 +180,8 @@ class RetrieverConfig:
     def __post_init__(self) -> None:
         if isinstance(self.stage2, dict):
             self.stage2 = Stage2Config(**self.stage2)
+        _floats_as_floats(self)
+        _floats_as_floats(self.stage2)
         self.validate()
 
     def validate(self) -> None:

@@ -233,6 +233,15 @@ def test_tiny_model_overfits_tiny_data(tmp_path, history_encoding, length_bucket
     assert metrics["overall"]["invalid@10"] == 0.0
 
 
+def test_an_integer_for_a_float_field_is_the_same_setting():
+    # YAML writes `max_minutes: 0` or `lr: 1`; a checkpoint must resume under either spelling.
+    a = RetrieverConfig.from_dict({"max_minutes": 0, "lr": 1, "stage2": {"tau": 1}})
+    b = RetrieverConfig.from_dict({"max_minutes": 0.0, "lr": 1.0, "stage2": {"tau": 1.0}})
+    assert a.fingerprint() == b.fingerprint() and a == b
+    assert isinstance(a.lr, float) and isinstance(a.stage2.tau, float)
+    assert RetrieverConfig.from_dict({"lr": 2}).fingerprint() != a.fingerprint()
+
+
 def test_wall_clock_cap_stops_training_validates_and_keeps_the_best(tmp_path):
     cfg = tiny_cfg(lr=5e-3, max_steps=10_000, eval_every=1_000, max_minutes=1e-9)
     model, result, _ = _train(tmp_path, cfg)
