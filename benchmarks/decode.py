@@ -163,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
               f"queries={args.queries} batch={args.batch_size} hf_queries={args.hf_queries} "
               f"hf_batch={args.hf_batch_size} repeats={args.repeats} torch={torch.__version__}")
     builds = []
-    print(f"# device={device} ({dev_name}) dtype={args.dtype} threads={torch.get_num_threads()} "
-          f"normalize={args.normalize} cross_attention={args.cross_attention} top_k={args.top_k} queries={args.queries} batch={args.batch_size} "
-          f"hf_queries={args.hf_queries} hf_batch={args.hf_batch_size} repeats={args.repeats} torch={torch.__version__}")
+    print(f"# {header}")
     rows = []
     for n_items in sizes:
         codes = synthetic_catalogue(n_items, seed=args.seed + n_items)

@@ -253,3 +253,17 @@ def residual_quantise(
         zq = zq + q
         r = r - q.detach()
     return residuals, codes, zq, torch.stack(losses).sum()
+
+
+def residual_soft_codes(
+    codebooks: "list[Codebook] | torch.nn.ModuleList", z: torch.Tensor, tau: float
+) -> list[torch.Tensor]:
+    """Differentiable residual quantisation: each level's soft assignment of what the levels
+    before it left. ``ind @ C`` equals the hard codeword in the forward pass and lets gradient
+    reach the codebook ``C``."""
+    out, r = [], z
+    for cb in codebooks:
+        ind = cb.soft(r, tau)
+        out.append(ind)
+        r = r - ind @ cb.codewords()
+    return out

@@ -14,7 +14,7 @@ from torch import nn
 from tokenizer.base import Batch, SemanticTokenizer
 from tokenizer.config import TokenizerConfig
 from tokenizer.inputs import TokenizerInputs
-from tokenizer.quantizer import Codebook, init_residual_codebooks, residual_quantise
+from tokenizer.quantizer import Codebook, init_residual_codebooks, residual_quantise, residual_soft_codes
 
 
 def _mlp(widths: list[int]) -> nn.Sequential:
@@ -75,14 +75,7 @@ class RQVAETokenizer(SemanticTokenizer):
 
     def soft_codes(self, text, image=None, text_mask=None, image_mask=None, *, tau: float = 1.0) -> list[torch.Tensor]:
         x, _ = self._input(self._masks(text, image, text_mask, image_mask))
-        r = self.encoder(x)
-        out = []
-        for cb in self.codebooks:
-            ind = cb.soft(r, tau)
-            out.append(ind)
-            # ind @ C equals the hard codeword in the forward pass and lets gradient reach C.
-            r = r - ind @ cb.codewords()
-        return out
+        return residual_soft_codes(self.codebooks, self.encoder(x), tau)
 
     def reconstruction_losses(self, text, image=None, text_mask=None, image_mask=None) -> dict[str, torch.Tensor]:
         x, m = self._input(self._masks(text, image, text_mask, image_mask))

@@ -44,7 +44,7 @@ from tokenizer.bbq.config import BBQConfig
 from tokenizer.config import TokenizerConfig
 from tokenizer.inputs import TokenizerInputs
 from tokenizer.mmq import MLP
-from tokenizer.quantizer import Codebook, init_residual_codebooks, residual_quantise
+from tokenizer.quantizer import Codebook, init_residual_codebooks, residual_quantise, residual_soft_codes
 
 __all__ = ["BBQConfig", "BBQTokenizer"]
 
@@ -227,12 +227,7 @@ class BBQTokenizer(SemanticTokenizer):
 
     def soft_codes(self, text, image=None, text_mask=None, image_mask=None, *, tau: float = 1.0) -> list[torch.Tensor]:
         r, _, _, _ = self._encode(self._masks(text, image, text_mask, image_mask))
-        out = []
-        for cb in self.codebooks:
-            ind = cb.soft(r, tau)
-            out.append(ind)
-            r = r - ind @ cb.codewords()
-        return out
+        return residual_soft_codes(self.codebooks, r, tau)
 
     def reconstruction_losses(self, text, image=None, text_mask=None, image_mask=None) -> dict[str, torch.Tensor]:
         """Content-side terms only (no histories here): ``recon``, ``mi`` (CLUB bound),
