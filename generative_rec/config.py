@@ -27,7 +27,7 @@ from recdata.errors import DataError
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 HISTORY_ENCODINGS = ("item", "token")
 SCORES = ("joint", "children")
-OUTPUT_SOFTMAX = ("position", "vocab")
+OUTPUT_SOFTMAX = ("position", "vocab", "children")
 
 
 def _floats_as_floats(obj: Any) -> None:
@@ -164,7 +164,10 @@ class RetrieverConfig:
     """What each decoding step's softmax runs over, in training and in scoring: "position" —
     that SID position's own codebook (a step's head costs K rows, not the whole vocabulary);
     "vocab" — the whole vocabulary (user tokens and the other positions' codes included), as
-    a plain T5 language-model head does."""
+    a plain T5 language-model head does; "children" — only the codes that continue the target's
+    prefix to a real item (the trie's children: a hierarchical softmax over the catalogue, so no
+    probability is spent on IDs that do not exist and a step with one child costs nothing).
+    Scoring then uses the same normalisation (``score`` is ignored)."""
     score: str = "joint"
     """Score of a decoded item: "joint" — the model's joint log-likelihood of the whole SID
     under ``output_softmax``; "children" — log-softmax over the trie's valid children only,
@@ -218,7 +221,9 @@ class RetrieverConfig:
     @property
     def normalize(self) -> str:
         """The constrained search's ``normalize`` argument for this config's scoring rule."""
-        return "children" if self.score == "children" else self.output_softmax
+        if self.score == "children" or self.output_softmax == "children":
+            return "children"
+        return self.output_softmax
 
     @property
     def decode_beams(self) -> int:

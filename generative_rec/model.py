@@ -229,9 +229,15 @@ class PositionHeads(nn.Module):
         return torch.stack(rows, dim=1)
 
 
-def position_loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+def position_loss(logits: torch.Tensor, codes: torch.Tensor,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean per-position cross-entropy of :class:`PositionHeads` logits against SID codes
-    (``labels - offsets``)."""
+    (``labels - offsets``). With ``mask`` (``[B, L, K]``, the trie's
+    :meth:`~generative_rec.trie.SidTrie.sibling_mask`) each softmax runs over the target
+    prefix's valid children only: ``L`` times the mean is then minus the target's mean
+    ``normalize="children"`` score."""
+    if mask is not None:
+        logits = logits.float().masked_fill(~mask, float("-inf"))
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), codes.reshape(-1))
 
 

@@ -202,7 +202,8 @@ def joint_loss(
     for p in range(L):
         lo, hi = vocab.position_range(p)
         # The retriever's own output softmax: over the position's range or the whole vocabulary.
-        if cfg.output_softmax == "position":
+        # "children" is trained as "position" here: while the codes are soft there is no trie.
+        if cfg.output_softmax in ("position", "children"):
             logp, base_id = F.log_softmax(logits[:, p, lo:hi].float(), dim=-1), lo
         else:
             logp, base_id = F.log_softmax(logits[:, p].float(), dim=-1)[:, lo:hi], lo

@@ -309,9 +309,10 @@ def train_retriever(
     # What one training step calls: the T5 itself (full-vocabulary head) or the per-position
     # heads around it; DDP wraps whichever it is.
     scorer: torch.nn.Module = net
-    if cfg.output_softmax == "position":
+    if cfg.output_softmax in ("position", "children"):
         scorer = PositionHeads(net, offsets=vocab.offsets, sizes=tuple(vocab.codebook_sizes))
     offsets = torch.tensor(vocab.offsets, device=device)
+    trie_here = trie.to(device) if cfg.output_softmax == "children" else None
     ddp_model: torch.nn.Module = scorer
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -434,6 +435,10 @@ def train_retriever(
                                     decoder_input_ids=shift_right(batch.labels))
             if scorer is net:
                 loss = retrieval_loss(logits, batch.labels)
+            elif trie_here is not None:
+                codes = batch.labels - offsets
+                loss = position_loss(logits, codes,
+                                     mask=trie_here.sibling_mask(codes, logits.size(-1)))
             else:
                 loss = position_loss(logits, batch.labels - offsets)
             optimizer.zero_grad(set_to_none=True)

@@ -169,6 +169,28 @@ class SidTrie:
         items = torch.where(found, self.leaf_item[nodes], torch.full_like(nodes, -1))
         return items.reshape(q.shape[:-1])
 
+    def sibling_mask(self, sids: torch.Tensor, width: int) -> torch.Tensor:
+        """Which codes continue each prefix of ``sids [B, L]`` (catalogue SIDs) to a real item:
+        ``[B, L, width]`` bool, ``[b, d, c]`` true iff ``sids[b, :d] + [c]`` is a prefix of some
+        catalogue SID. The softmax of ``output_softmax: children`` runs over these codes. Cost
+        ``O(B · sum(widths))``, independent of the catalogue size, and no host round-trip (rows
+        must be catalogue SIDs: training targets are; this is not checked)."""
+        q = torch.as_tensor(sids, dtype=torch.long, device=self.device)
+        if q.ndim != 2 or q.shape[1] != self.sid_length:
+            raise DataError(f"expected SIDs [B, {self.sid_length}], got shape {tuple(q.shape)}")
+        if width <= max(self.max_codes):
+            raise DataError(f"mask width {width} is too narrow for code {max(self.max_codes)}")
+        mask = torch.zeros(q.shape[0], self.sid_length, width, dtype=torch.bool, device=self.device)
+        nodes = torch.zeros(q.shape[0], dtype=torch.long, device=self.device)
+        for d in range(self.sid_length):
+            child, code, valid = self.children(d, nodes)
+            # Padding slots point at code 0 with valid False; scatter_reduce "amax" keeps a real
+            # code-0 child true even when a padding slot also lands on 0.
+            mask[:, d].scatter_reduce_(1, code, valid, reduce="amax")
+            hit = valid & (code == q[:, d : d + 1])
+            nodes = child.gather(1, hit.to(torch.uint8).argmax(dim=-1, keepdim=True)).squeeze(1)
+        return mask
+
     def leaf_sids(self) -> torch.Tensor:
         """SIDs in sorted (depth-L node) order, ``[N, L]`` — ``codes[leaf_item]``."""
         return self.codes[self.leaf_item]

@@ -236,3 +236,36 @@ def test_unconstrained_reference_reports_invalid_sequences():
     assert int(n_invalid.sum()) >= 8
     valid = items >= 0
     assert bool((items[valid] < 2).all())
+
+
+@SETTINGS
+@given(codes=catalogues(), data=st.data())
+def test_children_training_loss_is_the_children_score(codes: np.ndarray, data: st.DataObject):
+    """``output_softmax: children`` trains exactly what ``normalize="children"`` ranks by: the
+    masked per-position loss of a target equals minus its reference score / L, and the trie's
+    sibling mask equals the reference's set of valid continuations."""
+    from generative_rec.model import PositionHeads, position_loss, shift_right, sid_logits
+
+    vocab, model = tiny()
+    trie = SidTrie.from_codes(codes)
+    input_ids, mask = queries(vocab, 4, seed=data.draw(st.integers(0, 50)))
+    targets = torch.as_tensor(data.draw(st.lists(st.integers(0, len(codes) - 1), min_size=4,
+                                                 max_size=4)))
+    sids = torch.as_tensor(codes)[targets]
+    sibling = trie.sibling_mask(sids, max(SIZES))
+    for b, sid in enumerate(sids.tolist()):
+        for d in range(len(SIZES)):
+            expect = {int(r[d]) for r in codes if list(r[:d]) == sid[:d]}
+            assert set(torch.nonzero(sibling[b, d]).flatten().tolist()) == expect
+    heads = PositionHeads(model, offsets=vocab.offsets, sizes=SIZES)
+    labels = torch.as_tensor(vocab.encode_sids(sids.numpy()))
+    logits = sid_logits(heads, input_ids=input_ids, attention_mask=mask,
+                        decoder_input_ids=shift_right(labels))
+    loss = position_loss(logits, sids, mask=sibling)
+    ref = exhaustive_scores(model=model, input_ids=input_ids, attention_mask=mask, codes=codes,
+                            vocab=vocab, normalize="children", items=targets[:, None])
+    torch.testing.assert_close(loss, -ref.mean() / len(SIZES), atol=ATOL, rtol=1e-4)
+    # Without the mask every position's whole codebook competes: a larger loss unless all
+    # codes are valid everywhere.
+    full = position_loss(logits, sids)
+    assert float(full) >= float(loss) - 1e-6
