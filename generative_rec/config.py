@@ -160,7 +160,7 @@ class RetrieverConfig:
     # -- decoding --
     num_beams: int = 20
     """Beam width for evaluation; must be >= the largest K evaluated (20)."""
-    output_softmax: str = "position"
+    output_softmax: str = "children"
     """What each decoding step's softmax runs over, in training and in scoring: "position" —
     that SID position's own codebook (a step's head costs K rows, not the whole vocabulary);
     "vocab" — the whole vocabulary (user tokens and the other positions' codes included), as

@@ -180,16 +180,16 @@ class SidTrie:
             raise DataError(f"expected SIDs [B, {self.sid_length}], got shape {tuple(q.shape)}")
         if width <= max(self.max_codes):
             raise DataError(f"mask width {width} is too narrow for code {max(self.max_codes)}")
-        mask = torch.zeros(q.shape[0], self.sid_length, width, dtype=torch.bool, device=self.device)
+        # One spare column receives the window's padding slots, so they never mark a code.
+        mask = torch.zeros(q.shape[0], self.sid_length, width + 1, dtype=torch.bool,
+                           device=self.device)
         nodes = torch.zeros(q.shape[0], dtype=torch.long, device=self.device)
         for d in range(self.sid_length):
             child, code, valid = self.children(d, nodes)
-            # Padding slots point at code 0 with valid False; scatter_reduce "amax" keeps a real
-            # code-0 child true even when a padding slot also lands on 0.
-            mask[:, d].scatter_reduce_(1, code, valid, reduce="amax")
+            mask[:, d].scatter_(1, code.masked_fill(~valid, width), True)
             hit = valid & (code == q[:, d : d + 1])
             nodes = child.gather(1, hit.to(torch.uint8).argmax(dim=-1, keepdim=True)).squeeze(1)
-        return mask
+        return mask[..., :width]
 
     def leaf_sids(self) -> torch.Tensor:
         """SIDs in sorted (depth-L node) order, ``[N, L]`` — ``codes[leaf_item]``."""
