@@ -56,7 +56,22 @@ class _LogLines:
         pass
 
 
-LOG_BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%), {rate_fmt}, elapsed {elapsed}, left {remaining}"
+LOG_BAR_FORMAT = ("{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%), {rate_fmt}, elapsed {elapsed}, "
+                  "left {remaining}{postfix}")
+
+
+def _log_bar(tqdm_class: Any) -> Any:
+    """``tqdm_class`` whose postfix waits for the next timed log line: tqdm redraws on every
+    ``set_postfix``, which in a log would be one line per epoch or step, however short."""
+
+    class LogBar(tqdm_class):  # type: ignore[misc, valid-type]
+        def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+            super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+        def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+            super().set_postfix_str(s, refresh=False)
+
+    return LogBar
 
 
 def progress(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
@@ -74,4 +89,4 @@ def progress(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
     kwargs.update(file=_LogLines(), mininterval=interval, maxinterval=max(interval, 1.0),
                   delay=interval, bar_format=LOG_BAR_FORMAT, ascii=True)
     kwargs.pop("dynamic_ncols", None)
-    return tqdm(iterable, **kwargs)
+    return _log_bar(tqdm)(iterable, **kwargs)

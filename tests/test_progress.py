@@ -12,8 +12,10 @@ LOOP = """
 import logging, time
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 from recdata.runtime import progress
-for _ in progress(range(12), desc="scoring", unit="user"):
+bar = progress(range(12), desc="scoring", unit="user")
+for i in bar:
     time.sleep(0.05)
+    bar.set_postfix(loss=f"{1.0 / (i + 1):.3f}")
 bar = progress(total=4, desc="training", leave=False)
 for _ in range(4):
     time.sleep(0.1)
@@ -37,6 +39,8 @@ def test_log_lines_say_done_rate_and_time_left_without_carriage_returns():
     assert "\r" not in err
     assert lines[-1].startswith("scoring: 12/12 (100%)") and "user/s" in lines[-1]
     assert all("left" in line and "elapsed" in line for line in lines)
+    # A postfix set every iteration rides on the timed lines instead of adding one per call.
+    assert len(lines) < 12 and "loss=0.083" in lines[-1]
     assert any(line.startswith("training: ") for line in err.splitlines())
 
 
