@@ -273,12 +273,13 @@ def recommend_for_histories(
     top_k: int = 10,
     num_beams: int | None = None,
     max_history: int = 20,
+    normalize: str,
     batch_size: int = 64,
-    normalize: str = "position",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items (``[B, top_k]`` item_idx, -1 = none) and sequence log-probabilities for
     arbitrary chronological histories of item indices; ``user_ids`` pick the hashed user tokens
-    (an unseen id simply hashes to some bucket)."""
+    (an unseen id simply hashes to some bucket). ``normalize`` is the trained model's scoring
+    rule (``RetrieverConfig.normalize``), never guessed."""
     if len(histories) != len(user_ids):
         raise DataError(f"{len(histories)} histories but {len(user_ids)} user ids")
     n_items = trie.n_items

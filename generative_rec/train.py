@@ -116,11 +116,13 @@ def decode_examples(
     device: str,
     ctx: DistContext | None = None,
     amp: torch.dtype | None = None,
+    normalize: str,
     desc: str = "decode",
-    normalize: str = "position",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items ``[E, top_k]`` (-1 = none) and their log-probabilities for every
-    example, by constrained beam search; sharded over ranks and gathered under DDP."""
+    example, by constrained beam search; sharded over ranks and gathered under DDP.
+    ``normalize`` has no default: it must be the one the model was trained for
+    (``RetrieverConfig.normalize``)."""
     from generative_rec.decoding import constrained_beam_search
 
     ctx = ctx or DistContext()

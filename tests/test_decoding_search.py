@@ -268,4 +268,4 @@ def test_children_training_loss_is_the_children_score(codes: np.ndarray, data: s
     # Without the mask every position's whole codebook competes: a larger loss unless all
     # codes are valid everywhere.
     full = position_loss(logits, sids)
-    assert float(full) >= float(loss) - 1e-6
+    assert float(full.detach()) >= float(loss.detach()) - 1e-6

@@ -226,7 +226,8 @@ def test_tiny_model_overfits_tiny_data(tmp_path, history_encoding, length_bucket
     assert [r["step"] for r in log] == [50, 100, 150]
     assert log[-1]["train_loss"] < 0.5 * log[0]["train_loss"]
     items, _ = decode_examples(model=model, examples=ex["train"], collator=collator, trie=trie,
-                               vocab=vocab, num_beams=20, top_k=20, batch_size=64, device="cpu")
+                               vocab=vocab, num_beams=20, top_k=20, batch_size=64, device="cpu",
+                               normalize=cfg.normalize)
     metrics = retrieval_metrics(items, ex["train"].targets, n_items=trie.n_items)
     chance = 10 / trie.n_items
     assert metrics["overall"]["recall@10"] > max(0.7, 2.5 * chance)
@@ -347,12 +348,12 @@ def test_stage_writes_metrics_candidates_and_reloads(tmp_path):
     items, _ = stage.recommend_for_histories(
         model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
         user_ids=split.user_ids, top_k=25, num_beams=cfg.decode_beams,
-        max_history=cfg.max_history,
+        max_history=cfg.max_history, normalize=cfg.normalize,
     )
     assert items.tolist() == test["items"].to_list()
     with pytest.raises(DataError, match="outside"):
         stage.recommend_for_histories(model=model, vocab=vocab, trie=trie, histories=[[999]],
-                                      user_ids=["x"])
+                                      user_ids=["x"], normalize=cfg.normalize)
 
 
 def test_load_retriever_rejects_changed_ids(tmp_path):

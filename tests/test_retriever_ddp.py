@@ -49,7 +49,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
                     log_path=Path(out) / "train_log.jsonl", ctx=ctx)
     items, scores = decode_examples(model=model, examples=ex["valid"], collator=collator,
                                     trie=trie, vocab=vocab, num_beams=20, top_k=20,
-                                    batch_size=5, device="cpu", ctx=ctx)
+                                    batch_size=5, device="cpu", ctx=ctx,
+                                    normalize=cfg.normalize)
     state = model_state(model)
     tensors = {f"model.{k}": v for k, v in state.items()}
     tensors.update({f"init.{k}": v for k, v in init.items()})
@@ -84,6 +85,7 @@ def test_two_gloo_ranks_stay_identical(tmp_path):
     model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=collator.item_tokens)
     load_model_state(model, {k[6:]: r0[k] for k in model_keys})
     items, _ = decode_examples(model=model, examples=ex["valid"], collator=collator, trie=trie,
-                               vocab=vocab, num_beams=20, top_k=20, batch_size=5, device="cpu")
+                               vocab=vocab, num_beams=20, top_k=20, batch_size=5, device="cpu",
+                               normalize=cfg.normalize)
     assert np.array_equal(items, r0["items"].numpy())
 
