@@ -236,9 +236,10 @@ def position_loss(logits: torch.Tensor, codes: torch.Tensor,
     :meth:`~generative_rec.trie.SidTrie.sibling_mask`) each softmax runs over the target
     prefix's valid children only: ``L`` times the mean is then minus the target's mean
     ``normalize="children"`` score."""
+    logits = logits.float()
     if mask is not None:
-        logits = logits.float().masked_fill(~mask, float("-inf"))
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), codes.reshape(-1))
+        logits = logits.masked_fill(~mask, float("-inf"))
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), codes.reshape(-1))
 
 
 def soft_position_embeddings(

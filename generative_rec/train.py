@@ -437,12 +437,10 @@ def train_retriever(
                                     decoder_input_ids=shift_right(batch.labels))
             if scorer is net:
                 loss = retrieval_loss(logits, batch.labels)
-            elif trie_here is not None:
-                codes = batch.labels - offsets
-                loss = position_loss(logits, codes,
-                                     mask=trie_here.sibling_mask(codes, logits.size(-1)))
             else:
-                loss = position_loss(logits, batch.labels - offsets)
+                codes = batch.labels - offsets
+                loss = position_loss(logits, codes, mask=None if trie_here is None else
+                                     trie_here.sibling_mask(codes, logits.size(-1)))
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

@@ -159,13 +159,9 @@ class SidTrie:
         if q.ndim == 0 or q.shape[-1] != self.sid_length:
             raise DataError(f"expected SIDs with last dimension {self.sid_length}, got shape {tuple(q.shape)}")
         flat = q.reshape(-1, self.sid_length)
-        nodes = torch.zeros(flat.shape[0], dtype=torch.long, device=self.device)
         found = torch.ones(flat.shape[0], dtype=torch.bool, device=self.device)
-        for d in range(self.sid_length):
-            child, code, valid = self.children(d, nodes)
-            hit = valid & (code == flat[:, d : d + 1])
+        for _, _, _, hit, nodes in self._descend(flat):
             found &= hit.any(dim=-1)
-            nodes = child.gather(1, hit.to(torch.uint8).argmax(dim=-1, keepdim=True)).squeeze(1)
         items = torch.where(found, self.leaf_item[nodes], torch.full_like(nodes, -1))
         return items.reshape(q.shape[:-1])
 
@@ -183,13 +179,20 @@ class SidTrie:
         # One spare column receives the window's padding slots, so they never mark a code.
         mask = torch.zeros(q.shape[0], self.sid_length, width + 1, dtype=torch.bool,
                            device=self.device)
-        nodes = torch.zeros(q.shape[0], dtype=torch.long, device=self.device)
+        for d, code, valid, _, _ in self._descend(q):
+            mask[:, d].scatter_(1, code.masked_fill(~valid, width), True)
+        return mask[..., :width]
+
+    def _descend(self, sids: torch.Tensor):  # type: ignore[no-untyped-def]
+        """Walk ``sids [B, L]`` down the trie: per depth ``d`` yield ``(d, code, valid, hit,
+        nodes)`` — the child window's codes and real slots, which slot matches ``sids[:, d]``,
+        and the depth-``d + 1`` node reached (arbitrary where nothing matched)."""
+        nodes = torch.zeros(sids.shape[0], dtype=torch.long, device=self.device)
         for d in range(self.sid_length):
             child, code, valid = self.children(d, nodes)
-            mask[:, d].scatter_(1, code.masked_fill(~valid, width), True)
-            hit = valid & (code == q[:, d : d + 1])
+            hit = valid & (code == sids[:, d : d + 1])
             nodes = child.gather(1, hit.to(torch.uint8).argmax(dim=-1, keepdim=True)).squeeze(1)
-        return mask[..., :width]
+            yield d, code, valid, hit, nodes
 
     def leaf_sids(self) -> torch.Tensor:
         """SIDs in sorted (depth-L node) order, ``[N, L]`` — ``codes[leaf_item]``."""
