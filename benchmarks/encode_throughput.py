@@ -1,6 +1,10 @@
 """Items per second of the text and image encoders, on CPU and (when present) on CUDA.
 
-    python benchmarks/encode_throughput.py [--items 256] [--batch-size 64] [--threads N]
+    python benchmarks/encode_throughput.py [--items 256] [--batch-sizes 16,64] [--threads N]
+        [--out benchmarks/results/encode_throughput_cpu.json]
+
+Each batch size is measured in the same process, so the encoders' default (16 on CPU) stands
+beside the previous default (64) on the same machine and load.
 
 Texts are real MovieLens plots and posters are real MovieLens posters when ../shared/data is
 present (synthetic sentences and images otherwise). The image figure is end to end: file read,
@@ -96,7 +100,8 @@ def _sync(device: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-sizes", default="16,64", help="comma-separated batch sizes")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON line here")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--workers", type=int, default=0, help="image decoding worker processes")
     args = parser.parse_args()
@@ -109,28 +114,45 @@ def main() -> None:
     os.environ.setdefault("MMQREC_NO_PROGRESS", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     texts = real_texts(args.items)
     text_source = "MovieLens title+plot texts" if texts else "synthetic 80-word texts"
     texts = texts or synthetic_texts(args.items)
     with tempfile.TemporaryDirectory() as scratch:
         paths, image_source = image_paths(args.items, Path(scratch))
-        print(f"# {args.items} items, batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
+        print(f"# {args.items} items, batches {args.batch_sizes}, torch threads {torch.get_num_threads()}, "
               f"{platform.processor() or platform.machine()}, cpu count {os.cpu_count()}, "
               f"load average {os.getloadavg()[0]:.1f} (other processes share the CPU)")
         print(f"# text: {text_source}; images: {image_source}")
-        print(f"{'device':8} {'encoder':38} {'items/s':>10}")
+        print(f"{'device':8} {'encoder':42} {'batch':>5} {'items/s':>10}")
         results = []
         for device in devices:
             name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-            for label, rate in (
-                ("text  all-MiniLM-L6-v2", bench_text(texts, device=device, batch_size=args.batch_size)),
-                ("image tf_efficientnet_lite0 (end to end)",
-                 bench_image(paths, device=device, batch_size=args.batch_size, workers=args.workers)),
-            ):
-                print(f"{device:8} {label:38} {rate:10.1f}")
-                results.append({"device": name, "encoder": label, "items_per_s": round(rate, 1)})
-    print(json.dumps({"benchmark": "encode_throughput", "items": args.items, "results": results}))
+            for batch_size in batch_sizes:
+                for label, rate in (
+                    ("text  all-MiniLM-L6-v2", bench_text(texts, device=device, batch_size=batch_size)),
+                    ("image tf_efficientnet_lite0 (end to end)",
+                     bench_image(paths, device=device, batch_size=batch_size, workers=args.workers)),
+                ):
+                    print(f"{device:8} {label:42} {batch_size:5d} {rate:10.1f}")
+                    results.append({"device": name, "encoder": label, "batch_size": batch_size,
+                                    "items_per_s": round(rate, 1)})
+    record = {
+        "benchmark": "encode_throughput",
+        "command": "python benchmarks/encode_throughput.py " + " ".join(sys.argv[1:]),
+        "items": args.items,
+        "text_source": text_source,
+        "image_source": image_source,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "torch_threads": torch.get_num_threads(),
+        "results": results,
+    }
+    print(json.dumps(record))
+    if args.out is not None:
+        from recdata.io import write_json
+
+        write_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -195,20 +195,28 @@ def _encode_share(
         encoder = VisionEncoder(
             model_name=cfg.image_model, weights=cfg.image_weights, device=device, half=half
         )
+    batch_size = encode_batch_size(cfg, device)
     desc = f"encode {plan.modality}" + (f" [rank {workers.rank}]" if workers.world_size > 1 else "")
     with progress(total=len(todo), desc=desc, unit="item") as bar:
         for start in range(0, len(todo), cfg.shard_size):
             chunk = todo[start : start + cfg.shard_size]
             inputs = [plan.inputs[i] for i in chunk]
             if plan.modality == "text":
-                embeddings, mask, reasons = _encode_texts(encoder, inputs, cfg.batch_size, bar)
+                embeddings, mask, reasons = _encode_texts(encoder, inputs, batch_size, bar)
             else:
                 embeddings, mask, reasons = encoder.encode(
-                    inputs, batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=bar
+                    inputs, batch_size=batch_size, num_workers=cfg.num_workers, progress=bar
                 )
             store.write(item_idx=chunk, embeddings=embeddings, mask=mask, reasons=reasons)
             kill_point("encode.shard")
     return len(todo)
+
+
+def encode_batch_size(cfg: EncoderConfig, device: str) -> int:
+    """Items per forward pass: the configured size, or the device's default (see EncoderConfig)."""
+    if cfg.batch_size is not None:
+        return int(cfg.batch_size)
+    return 128 if str(device).startswith("cuda") else 16
 
 
 def _encode_texts(
@@ -331,7 +339,7 @@ def run(
     """Encode the items of ``run_dir`` (see the module docstring); returns a summary dict."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    if cfg.batch_size < 1 or cfg.shard_size < 1:
+    if (cfg.batch_size is not None and cfg.batch_size < 1) or cfg.shard_size < 1:
         raise DataError("encoder batch_size and shard_size must be at least 1")
     if not (cfg.text or cfg.image):
         raise DataError("both encoders are disabled (text: false, image: false)")
@@ -383,6 +391,7 @@ def run(
         "n_items": items.height,
         "device": device,
         "dtype": dtype,
+        "batch_size": encode_batch_size(cfg, device),
         "world_size": workers.world_size,
         "seconds": round(time.perf_counter() - started, 3),
     }
