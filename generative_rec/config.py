@@ -75,6 +75,12 @@ class Stage2Config:
     """Weight of the tokenizer's reconstruction loss (paper: 0.5)."""
     aux_weight: float = 0.5
     """Weight of the tokenizer's auxiliary (per-modality / codebook) losses (paper: 0.5)."""
+    max_collision_increase: float = 0.2
+    """Re-assigned IDs whose collision rate exceeds stage 1's by more than this are rejected at
+    once, without the continued training and its validation decode: the joint phase can collapse
+    a codebook onto the codes the retriever already predicts (RQ-VAE on amazon-beauty: collision
+    rate .04 -> .83 and utilisation .37 after 300 joint steps; validation NDCG@10 .0099 against
+    stage 1's .0303)."""
     continue_steps: int = 1000
     """Retriever steps on the final IDs after re-assignment (its own warmup + linear decay)."""
     continue_lr: float | None = None
@@ -211,6 +217,8 @@ class RetrieverConfig:
             (self.num_beams >= 20, "num_beams must be >= 20 (the largest K evaluated)"),
             (self.candidates_n > 0, "candidates_n must be positive"),
             (self.stage2.tau > 0, "stage2.tau must be positive"),
+            (0 <= self.stage2.max_collision_increase <= 1,
+             "stage2.max_collision_increase must be in [0, 1]"),
             (self.stage2.steps >= 0 and self.stage2.continue_steps >= 0,
              "stage2 step counts must be >= 0"),
         ]

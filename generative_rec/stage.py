@@ -172,23 +172,27 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
         history = s2.pop("log")
         phases.update(s2.pop("phases"))
         # Stage-2 IDs replace the stage-1 ones only when they serve validation users better.
-        stage2_valid = evaluate(model=model, cfg=cfg, data=data, split=split, device=device,
-                                ctx=ctx, which="valid")
-        valid_after = stage2_valid[0]
         metric = f"valid_{SELECTION_METRIC}"
+        stage2_valid = None if s2.get("rejected") else evaluate(
+            model=model, cfg=cfg, data=data, split=split, device=device, ctx=ctx, which="valid")
         s2[metric] = {"stage1": valid_before["overall"][SELECTION_METRIC],
-                      "stage2": valid_after["overall"][SELECTION_METRIC]}
-        s2["adopted"] = bool(s2[metric]["stage2"] > s2[metric]["stage1"])
-        if not s2["adopted"]:
+                      "stage2": stage2_valid and stage2_valid[0]["overall"][SELECTION_METRIC]}
+        s2["adopted"] = bool(stage2_valid and s2[metric]["stage2"] > s2[metric]["stage1"])
+        if stage2_valid is None:
+            log.info("stage 2: re-assigned IDs rejected (%s); keeping the stage-1 IDs and "
+                     "retriever", s2["rejected"])
+        elif not s2["adopted"]:
             log.info("stage 2: validation %s %.4f does not beat stage 1's %.4f; keeping the "
                      "stage-1 IDs and retriever", SELECTION_METRIC, s2[metric]["stage2"],
                      s2[metric]["stage1"])
+        if s2["adopted"]:
+            final_valid = stage2_valid
+        else:
             model, data = stage1_model, stage1_data
             final_test, final_valid = stage1_test, stage1_valid
-        else:
-            final_valid = stage2_valid
         mark_stage2(run_dir=run_dir, adopted=s2["adopted"], ctx=ctx, summary={
-            k: s2[k] for k in ("stage1_sid_hash", "final_sid_hash", metric)})
+            k: s2[k] for k in ("stage1_sid_hash", "final_sid_hash", metric, "rejected")
+            if k in s2})
         summary["stage2"] = s2
         summary["stage1_test"] = {k: before["overall"][k] for k in
                                   ("recall@10", "ndcg@10", "recall@20", "ndcg@20")}

@@ -397,14 +397,33 @@ def run_stage2(
     changed = (codes[:, :n_raw] != data.codes[:, :n_raw]).any(axis=1)
     per_position = (codes[:, :n_raw] != data.codes[:, :n_raw]).mean(axis=0)
 
+    collision_rate = float(tok_metrics.get("collision_rate", 0.0))
+    summary: dict[str, Any] = {
+        "items_with_changed_codes": float(changed.mean()),
+        "changed_per_position": [round(float(x), 4) for x in per_position],
+        "stage1_sid_hash": data.sid_hash,
+        "final_tokenizer": {k: tok_metrics.get(k) for k in
+                            ("reconstruction", "entropy", "utilization", "collision_rate",
+                             "max_collision_group", "sid_length")},
+    }
+    history = list(log_before) + records
+    phases: dict[str, Any] = {"stage2_joint": {"steps": cfg.stage2.steps,
+                                               "seconds": round(joint_seconds, 1)}}
+    stage1_rate = float(read_json(run.tokenizer_metrics).get("collision_rate", 0.0))
+    if collision_rate > stage1_rate + cfg.stage2.max_collision_increase:
+        # A collapsed codebook cannot serve retrieval; spare the continued training.
+        log.warning("stage 2: the re-assigned IDs collide for %.1f%% of items (stage 1: %.1f%%, "
+                    "utilisation %.3f): rejected without continued training",
+                    100 * collision_rate, 100 * stage1_rate,
+                    float(tok_metrics.get("utilization", 0.0)))
+        summary.update(rejected="collision_rate", final_sid_hash=None, log=history, phases=phases)
+        return model, data, summary
+
     # Step 3: continue training on the final IDs.
     new_data = make_retriever_data(split=split, codes=codes, sizes=sizes, cfg=cfg,
                                    examples=data.examples)
     model = carry_over_embeddings(model=model, old=data.vocab, new=new_data.vocab, cfg=cfg,
                                   item_tokens=new_data.collator.item_tokens)
-    history = list(log_before) + records
-    phases: dict[str, Any] = {"stage2_joint": {"steps": cfg.stage2.steps,
-                                               "seconds": round(joint_seconds, 1)}}
     if cfg.stage2.continue_steps > 0:
         s2 = cfg.stage2
         result = train_phase(
@@ -416,17 +435,7 @@ def run_stage2(
         )
         history += result.log
         phases["stage2_continue"] = phase_summary(result)
-    summary = {
-        "items_with_changed_codes": float(changed.mean()),
-        "changed_per_position": [round(float(x), 4) for x in per_position],
-        "stage1_sid_hash": data.sid_hash,
-        "final_sid_hash": new_data.sid_hash,
-        "final_tokenizer": {k: tok_metrics.get(k) for k in
-                            ("reconstruction", "entropy", "utilization", "collision_rate",
-                             "max_collision_group", "sid_length")},
-        "log": history,
-        "phases": phases,
-    }
+    summary.update(final_sid_hash=new_data.sid_hash, log=history, phases=phases)
     log.info("stage 2: %.1f%% of items changed codes; final collision rate %.4f",
              100 * summary["items_with_changed_codes"], tok_metrics.get("collision_rate", 0.0))
     return model, new_data, summary

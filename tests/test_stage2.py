@@ -208,7 +208,7 @@ def test_stage2_that_does_not_beat_stage1_is_not_adopted(runs, tmp_path):
     h1 = sid_fingerprint(before.codes, before.codebook_sizes)
     cfg = tiny_cfg(max_steps=60, eval_every=60, lr=1e-2,
                    stage2=dict(enabled=True, steps=20, continue_steps=0, tokenizer_lr=0.5,
-                               retriever_lr=0.5))
+                               retriever_lr=0.5, max_collision_increase=1.0))
     summary = stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
     scores = summary["stage2"]["valid_ndcg@10"]
     assert summary["stage2"]["adopted"] is False and scores["stage2"] <= scores["stage1"]
@@ -220,6 +220,38 @@ def test_stage2_that_does_not_beat_stage1_is_not_adopted(runs, tmp_path):
     stage.load_retriever(run, device="cpu")  # the saved retriever reads the stage-1 IDs
     valid = json.loads((run / "retriever" / "metrics_valid.json").read_text())
     assert valid["overall"]["ndcg@10"] == pytest.approx(scores["stage1"])
+
+
+def test_stage2_ids_that_collapse_are_rejected_before_continued_training(runs, tmp_path):
+    """A codebook shaken into more collisions than stage 1's is rejected as soon as
+    the IDs are re-assigned: no continued training, no validation decode of it, and the run
+    keeps the stage-1 IDs and retriever."""
+    from generative_rec import stage
+    from generative_rec.stage import sid_fingerprint
+    from tokenizer.sid import SemanticIds
+
+    run = tmp_path / "mmq"
+    shutil.copytree(runs["mmq"], run)
+    before = SemanticIds.from_run_dir(run)
+    h1 = sid_fingerprint(before.codes, before.codebook_sizes)
+    cfg = tiny_cfg(max_steps=60, eval_every=60, lr=1e-2,
+                   stage2=dict(enabled=True, steps=20, continue_steps=50, tokenizer_lr=0.5,
+                               retriever_lr=0.5))
+    summary = stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
+    s2 = summary["stage2"]
+    stage1_rate = json.loads((run / "tokenizer" / "metrics.json").read_text())["collision_rate"]
+    assert s2["final_tokenizer"]["collision_rate"] > stage1_rate
+    assert s2["rejected"] == "collision_rate" and s2["adopted"] is False
+    assert s2["valid_ndcg@10"]["stage2"] is None
+    phases = {json.loads(line)["phase"] for line in
+              (run / "retriever" / "train_log.jsonl").read_text().splitlines()}
+    assert "stage2_continue" not in phases
+    after = SemanticIds.from_run_dir(run)
+    assert sid_fingerprint(after.codes, after.codebook_sizes) == h1
+    marker = json.loads((run / "stage2" / "stage2.json").read_text())
+    assert marker["adopted"] is False and marker["rejected"] == "collision_rate"
+    valid = json.loads((run / "retriever" / "metrics_valid.json").read_text())
+    assert valid["overall"]["ndcg@10"] == pytest.approx(s2["valid_ndcg@10"]["stage1"])
 
 
 def _reference_retrieval_loss(model, tokenizer, inputs, batch, item_tokens, vocab, tau):
