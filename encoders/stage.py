@@ -101,7 +101,7 @@ def _file_state(path: str | None) -> Any:
     return [path, st.st_size, st.st_mtime_ns]
 
 
-def _plan_text(cfg: EncoderConfig, items: Any, dataset: dict, dtype: str) -> _Plan:
+def _plan_text(cfg: EncoderConfig, items: Any, dataset: dict, dtype: str, batch_size: int) -> _Plan:
     if cfg.text_template is not None:
         template, template_source = cfg.text_template, "config"
     elif dataset.get("default_template"):
@@ -120,6 +120,7 @@ def _plan_text(cfg: EncoderConfig, items: Any, dataset: dict, dtype: str) -> _Pl
         "dtype": dtype,
         # Batch composition moves float results in the last bits, so it is part of the key.
         "batch_order": "length",
+        "batch_size": batch_size,
         "normalised": True,
     }
     key = _digest(
@@ -128,7 +129,8 @@ def _plan_text(cfg: EncoderConfig, items: Any, dataset: dict, dtype: str) -> _Pl
             "modality": "text",
             **{
                 k: meta[k]
-                for k in ("model", "weights", "template", "max_text_tokens", "dtype", "batch_order")
+                for k in ("model", "weights", "template", "max_text_tokens", "dtype", "batch_order",
+                          "batch_size")
             },
             "items": _digest(list(zip(item_ids, texts))),
         }
@@ -136,7 +138,7 @@ def _plan_text(cfg: EncoderConfig, items: Any, dataset: dict, dtype: str) -> _Pl
     return _Plan("text", texts, key, meta)
 
 
-def _plan_image(cfg: EncoderConfig, items: Any, dtype: str, layout: str) -> _Plan:
+def _plan_image(cfg: EncoderConfig, items: Any, dtype: str, layout: str, batch_size: int) -> _Plan:
     paths = _image_paths(items)
     item_ids = [str(x) for x in items["item_id"].to_list()]
     meta = {
@@ -145,13 +147,14 @@ def _plan_image(cfg: EncoderConfig, items: Any, dtype: str, layout: str) -> _Pla
         "weights": image_weights_fingerprint(model_name=cfg.image_model, weights=cfg.image_weights),
         "dtype": dtype,
         "layout": layout,
+        "batch_size": batch_size,
         "normalised": False,
     }
     key = _digest(
         {
             "format": FORMAT_VERSION,
             "modality": "image",
-            **{k: meta[k] for k in ("model", "weights", "dtype", "layout")},
+            **{k: meta[k] for k in ("model", "weights", "dtype", "layout", "batch_size")},
             # Size and modification time stand in for the content: a replaced poster re-encodes.
             "items": _digest([[i, _file_state(p)] for i, p in zip(item_ids, paths)]),
         }
@@ -273,7 +276,7 @@ def _plan_all(
     plans: list[_Plan] = []
     notes: dict[str, dict[str, Any]] = {}
     if cfg.text:
-        plans.append(_plan_text(cfg, items, dataset, dtype))
+        plans.append(_plan_text(cfg, items, dataset, dtype, encode_batch_size(cfg, device)))
     else:
         notes["text"] = {"enabled": False}
     if not cfg.image:
@@ -285,7 +288,8 @@ def _plan_all(
             "reason": "dataset has no image_path values (text-only); no image file written",
         }
     else:
-        plans.append(_plan_image(cfg, items, dtype, memory_format_name(device)))
+        plans.append(_plan_image(cfg, items, dtype, memory_format_name(device),
+                                 encode_batch_size(cfg, device)))
     if not plans:
         raise DataError("nothing to encode: the text encoder is disabled and the dataset has no images")
     return plans, notes

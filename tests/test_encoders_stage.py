@@ -182,6 +182,13 @@ def test_unchanged_config_is_a_cache_hit_and_template_change_re_encodes_text_onl
     assert not np.allclose(before.numpy(), after.numpy())
     assert image_file.stat().st_mtime_ns == image_stamp
 
+    # Batch size moves float results in the last bits: another size is another cache entry.
+    resized = stage.run(cfg=EncoderConfig(batch_size=2, shard_size=5, text_template="{title}. {plot}"),
+                        run_dir=run_dir, device="cpu")
+    assert resized["text"]["cached"] is False and resized["image"]["cached"] is False
+    meta = read_json(run_dir / "embeddings" / "meta.json")
+    assert meta["text"]["batch_size"] == 2 and meta["image"]["batch_size"] == 2
+
 
 def test_changed_image_file_re_encodes_images(tmp_path: Path) -> None:
     run_dir = _make_run(tmp_path / "run")
