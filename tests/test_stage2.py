@@ -195,9 +195,9 @@ def test_stage2_end_to_end_then_switch_off(runs, tmp_path, name):
     stage.load_retriever(run, device="cpu")
 
 
-def test_stage2_that_does_not_beat_stage1_is_not_adopted(runs, tmp_path):
-    """A tokenizer shaken hard (large learning rate) and no continued training serves validation
-    users worse: the run keeps the stage-1 IDs and the stage-1 retriever."""
+def _shaken_stage2(runs, tmp_path, **stage2):
+    """Stage 2 with a tokenizer shaken hard (large learning rates) on a copy of the mmq run →
+    (run dir, fingerprint of its stage-1 table, stage summary)."""
     from generative_rec import stage
     from generative_rec.stage import sid_fingerprint
     from tokenizer.sid import SemanticIds
@@ -205,16 +205,31 @@ def test_stage2_that_does_not_beat_stage1_is_not_adopted(runs, tmp_path):
     run = tmp_path / "mmq"
     shutil.copytree(runs["mmq"], run)
     before = SemanticIds.from_run_dir(run)
-    h1 = sid_fingerprint(before.codes, before.codebook_sizes)
     cfg = tiny_cfg(max_steps=60, eval_every=60, lr=1e-2,
-                   stage2=dict(enabled=True, steps=20, continue_steps=0, tokenizer_lr=0.5,
-                               retriever_lr=0.5, max_collision_increase=1.0))
+                   stage2=dict(enabled=True, steps=20, tokenizer_lr=0.5, retriever_lr=0.5,
+                               **stage2))
     summary = stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
+    return run, sid_fingerprint(before.codes, before.codebook_sizes), summary
+
+
+def _stage1_table_kept(run, h1):
+    from generative_rec.stage import sid_fingerprint
+    from tokenizer.sid import SemanticIds
+
+    after = SemanticIds.from_run_dir(run)
+    return sid_fingerprint(after.codes, after.codebook_sizes) == h1
+
+
+def test_stage2_that_does_not_beat_stage1_is_not_adopted(runs, tmp_path):
+    """A tokenizer shaken hard and no continued training serves validation users worse: the run
+    keeps the stage-1 IDs and the stage-1 retriever."""
+    from generative_rec import stage
+
+    run, h1, summary = _shaken_stage2(runs, tmp_path, continue_steps=0, max_collision_increase=1.0)
     scores = summary["stage2"]["valid_ndcg@10"]
     assert summary["stage2"]["adopted"] is False and scores["stage2"] <= scores["stage1"]
     assert summary["stage2"]["final_sid_hash"] != h1  # stage 2 did move items...
-    after = SemanticIds.from_run_dir(run)  # ...but the run's table is the stage-1 one
-    assert sid_fingerprint(after.codes, after.codebook_sizes) == h1
+    assert _stage1_table_kept(run, h1)  # ...but the run's table is the stage-1 one
     marker = json.loads((run / "stage2" / "stage2.json").read_text())
     assert marker["adopted"] is False
     stage.load_retriever(run, device="cpu")  # the saved retriever reads the stage-1 IDs
@@ -226,18 +241,7 @@ def test_stage2_ids_that_collapse_are_rejected_before_continued_training(runs, t
     """A codebook shaken into more collisions than stage 1's is rejected as soon as
     the IDs are re-assigned: no continued training, no validation decode of it, and the run
     keeps the stage-1 IDs and retriever."""
-    from generative_rec import stage
-    from generative_rec.stage import sid_fingerprint
-    from tokenizer.sid import SemanticIds
-
-    run = tmp_path / "mmq"
-    shutil.copytree(runs["mmq"], run)
-    before = SemanticIds.from_run_dir(run)
-    h1 = sid_fingerprint(before.codes, before.codebook_sizes)
-    cfg = tiny_cfg(max_steps=60, eval_every=60, lr=1e-2,
-                   stage2=dict(enabled=True, steps=20, continue_steps=50, tokenizer_lr=0.5,
-                               retriever_lr=0.5))
-    summary = stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
+    run, h1, summary = _shaken_stage2(runs, tmp_path, continue_steps=50)
     s2 = summary["stage2"]
     stage1_rate = json.loads((run / "tokenizer" / "metrics.json").read_text())["collision_rate"]
     assert s2["final_tokenizer"]["collision_rate"] > stage1_rate
@@ -246,8 +250,7 @@ def test_stage2_ids_that_collapse_are_rejected_before_continued_training(runs, t
     phases = {json.loads(line)["phase"] for line in
               (run / "retriever" / "train_log.jsonl").read_text().splitlines()}
     assert "stage2_continue" not in phases
-    after = SemanticIds.from_run_dir(run)
-    assert sid_fingerprint(after.codes, after.codebook_sizes) == h1
+    assert _stage1_table_kept(run, h1)
     marker = json.loads((run / "stage2" / "stage2.json").read_text())
     assert marker["adopted"] is False and marker["rejected"] == "collision_rate"
     valid = json.loads((run / "retriever" / "metrics_valid.json").read_text())
