@@ -4,9 +4,12 @@ The final lists are decoded with ``max(num_beams, candidates_n)`` beams, validat
 training with ``num_beams``. This measures what the width does to Recall/NDCG on the same model
 and the same validation users: several beam widths, and the exact ranking by the same score
 over the whole catalogue (teacher-forced scoring of every item, which a small catalogue allows)
-as the limit of an infinitely wide beam. Test users are never looked at.
+as the limit of an infinitely wide beam. For a retriever trained with an item head
+(``item_loss_weight``), ``--item-score-weights`` re-orders every beam of each width with each
+weight, and adds the item head alone over the whole catalogue. Test users are never looked at.
 
     python benchmarks/beam_width.py runs/demo --beams 10,20,50,100 --exhaustive-users 943
+    python benchmarks/beam_width.py RUN --beams 20 --item-score-weights 0,0.5,1,2
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from generative_rec.model import item_query  # noqa: E402
 from generative_rec.reference_decoding import exhaustive_scores  # noqa: E402
 from generative_rec.stage import load_retriever, make_retriever_data, retriever_config  # noqa: E402
 from generative_rec.train import decode_examples, retrieval_metrics  # noqa: E402
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beams", default="10,20,50,100", help="comma-separated beam widths")
     parser.add_argument("--exhaustive-users", type=int, default=0,
                         help="also rank every item exactly for the first N validation users (0 = skip)")
+    parser.add_argument("--item-score-weights", default="",
+                        help="comma-separated item-head weights to re-order the beams with")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args(argv)
@@ -70,6 +76,29 @@ def main(argv: list[str] | None = None) -> int:
                                    batch_size=cfg.eval_batch_size, device="cpu",
                                    normalize=cfg.normalize)
         report(f"beam {max(beams, 20)}", items, valid.targets, time.perf_counter() - t0)
+    weights = [float(w) for w in args.item_score_weights.split(",") if w]
+    for weight in weights:
+        for beams in [max(int(b), 20) for b in args.beams.split(",") if b]:
+            # Every beam is re-ordered, then the top 20 are evaluated.
+            t0 = time.perf_counter()
+            items, _ = decode_examples(model=model, examples=valid, collator=data.collator,
+                                       trie=trie, vocab=vocab, num_beams=beams, top_k=beams,
+                                       batch_size=cfg.eval_batch_size, device="cpu",
+                                       normalize=cfg.normalize, item_score_weight=weight)
+            report(f"beam {beams}, item head x {weight:g}", items, valid.targets,
+                   time.perf_counter() - t0)
+    if weights:
+        t0 = time.perf_counter()
+        ranked = []
+        with torch.no_grad():
+            vectors = model.encoder.embed_tokens.item_vectors()
+            for lo in range(0, len(valid.targets), 256):
+                batch = data.collator(valid, np.arange(lo, min(lo + 256, len(valid.targets))))
+                query = item_query(model, input_ids=batch.input_ids,
+                                   attention_mask=batch.attention_mask)
+                ranked.append((query @ vectors.T).topk(20, dim=1).indices.numpy())
+        report("item head alone (whole catalogue)", np.concatenate(ranked), valid.targets,
+               time.perf_counter() - t0)
     if args.exhaustive_users:
         n = min(args.exhaustive_users, len(valid.targets))
         t0 = time.perf_counter()

@@ -119,6 +119,17 @@ class RetrieverConfig:
     """With ``history_encoding="item"``, add a learned per-item vector (zero at start) to each
     history item's SID embedding, as an ItemID model has. The decoder still generates SIDs; an
     item added after training reads as its SID alone."""
+    item_loss_weight: float = 0.0
+    """Weight of the item head's loss (0 = no item head). The item head scores every catalogue
+    item by the dot product of the decoder's start-token output (the state that predicts the
+    first code) with the item's history embedding (its SID rows, plus its learned vector under
+    ``item_id_embedding``): a softmax over the catalogue, trained beside the SID softmax and
+    used only to re-order the beam's candidates (``item_score_weight``), so decoding cost does
+    not grow with the catalogue. Needs ``history_encoding="item"`` and the ``position`` or
+    ``children`` softmax."""
+    item_score_weight: float = 1.0
+    """With an item head: each candidate's final score is ``log p(SID) + item_score_weight *
+    item-head logit``."""
     max_history: int = 20
     """Most recent items of the history fed to the encoder (left-truncated)."""
     max_train_prefixes: int = 0
@@ -216,6 +227,12 @@ class RetrieverConfig:
              f"output_softmax must be one of {OUTPUT_SOFTMAX}"),
             (self.num_beams >= 20, "num_beams must be >= 20 (the largest K evaluated)"),
             (self.candidates_n > 0, "candidates_n must be positive"),
+            (self.item_loss_weight >= 0 and self.item_score_weight >= 0,
+             "item_loss_weight and item_score_weight must be >= 0"),
+            (self.item_loss_weight == 0 or (self.history_encoding == "item"
+                                            and self.output_softmax in ("position", "children")),
+             "item_loss_weight needs history_encoding 'item' and output_softmax 'position' or "
+             "'children'"),
             (self.stage2.tau > 0, "stage2.tau must be positive"),
             (0 <= self.stage2.max_collision_increase <= 1,
              "stage2.max_collision_increase must be in [0, 1]"),
@@ -232,6 +249,11 @@ class RetrieverConfig:
         if self.score == "children" or self.output_softmax == "children":
             return "children"
         return self.output_softmax
+
+    @property
+    def rerank_weight(self) -> float:
+        """Weight of the item head when re-ordering the beam (0 = no item head trained)."""
+        return self.item_score_weight if self.item_loss_weight > 0 else 0.0
 
     @property
     def decode_beams(self) -> int:

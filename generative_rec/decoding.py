@@ -393,3 +393,32 @@ def constrained_beam_search_batched(
     if not items:
         return torch.empty(0, top_k, dtype=torch.long), torch.empty(0, top_k)
     return torch.cat(items), torch.cat(scores)
+
+
+@torch.no_grad()
+def rerank_with_item_head(
+    *,
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    items: torch.Tensor,
+    scores: torch.Tensor,
+    weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-order each query's beam ``items``/``scores`` (``[B, K]``, -1 = empty slot, last) by
+    ``score + weight * item-head logit`` (:func:`generative_rec.model.item_head_scores`).
+
+    The search decides which items are candidates; the item head, trained beside the SID
+    softmax (``RetrieverConfig.item_loss_weight``), only re-orders them, so the cost is one more
+    encoder pass and one decoder step per query, whatever the catalogue size.
+    """
+    from generative_rec.model import item_head_scores, item_query
+
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    query = item_query(model, input_ids=input_ids, attention_mask=attention_mask)
+    combined = scores.float() + weight * item_head_scores(model, query=query, items=items).float()
+    combined = combined.masked_fill(items < 0, float("-inf"))
+    # Stable: equal combined scores keep the beam's order.
+    order = torch.sort(combined, dim=1, descending=True, stable=True).indices
+    return items.gather(1, order), combined.gather(1, order)

@@ -89,6 +89,28 @@ class ItemSidEmbedding(nn.Module):
         new[: len(old)] = old
         self.item_id = nn.Embedding(n_items, old.shape[1], _weight=new)
 
+    def item_vectors(self) -> torch.Tensor:
+        """Every catalogue item's history embedding ``[N, d]`` (the rows :meth:`forward` gives
+        item ids), which the item head scores against at every training step.
+
+        Computed as ``A @ E`` with ``A`` the sparse ``[N, V]`` item -> token pooling matrix: on
+        a CPU its backward is about 3x cheaper than the embedding gather's for a whole catalogue
+        (the gather's backward sorts ``N * L`` indices)."""
+        key = (self.item_tokens.device, self.item_tokens.data_ptr(), tuple(self.item_tokens.shape))
+        if getattr(self, "_pool_key", None) != key:
+            n, length = self.item_tokens.shape
+            rows = torch.arange(n, device=self.item_tokens.device).repeat_interleave(length)
+            values = torch.full((n * length,), length ** -0.5, device=self.item_tokens.device)
+            # Not a buffer: DDP broadcasts buffers and does not take sparse ones.
+            self._pool = torch.sparse_coo_tensor(
+                torch.stack([rows, self.item_tokens.reshape(-1)]), values,
+                (n, self.vocab_size), check_invariants=True).coalesce()
+            self._pool_key = key
+        pooled = torch.sparse.mm(self._pool, self.weight)
+        if self.item_id is not None:
+            pooled = pooled + self.item_id.weight[: len(self.item_tokens)]
+        return pooled
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         is_item = ids >= self.vocab_size
         direct = F.embedding(torch.where(is_item, 0, ids), self.weight)
@@ -192,6 +214,34 @@ def retrieval_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1))
 
 
+def item_query(model: torch.nn.Module, *, input_ids: torch.Tensor,
+               attention_mask: torch.Tensor) -> torch.Tensor:
+    """The item head's query ``[B, d]``: the decoder's output at the start token (the state that
+    predicts the first code), scaled like the tied code head's inputs."""
+    t5 = unwrap(model)
+    enc = t5.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    start = torch.full((input_ids.size(0), 1), PAD_ID, dtype=torch.long, device=input_ids.device)
+    dec = t5.decoder(input_ids=start, encoder_hidden_states=enc,
+                     encoder_attention_mask=attention_mask, use_cache=False).last_hidden_state
+    return _scaled(t5, dec[:, 0])
+
+
+def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor,
+                     items: torch.Tensor) -> torch.Tensor:
+    """Item-head logits ``[B, K]`` of the items ``[B, K]`` (-1 = none scores 0) for ``query``:
+    the dot product with each item's history embedding. Only the ``K`` candidates are embedded,
+    so the cost does not grow with the catalogue."""
+    emb = unwrap(model).encoder.embed_tokens
+    if not isinstance(emb, ItemSidEmbedding):
+        raise DataError("the item head needs history_encoding 'item'")
+    vectors = emb(items.clamp(min=0) + emb.vocab_size)
+    return torch.einsum("bd,bkd->bk", query.to(vectors.dtype), vectors) * (items >= 0)
+
+
+def _scaled(t5: T5ForConditionalGeneration, dec: torch.Tensor) -> torch.Tensor:
+    return dec * (t5.model_dim ** -0.5) if t5.config.scale_decoder_outputs else dec
+
+
 class PositionHeads(nn.Module):
     """Teacher-forced SID scores with one softmax per SID position (``output_softmax:
     position``): the decoder's output at position ``p`` is scored against that position's
@@ -202,6 +252,10 @@ class PositionHeads(nn.Module):
     leak onto them; restricting each step to its own range is what decoding does anyway. This
     module wraps the T5 (DDP wraps it in turn, so gradients are synchronised as usual); its
     ``[p, :K_p]`` slice equals ``sid_logits(...)[:, p, offset_p : offset_p + K_p]``.
+
+    With ``with_items=True`` it also returns the item head's logits over the whole catalogue
+    ``[B, N]``: the start-token output (:func:`item_query`) against every item's history
+    embedding, the training side of ``RetrieverConfig.item_loss_weight``.
     """
 
     def __init__(self, model: T5ForConditionalGeneration, *, offsets: tuple[int, ...],
@@ -214,19 +268,25 @@ class PositionHeads(nn.Module):
     def forward(self, *, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None,
-                decoder_inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                decoder_inputs_embeds: torch.Tensor | None = None,
+                with_items: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         t5 = self.t5
         enc = t5.encoder(input_ids=input_ids, inputs_embeds=inputs_embeds,
                          attention_mask=attention_mask).last_hidden_state
         dec = t5.decoder(input_ids=decoder_input_ids, inputs_embeds=decoder_inputs_embeds,
                          encoder_hidden_states=enc, encoder_attention_mask=attention_mask,
                          use_cache=False).last_hidden_state
-        if t5.config.scale_decoder_outputs:
-            dec = dec * (t5.model_dim ** -0.5)
+        dec = _scaled(t5, dec)
         weight = t5.lm_head.weight
         rows = [F.pad(dec[:, p] @ weight[lo:hi].T, (0, self.width - (hi - lo)),
                       value=float("-inf")) for p, (lo, hi) in enumerate(self.ranges)]
-        return torch.stack(rows, dim=1)
+        logits = torch.stack(rows, dim=1)
+        if not with_items:
+            return logits
+        emb = t5.encoder.embed_tokens
+        if not isinstance(emb, ItemSidEmbedding):
+            raise DataError("the item head needs history_encoding 'item'")
+        return logits, dec[:, 0] @ emb.item_vectors().T
 
 
 def position_loss(logits: torch.Tensor, codes: torch.Tensor,

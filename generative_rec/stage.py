@@ -83,6 +83,7 @@ def evaluate(
         model=model, examples=ex, collator=data.collator, trie=data.trie, vocab=data.vocab,
         num_beams=max(beams, k), top_k=k, batch_size=cfg.eval_batch_size, device=device, ctx=ctx,
         amp=amp_dtype(cfg.amp, device), desc=f"{which} decode", normalize=cfg.normalize,
+        item_score_weight=cfg.rerank_weight,
     )
     metrics = retrieval_metrics(items[:, : max(METRIC_KS)], ex.targets, n_items=split.n_items,
                                 strata=split.strata)
@@ -278,12 +279,14 @@ def recommend_for_histories(
     num_beams: int | None = None,
     max_history: int = 20,
     normalize: str,
+    item_score_weight: float = 0.0,
     batch_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items (``[B, top_k]`` item_idx, -1 = none) and sequence log-probabilities for
     arbitrary chronological histories of item indices; ``user_ids`` pick the hashed user tokens
     (an unseen id simply hashes to some bucket). ``normalize`` is the trained model's scoring
-    rule (``RetrieverConfig.normalize``), never guessed."""
+    rule (``RetrieverConfig.normalize``), never guessed; ``item_score_weight`` its
+    ``RetrieverConfig.rerank_weight``."""
     if len(histories) != len(user_ids):
         raise DataError(f"{len(histories)} histories but {len(user_ids)} user ids")
     n_items = trie.n_items
@@ -301,6 +304,7 @@ def recommend_for_histories(
     items, scores = decode_examples(
         model=model, examples=examples, collator=collator, trie=trie, vocab=vocab,
         num_beams=beams, top_k=top_k, batch_size=batch_size, device=device, normalize=normalize,
+        item_score_weight=item_score_weight,
     )
     return items, scores
 

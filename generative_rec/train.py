@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from generative_rec.config import RetrieverConfig
 from generative_rec.data import Collator, Examples, epoch_order, length_bucketed
@@ -117,13 +118,15 @@ def decode_examples(
     ctx: DistContext | None = None,
     amp: torch.dtype | None = None,
     normalize: str,
+    item_score_weight: float = 0.0,
     desc: str = "decode",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items ``[E, top_k]`` (-1 = none) and their log-probabilities for every
     example, by constrained beam search; sharded over ranks and gathered under DDP.
     ``normalize`` has no default: it must be the one the model was trained for
-    (``RetrieverConfig.normalize``)."""
-    from generative_rec.decoding import constrained_beam_search
+    (``RetrieverConfig.normalize``). ``item_score_weight`` > 0 re-orders each user's beam by
+    ``log p(SID) + weight * item-head logit`` (``RetrieverConfig.rerank_weight``)."""
+    from generative_rec.decoding import constrained_beam_search, rerank_with_item_head
 
     ctx = ctx or DistContext()
     net = unwrap(model)
@@ -149,6 +152,10 @@ def decode_examples(
                 top_k=top_k,
                 normalize=normalize,
             )
+            if item_score_weight > 0:
+                got_items, got_scores = rerank_with_item_head(
+                    model=net, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    items=got_items, scores=got_scores, weight=item_score_weight)
         items[start : start + len(idx)] = got_items.cpu().numpy()
         scores[start : start + len(idx)] = got_scores.float().cpu().numpy()
     if was_training:
@@ -362,6 +369,7 @@ def train_retriever(
             model=net, examples=valid, collator=collator, trie=trie, vocab=vocab,
             num_beams=cfg.num_beams, top_k=20, batch_size=cfg.eval_batch_size, device=device,
             ctx=ctx, amp=amp, desc=f"{phase} valid", normalize=cfg.normalize,
+            item_score_weight=cfg.rerank_weight,
         )
         metrics = retrieval_metrics(items, valid.targets, n_items=trie.n_items)
         return float(metrics["overall"][SELECTION_METRIC])
@@ -431,16 +439,25 @@ def train_retriever(
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             batch = collator(train, idx).to(device)
             set_lr(optimizer, lr_at(state.step, peak=peak, warmup=warmup, total=total))
+            item_logits = None
             with autocast(device, amp):
-                logits = sid_logits(ddp_model, input_ids=batch.input_ids,
-                                    attention_mask=batch.attention_mask,
-                                    decoder_input_ids=shift_right(batch.labels))
+                if cfg.item_loss_weight > 0:
+                    logits, item_logits = ddp_model(
+                        input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        decoder_input_ids=shift_right(batch.labels), with_items=True)
+                else:
+                    logits = sid_logits(ddp_model, input_ids=batch.input_ids,
+                                        attention_mask=batch.attention_mask,
+                                        decoder_input_ids=shift_right(batch.labels))
             if scorer is net:
                 loss = retrieval_loss(logits, batch.labels)
             else:
                 codes = batch.labels - offsets
                 loss = position_loss(logits, codes, mask=None if trie_here is None else
                                      trie_here.sibling_mask(codes, logits.size(-1)))
+            if item_logits is not None:
+                loss = loss + cfg.item_loss_weight * F.cross_entropy(
+                    item_logits.float(), batch.targets, ignore_index=-1)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

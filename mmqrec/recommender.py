@@ -364,7 +364,7 @@ class Recommender:
                 model=r.model, vocab=r.vocab, trie=r.trie, histories=[h.tolist() for h in histories],
                 user_ids=keys, top_k=n, num_beams=max(r.cfg.num_beams, n),
                 max_history=r.cfg.max_history, batch_size=r.cfg.eval_batch_size,
-                normalize=r.cfg.normalize)
+                normalize=r.cfg.normalize, item_score_weight=r.cfg.rerank_weight)
             cands, retr = [], []
             for row_items, row_scores in zip(items, scores):
                 keep = row_items >= 0
