@@ -231,11 +231,16 @@ def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor,
     """Item-head logits ``[B, K]`` of the items ``[B, K]`` (-1 = none scores 0) for ``query``:
     the dot product with each item's history embedding. Only the ``K`` candidates are embedded,
     so the cost does not grow with the catalogue."""
-    emb = unwrap(model).encoder.embed_tokens
-    if not isinstance(emb, ItemSidEmbedding):
-        raise DataError("the item head needs history_encoding 'item'")
+    emb = _item_embedding(unwrap(model))
     vectors = emb(items.clamp(min=0) + emb.vocab_size)
     return torch.einsum("bd,bkd->bk", query.to(vectors.dtype), vectors) * (items >= 0)
+
+
+def _item_embedding(t5: T5ForConditionalGeneration) -> ItemSidEmbedding:
+    emb = t5.encoder.embed_tokens
+    if not isinstance(emb, ItemSidEmbedding):
+        raise DataError("the item head needs history_encoding 'item'")
+    return emb
 
 
 def _scaled(t5: T5ForConditionalGeneration, dec: torch.Tensor) -> torch.Tensor:
@@ -283,10 +288,7 @@ class PositionHeads(nn.Module):
         logits = torch.stack(rows, dim=1)
         if not with_items:
             return logits
-        emb = t5.encoder.embed_tokens
-        if not isinstance(emb, ItemSidEmbedding):
-            raise DataError("the item head needs history_encoding 'item'")
-        return logits, dec[:, 0] @ emb.item_vectors().T
+        return logits, dec[:, 0] @ _item_embedding(t5).item_vectors().T
 
 
 def position_loss(logits: torch.Tensor, codes: torch.Tensor,
