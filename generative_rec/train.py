@@ -267,6 +267,34 @@ class TrainResult:
 StepFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 
 
+def step_loss(ddp_model: torch.nn.Module, *, batch: Any, cfg: RetrieverConfig, plain: bool,
+              offsets: torch.Tensor, trie: Any, device: str,
+              amp: torch.dtype | None) -> torch.Tensor:
+    """One training batch's loss: the SID cross-entropy (``plain``: T5's full-vocabulary head;
+    else :class:`PositionHeads`, masked to the trie's children when ``trie`` is given) plus
+    ``item_loss_weight`` times the item head's catalogue cross-entropy."""
+    item_logits = None
+    with autocast(device, amp):
+        if cfg.item_loss_weight > 0:
+            logits, item_logits = ddp_model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                decoder_input_ids=shift_right(batch.labels), with_items=True)
+        else:
+            logits = sid_logits(ddp_model, input_ids=batch.input_ids,
+                                attention_mask=batch.attention_mask,
+                                decoder_input_ids=shift_right(batch.labels))
+    if plain:
+        loss = retrieval_loss(logits, batch.labels)
+    else:
+        codes = batch.labels - offsets
+        loss = position_loss(logits, codes, mask=None if trie is None else
+                             trie.sibling_mask(codes, logits.size(-1)))
+    if item_logits is not None:
+        loss = loss + cfg.item_loss_weight * F.cross_entropy(
+            item_logits.float(), batch.targets, ignore_index=-1)
+    return loss
+
+
 def train_retriever(
     *,
     model: torch.nn.Module,
@@ -439,25 +467,8 @@ def train_retriever(
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             batch = collator(train, idx).to(device)
             set_lr(optimizer, lr_at(state.step, peak=peak, warmup=warmup, total=total))
-            item_logits = None
-            with autocast(device, amp):
-                if cfg.item_loss_weight > 0:
-                    logits, item_logits = ddp_model(
-                        input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                        decoder_input_ids=shift_right(batch.labels), with_items=True)
-                else:
-                    logits = sid_logits(ddp_model, input_ids=batch.input_ids,
-                                        attention_mask=batch.attention_mask,
-                                        decoder_input_ids=shift_right(batch.labels))
-            if scorer is net:
-                loss = retrieval_loss(logits, batch.labels)
-            else:
-                codes = batch.labels - offsets
-                loss = position_loss(logits, codes, mask=None if trie_here is None else
-                                     trie_here.sibling_mask(codes, logits.size(-1)))
-            if item_logits is not None:
-                loss = loss + cfg.item_loss_weight * F.cross_entropy(
-                    item_logits.float(), batch.targets, ignore_index=-1)
+            loss = step_loss(ddp_model, batch=batch, cfg=cfg, plain=scorer is net,
+                             offsets=offsets, trie=trie_here, device=device, amp=amp)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
