@@ -4,7 +4,7 @@ Builds the retriever of ``RUN``'s config (overridable with ``--set key=value``),
 length-bucketed batches the trainer draws, and times forward + loss, backward and the AdamW
 step over ``--steps`` steps after ``--warmup`` untimed ones, for each path:
 
-* ``eager``: what ``train_retriever`` runs today (the baseline);
+* ``eager``: what ``train_retriever`` runs (the baseline);
 * ``compile``: the scorer under ``torch.compile(dynamic=True)`` (inductor; needs a C++ compiler
   on CPU); the first steps, which compile, are reported apart;
 * ``fused-adamw``: eager, with ``torch.optim.AdamW(fused=True)``.
@@ -30,21 +30,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generative_rec.data import epoch_order, length_bucketed  # noqa: E402
-from generative_rec.model import PositionHeads, build_model  # noqa: E402
+from generative_rec.model import build_model  # noqa: E402
 from generative_rec.stage import make_retriever_data, retriever_config  # noqa: E402
-from generative_rec.train import make_optimizer, step_loss  # noqa: E402
+from generative_rec.train import make_optimizer, step_loss, training_scorer  # noqa: E402
+from recdata.errors import DataError  # noqa: E402
+from recdata.overrides import config_with_overrides  # noqa: E402
 from recdata.split import SequentialSplit  # noqa: E402
 from tokenizer.sid import SemanticIds  # noqa: E402
 
 PATHS = ("eager", "compile", "fused-adamw")
-
-
-def _override(cfg, pairs: list[str]):
-    changes = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        changes[key] = json.loads(value)
-    return type(cfg).from_dict({**cfg.to_dict(), **changes}) if changes else cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,12 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60, help="timed steps per path")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated of {PATHS}")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="retriever config override, e.g. item_loss_weight=0.5")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args(argv)
 
-    cfg = _override(retriever_config(args.run_dir), args.set)
+    base = retriever_config(args.run_dir)
+    try:
+        cfg = config_with_overrides(type(base), args.set, "retriever", **base.to_dict())
+    except DataError as exc:
+        raise SystemExit(f"error: {exc}") from None
     split = SequentialSplit.from_run_dir(args.run_dir)
     sids = SemanticIds.from_run_dir(args.run_dir)
     data = make_retriever_data(split=split, codes=np.asarray(sids.codes, np.int64),
@@ -89,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"unknown path {path!r}; choose from {PATHS}")
         net = copy.deepcopy(initial)
         net.train()
-        scorer = net
-        if cfg.output_softmax in ("position", "children"):
-            scorer = PositionHeads(net, offsets=data.vocab.offsets,
-                                   sizes=tuple(data.vocab.codebook_sizes))
+        scorer = training_scorer(net, cfg=cfg, vocab=data.vocab)
         runner = torch.compile(scorer, dynamic=True) if path == "compile" else scorer
         optimizer = make_optimizer(net, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if path == "fused-adamw":

@@ -267,6 +267,14 @@ class TrainResult:
 StepFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 
 
+def training_scorer(net: torch.nn.Module, *, cfg: RetrieverConfig, vocab: Any) -> torch.nn.Module:
+    """What one training step calls: the T5 itself (full-vocabulary head) or the per-position
+    heads around it (``output_softmax`` position / children)."""
+    if cfg.output_softmax in ("position", "children"):
+        return PositionHeads(net, offsets=vocab.offsets, sizes=tuple(vocab.codebook_sizes))
+    return net
+
+
 def step_loss(ddp_model: torch.nn.Module, *, batch: Any, cfg: RetrieverConfig, plain: bool,
               offsets: torch.Tensor, trie: Any, device: str,
               amp: torch.dtype | None) -> torch.Tensor:
@@ -343,11 +351,7 @@ def train_retriever(
 
     model.to(device)
     net = unwrap(model)
-    # What one training step calls: the T5 itself (full-vocabulary head) or the per-position
-    # heads around it; DDP wraps whichever it is.
-    scorer: torch.nn.Module = net
-    if cfg.output_softmax in ("position", "children"):
-        scorer = PositionHeads(net, offsets=vocab.offsets, sizes=tuple(vocab.codebook_sizes))
+    scorer = training_scorer(net, cfg=cfg, vocab=vocab)
     offsets = torch.tensor(vocab.offsets, device=device)
     trie_here = trie.to(device) if cfg.output_softmax == "children" else None
     ddp_model: torch.nn.Module = scorer
