@@ -119,6 +119,10 @@ class RetrieverConfig:
     """With ``history_encoding="item"``, add a learned per-item vector (zero at start) to each
     history item's SID embedding, as an ItemID model has. The decoder still generates SIDs; an
     item added after training reads as its SID alone."""
+    recency_embedding: bool = False
+    """With ``history_encoding="item"``, add a learned vector per distance from the end of the
+    history (0 = the most recent item; zero at start) to each history item's embedding, so
+    the decoder can single out the last items, whose successors are the most predictable."""
     item_loss_weight: float = 0.0
     """Weight of the item head's loss (0 = no item head). The item head scores every catalogue
     item by the dot product of the decoder's start-token output (the state that predicts the
@@ -233,6 +237,9 @@ class RetrieverConfig:
                                             and self.output_softmax in ("position", "children")),
              "item_loss_weight needs history_encoding 'item' and output_softmax 'position' or "
              "'children'"),
+            (not (self.item_id_embedding or self.recency_embedding)
+             or self.history_encoding == "item",
+             "item_id_embedding and recency_embedding need history_encoding 'item'"),
             (self.stage2.tau > 0, "stage2.tau must be positive"),
             (0 <= self.stage2.max_collision_increase <= 1,
              "stage2.max_collision_increase must be in [0, 1]"),

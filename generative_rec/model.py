@@ -70,7 +70,7 @@ class ItemSidEmbedding(nn.Module):
     """
 
     def __init__(self, shared: nn.Embedding, item_tokens: torch.Tensor, *,
-                 item_id_embedding: bool = False) -> None:
+                 item_id_embedding: bool = False, recency_slots: int = 0) -> None:
         super().__init__()
         self.weight = shared.weight
         self.vocab_size = int(shared.weight.shape[0])
@@ -79,6 +79,10 @@ class ItemSidEmbedding(nn.Module):
         # corrections; items added later keep a zero row and read as their SID.
         self.item_id = (nn.Embedding(len(item_tokens), self.weight.shape[1], _weight=torch.zeros(
             len(item_tokens), self.weight.shape[1])) if item_id_embedding else None)
+        # Also zero at start. T5's relative biases give no position relative to the end of the
+        # history, so without it the decoder cannot tell the most recent item from the others.
+        self.recency = (nn.Embedding(recency_slots, self.weight.shape[1], _weight=torch.zeros(
+            recency_slots, self.weight.shape[1])) if recency_slots > 0 else None)
 
     def grow(self, n_items: int) -> None:
         """Extend the per-item table with zero rows for items added after training."""
@@ -111,6 +115,17 @@ class ItemSidEmbedding(nn.Module):
             pooled = pooled + self.item_id.weight[: len(self.item_tokens)]
         return pooled
 
+    def recency_term(self, ids: torch.Tensor) -> torch.Tensor | float:
+        """``[B, T, d]``: the recency vector of each item position (slot 0 for the most recent
+        item of its row, the last slot for it and anything older), zero elsewhere; 0 without
+        a recency table."""
+        if self.recency is None:
+            return 0.0
+        is_item = ids >= self.vocab_size
+        from_end = is_item.flip(-1).long().cumsum(-1).flip(-1) - 1
+        slots = from_end.clamp(min=0, max=self.recency.num_embeddings - 1)
+        return self.recency(slots) * is_item.unsqueeze(-1)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         is_item = ids >= self.vocab_size
         direct = F.embedding(torch.where(is_item, 0, ids), self.weight)
@@ -119,7 +134,7 @@ class ItemSidEmbedding(nn.Module):
         if self.item_id is not None:
             pooled = pooled + self.item_id((ids - self.vocab_size).clamp(min=0, max=len(
                 self.item_tokens) - 1))
-        return torch.where(is_item.unsqueeze(-1), pooled, direct)
+        return torch.where(is_item.unsqueeze(-1), pooled, direct) + self.recency_term(ids)
 
 
 def build_model(
@@ -136,7 +151,10 @@ def build_model(
         if item_tokens is None:
             raise DataError("history_encoding 'item' needs the item -> SID token table")
         model.encoder.embed_tokens = ItemSidEmbedding(model.shared, torch.as_tensor(item_tokens),
-                                                      item_id_embedding=cfg.item_id_embedding)
+                                                      item_id_embedding=cfg.item_id_embedding,
+                                                      recency_slots=(cfg.max_history
+                                                                     if cfg.recency_embedding
+                                                                     else 0))
     return model
 
 

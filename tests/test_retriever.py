@@ -398,3 +398,27 @@ def test_item_id_vectors_start_at_zero_train_and_grow_with_the_catalogue():
                         item_tokens=tokens)
     load_model_state(again, saved)
     assert torch.equal(again.encoder.embed_tokens.item_id.weight, saved["encoder.embed_tokens.item_id.weight"])
+
+
+def test_recency_vectors_start_at_zero_and_mark_the_most_recent_item():
+    vocab = SidVocab([4, 4, 2], n_user_buckets=4)
+    tokens = vocab.encode_sids(np.array([[0, 1, 0], [3, 2, 1], [1, 1, 0]]))
+    torch.manual_seed(0)
+    plain = build_model(cfg=tiny_cfg(max_history=3), vocab_size=vocab.vocab_size,
+                        item_tokens=tokens)
+    torch.manual_seed(0)
+    model = build_model(cfg=tiny_cfg(max_history=3, recency_embedding=True),
+                        vocab_size=vocab.vocab_size, item_tokens=tokens)
+    emb = model.encoder.embed_tokens
+    v = vocab.vocab_size
+    # [user, item 0, item 2, item 1, item 0, eos] and a shorter row, right-padded.
+    ids = torch.tensor([[2, v, v + 2, v + 1, v, 1], [3, v + 1, 1, 0, 0, 0]])
+    assert torch.equal(plain.encoder.embed_tokens(ids), emb(ids))  # zero at start
+    with torch.no_grad():
+        emb.recency.weight.copy_(torch.arange(3.0)[:, None] + 1)
+    added = (emb(ids) - plain.encoder.embed_tokens(ids))[..., 0]
+    # Slot 0 = most recent item; items older than max_history share the last slot.
+    assert torch.allclose(added, torch.tensor([[0.0, 3, 3, 2, 1, 0], [0, 1, 0, 0, 0, 0]]),
+                          atol=1e-5)
+    with pytest.raises(DataError, match="history_encoding 'item'"):
+        tiny_cfg(history_encoding="token", recency_embedding=True)

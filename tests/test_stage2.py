@@ -111,6 +111,28 @@ def test_soft_lookup_is_exact_and_gradient_reaches_tokenizer(runs, name, soft_ta
     assert norms and max(norms) > 0
 
 
+@pytest.mark.parametrize("name", ["mmq"])
+def test_soft_lookup_keeps_the_recency_vectors(runs, name):
+    from generative_rec.model import PositionHeads, position_loss, shift_right, sid_logits
+    from generative_rec.stage2 import joint_loss
+
+    cfg, data, model, tokenizer, inputs = _setup(runs[name], recency_embedding=True,
+                                                 output_softmax="position")
+    with torch.no_grad():
+        model.encoder.embed_tokens.recency.weight.normal_()
+    train = data.examples["train"]
+    batch = data.collator(train, np.arange(min(24, len(train))))
+    losses = joint_loss(model=model, tokenizer=tokenizer, inputs=inputs, batch=batch,
+                        item_tokens=torch.as_tensor(data.collator.item_tokens),
+                        vocab=data.vocab, cfg=cfg)
+    scorer = PositionHeads(model, offsets=data.vocab.offsets,
+                           sizes=tuple(data.vocab.codebook_sizes))
+    logits = sid_logits(scorer, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        decoder_input_ids=shift_right(batch.labels))
+    hard = position_loss(logits, batch.labels - torch.tensor(data.vocab.offsets))
+    assert float(losses["retrieval"].detach()) == pytest.approx(float(hard.detach()), rel=1e-5)
+
+
 def test_carry_over_embeddings_keeps_rows_per_position():
     from generative_rec.model import build_model
     from generative_rec.stage2 import carry_over_embeddings
