@@ -28,6 +28,7 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 HISTORY_ENCODINGS = ("item", "token")
 SCORES = ("joint", "children")
 OUTPUT_SOFTMAX = ("position", "vocab", "children")
+ITEM_QUERIES = ("decoder", "last")
 
 
 def _floats_as_floats(obj: Any) -> None:
@@ -131,6 +132,10 @@ class RetrieverConfig:
     used only to re-order the beam's candidates (``item_score_weight``), so decoding cost does
     not grow with the catalogue. Needs ``history_encoding="item"`` and the ``position`` or
     ``children`` softmax."""
+    item_query: str = "decoder"
+    """The item head's query: "decoder" — the decoder's start-token output; "last" — that plus
+    the encoder's output at the most recent history item, a direct path from the last item to
+    the scores of its likely successors (as SASRec reads its last position)."""
     item_score_weight: float = 1.0
     """With an item head: each candidate's final score is ``log p(SID) + item_score_weight *
     item-head logit``."""
@@ -240,6 +245,7 @@ class RetrieverConfig:
             (not (self.item_id_embedding or self.recency_embedding)
              or self.history_encoding == "item",
              "item_id_embedding and recency_embedding need history_encoding 'item'"),
+            (self.item_query in ITEM_QUERIES, f"item_query must be one of {ITEM_QUERIES}"),
             (self.stage2.tau > 0, "stage2.tau must be positive"),
             (0 <= self.stage2.max_collision_increase <= 1,
              "stage2.max_collision_increase must be in [0, 1]"),

@@ -54,6 +54,7 @@ def t5_config(*, cfg: RetrieverConfig, vocab_size: int) -> T5Config:
         decoder_start_token_id=PAD_ID,
         tie_word_embeddings=True,
         use_cache=True,
+        item_query=cfg.item_query,
     )
 
 
@@ -241,7 +242,19 @@ def item_query(model: torch.nn.Module, *, input_ids: torch.Tensor,
     start = torch.full((input_ids.size(0), 1), PAD_ID, dtype=torch.long, device=input_ids.device)
     dec = t5.decoder(input_ids=start, encoder_hidden_states=enc,
                      encoder_attention_mask=attention_mask, use_cache=False).last_hidden_state
-    return _scaled(t5, dec[:, 0])
+    return head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask)
+
+
+def head_query(t5: T5ForConditionalGeneration, *, enc: torch.Tensor, dec_start: torch.Tensor,
+               attention_mask: torch.Tensor) -> torch.Tensor:
+    """The item head's query from the encoder's output ``enc`` ``[B, T, d]`` and the decoder's
+    start-token output ``[B, d]``: the latter alone, or (``item_query: last``) plus the encoder
+    output at the most recent history item, which a right-padded ``[user] + items + [eos]``
+    input holds at ``length - 2``."""
+    if getattr(t5.config, "item_query", "decoder") == "last":
+        last = (attention_mask.sum(1) - 2).clamp(min=0)
+        dec_start = dec_start + enc[torch.arange(len(enc), device=enc.device), last]
+    return _scaled(t5, dec_start)
 
 
 def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor,
@@ -299,14 +312,15 @@ class PositionHeads(nn.Module):
         dec = t5.decoder(input_ids=decoder_input_ids, inputs_embeds=decoder_inputs_embeds,
                          encoder_hidden_states=enc, encoder_attention_mask=attention_mask,
                          use_cache=False).last_hidden_state
-        dec = _scaled(t5, dec)
+        scaled = _scaled(t5, dec)
         weight = t5.lm_head.weight
-        rows = [F.pad(dec[:, p] @ weight[lo:hi].T, (0, self.width - (hi - lo)),
+        rows = [F.pad(scaled[:, p] @ weight[lo:hi].T, (0, self.width - (hi - lo)),
                       value=float("-inf")) for p, (lo, hi) in enumerate(self.ranges)]
         logits = torch.stack(rows, dim=1)
         if not with_items:
             return logits
-        return logits, dec[:, 0] @ _item_embedding(t5).item_vectors().T
+        query = head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask)
+        return logits, query @ _item_embedding(t5).item_vectors().T
 
 
 def position_loss(logits: torch.Tensor, codes: torch.Tensor,

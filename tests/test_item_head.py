@@ -18,10 +18,11 @@ from tests.test_retriever import _train, cyclic_problem, tiny_cfg
 torch.set_num_threads(1)
 
 
-def _model_and_batch(seed: int = 0):
+def _model_and_batch(seed: int = 0, item_query: str = "decoder"):
     ex, vocab, collator, trie = cyclic_problem()
     torch.manual_seed(seed)
-    model = build_model(cfg=tiny_cfg(item_id_embedding=True), vocab_size=vocab.vocab_size,
+    model = build_model(cfg=tiny_cfg(item_id_embedding=True, item_query=item_query),
+                        vocab_size=vocab.vocab_size,
                         item_tokens=collator.item_tokens)
     with torch.no_grad():  # non-zero per-item vectors, so the reference must add them
         model.encoder.embed_tokens.item_id.weight.normal_(0, 0.5)
@@ -40,8 +41,9 @@ def _slow_item_logits(model, query: torch.Tensor, item_tokens: np.ndarray) -> to
     return torch.stack(cols, dim=1)
 
 
-def test_training_logits_and_decoding_scores_match_the_definition():
-    model, vocab, trie, batch, item_tokens = _model_and_batch()
+@pytest.mark.parametrize("query_kind", ["decoder", "last"])
+def test_training_logits_and_decoding_scores_match_the_definition(query_kind):
+    model, vocab, trie, batch, item_tokens = _model_and_batch(item_query=query_kind)
     heads = PositionHeads(model, offsets=vocab.offsets, sizes=tuple(vocab.codebook_sizes))
     start = torch.zeros_like(batch.labels)
     _, logits = heads(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
@@ -54,6 +56,21 @@ def test_training_logits_and_decoding_scores_match_the_definition():
     got = item_head_scores(model, query=query, items=cands)
     torch.testing.assert_close(got[:, :2], slow[:, [3, 0]], rtol=1e-5, atol=1e-5)
     assert torch.equal(got[:, 2], torch.zeros(len(query)))
+
+
+def test_last_item_query_adds_the_encoder_output_at_the_most_recent_item():
+    model, vocab, trie, batch, item_tokens = _model_and_batch(item_query="last")
+    ids, mask = batch.input_ids, batch.attention_mask
+    enc = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    start = torch.zeros((len(ids), 1), dtype=torch.long)
+    dec = model.decoder(input_ids=start, encoder_hidden_states=enc,
+                        encoder_attention_mask=mask).last_hidden_state[:, 0]
+    rows = []
+    for b in range(len(ids)):
+        last = max(j for j in range(ids.shape[1]) if ids[b, j] >= vocab.vocab_size)
+        rows.append((dec[b] + enc[b, last]) * model.model_dim ** -0.5)
+    torch.testing.assert_close(item_query(model, input_ids=ids, attention_mask=mask),
+                               torch.stack(rows), rtol=1e-5, atol=1e-6)
 
 
 def test_item_loss_gradients_match_the_slow_reference():
