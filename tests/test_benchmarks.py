@@ -52,3 +52,31 @@ def test_quality_table_marks_small_strata_and_lists_anchors():
     assert "0.0700 [0.060, 0.080]" in md
     assert "TIGER (paper) 0.0454 / 0.0321 / 0.0648 / 0.0384" in md
     json.dumps(result)
+
+
+def test_transition_split_finds_targets_that_follow_the_last_item_in_training(tmp_path):
+    import numpy as np
+    import polars as pl
+
+    from recdata.split import SequentialSplit
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import transition_split
+    finally:
+        sys.path.pop(0)
+    seqs = [[0, 1, 2, 3, 4], [2, 3, 5, 3, 4], [3, 4, 0, 1, 7]]
+    split = SequentialSplit(item_ids=[str(i) for i in range(8)], user_ids=["a", "b", "c"],
+                            sequences=[np.array(s) for s in seqs],
+                            strata=np.array(["popular"] * 8), train_counts=np.ones(8, int))
+    # Training pairs: 0>1 1>2 2>3 3>5 3>4 4>0. Validation: 2>3, 5>3, 0>1; test: 3>4 thrice, 1>7.
+    seen, targets = transition_split.seen_transitions(split, "valid")
+    assert seen.tolist() == [True, False, True] and targets.tolist() == [3, 3, 1]
+    seen, targets = transition_split.seen_transitions(split, "test")
+    assert seen.tolist() == [True, True, False] and targets.tolist() == [4, 4, 7]
+    lists = tmp_path / "ranked.parquet"
+    pl.DataFrame({"user_idx": [2, 0, 1, 0], "split": ["test", "test", "test", "valid"],
+                  "items": [[7, 1], [1, 2, 4], [5], [3]],
+                  "scores": [[1.0, 0.0], [3.0, 2.0, 1.0], [1.0], [1.0]]}).write_parquet(lists)
+    ranks = transition_split.hits_at_k(lists, "test", targets, n_users=3)
+    assert ranks.tolist() == [2, transition_split.K, 0]
