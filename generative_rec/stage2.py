@@ -174,10 +174,9 @@ def joint_loss(
         item_id = net.encoder.embed_tokens.item_id
         if item_id is not None:
             pooled = pooled + item_id(hist.clamp(min=0))
-        # ``base`` already holds the recency term, the pooled rows do not.
-        recency = net.encoder.embed_tokens.recency_term(batch.input_ids)
-        if torch.is_tensor(recency):
-            pooled = pooled + recency[:, 1 : 1 + h]
+        if net.encoder.embed_tokens.recency is not None:
+            # ``base`` already holds the recency term, the pooled rows do not.
+            pooled = pooled + net.encoder.embed_tokens.recency_term(batch.input_ids)[:, 1 : 1 + h]
         slots = torch.where((hist >= 0)[:, :, None], pooled, base[:, 1 : 1 + h])
         enc = torch.cat([base[:, :1], slots, base[:, 1 + h :]], dim=1)
     else:
