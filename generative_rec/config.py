@@ -29,6 +29,7 @@ HISTORY_ENCODINGS = ("item", "token")
 SCORES = ("joint", "children")
 OUTPUT_SOFTMAX = ("position", "vocab", "children")
 ITEM_QUERIES = ("decoder", "last")
+DECODER_STARTS = ("token", "last")
 
 
 def _floats_as_floats(obj: Any) -> None:
@@ -136,6 +137,12 @@ class RetrieverConfig:
     """The item head's query: "decoder" — the decoder's start-token output; "last" — that plus
     the encoder's output at the most recent history item, a direct path from the last item to
     the scores of its likely successors (as SASRec reads its last position)."""
+    decoder_start: str = "token"
+    """The decoder's first input: "token" — the start token's embedding; "last" — that plus the
+    encoder's output at the most recent history item, so the SID search reads the last item as
+    directly as the item head does under ``item_query: last`` (the first code decides which
+    items the beam keeps). Needs ``history_encoding="item"`` and the ``position`` or
+    ``children`` softmax."""
     item_score_weight: float = 1.0
     """With an item head: each candidate's final score is ``log p(SID) + item_score_weight *
     item-head logit``."""
@@ -246,6 +253,12 @@ class RetrieverConfig:
              or self.history_encoding == "item",
              "item_id_embedding and recency_embedding need history_encoding 'item'"),
             (self.item_query in ITEM_QUERIES, f"item_query must be one of {ITEM_QUERIES}"),
+            (self.decoder_start in DECODER_STARTS,
+             f"decoder_start must be one of {DECODER_STARTS}"),
+            (self.decoder_start == "token" or (self.history_encoding == "item"
+                                                and self.output_softmax in ("position", "children")),
+             "decoder_start 'last' needs history_encoding 'item' and output_softmax 'position' or "
+             "'children'"),
             (self.stage2.tau > 0, "stage2.tau must be positive"),
             (0 <= self.stage2.max_collision_increase <= 1,
              "stage2.max_collision_increase must be in [0, 1]"),

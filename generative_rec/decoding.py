@@ -38,6 +38,7 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
+from generative_rec.model import decoder_embeds, start_reads_last
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
 
@@ -178,10 +179,23 @@ def _search(
             enc_states = lambda rows: hidden if rows == batch else hidden.repeat_interleave(rows // batch, dim=0)  # noqa: E731
             enc_mask = lambda rows: attention_mask if rows == batch else attention_mask.repeat_interleave(rows // batch, dim=0)  # noqa: E731
 
+        # With ``decoder_start: last`` the start position also carries the most recent history
+        # item (generative_rec.model.decoder_embeds); later positions are plain code tokens.
+        reads_last = start_reads_last(model)
+
+        def decoder_inputs(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+            if not reads_last:
+                return {"decoder_input_ids": ids}
+            per = ids.shape[0] // batch
+            return {"decoder_inputs_embeds": decoder_embeds(
+                model, ids=ids, enc=hidden if per == 1 else hidden.repeat_interleave(per, dim=0),
+                attention_mask=(attention_mask if per == 1
+                                else attention_mask.repeat_interleave(per, dim=0)))}
+
         out = model(
             encoder_outputs=(enc_states(batch),),
             attention_mask=enc_mask(batch),
-            decoder_input_ids=torch.full((batch, 1), start_id, dtype=torch.long, device=device),
+            **decoder_inputs(torch.full((batch, 1), start_id, dtype=torch.long, device=device)),
             use_cache=use_cache,
             return_dict=True,
         )
@@ -204,14 +218,14 @@ def _search(
             row_base = (torch.arange(batch, device=device) * num_beams).unsqueeze(1)
         for depth in range(1, length):
             if cache is not None:
-                dec_in = tokens.reshape(-1, 1)
+                dec_args = {"decoder_input_ids": tokens.reshape(-1, 1)}
             else:
                 start = torch.full((rows, 1), start_id, dtype=torch.long, device=device)
-                dec_in = torch.cat([start, seqs.reshape(rows, -1)], dim=1)
+                dec_args = decoder_inputs(torch.cat([start, seqs.reshape(rows, -1)], dim=1))
             out = model(
                 encoder_outputs=(step_states,),
                 attention_mask=step_mask,
-                decoder_input_ids=dec_in,
+                **dec_args,
                 **{CACHE_KWARG: cache},
                 use_cache=use_cache,
                 return_dict=True,

@@ -55,6 +55,7 @@ def t5_config(*, cfg: RetrieverConfig, vocab_size: int) -> T5Config:
         tie_word_embeddings=True,
         use_cache=True,
         item_query=cfg.item_query,
+        decoder_start=cfg.decoder_start,
     )
 
 
@@ -240,20 +241,49 @@ def item_query(model: torch.nn.Module, *, input_ids: torch.Tensor,
     t5 = unwrap(model)
     enc = t5.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     start = torch.full((input_ids.size(0), 1), PAD_ID, dtype=torch.long, device=input_ids.device)
-    dec = t5.decoder(input_ids=start, encoder_hidden_states=enc,
-                     encoder_attention_mask=attention_mask, use_cache=False).last_hidden_state
+    dec = t5.decoder(inputs_embeds=decoder_embeds(t5, enc=enc, attention_mask=attention_mask,
+                                                  ids=start),
+                     encoder_hidden_states=enc, encoder_attention_mask=attention_mask,
+                     use_cache=False).last_hidden_state
     return head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask)
+
+
+def last_item_states(enc: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The encoder's output ``[B, d]`` at the most recent history item, which a right-padded
+    ``[user] + items + [eos]`` input holds at ``length - 2``."""
+    last = (attention_mask.sum(1) - 2).clamp(min=0)
+    return enc[torch.arange(len(enc), device=enc.device), last]
+
+
+def start_reads_last(model: torch.nn.Module) -> bool:
+    """True when the decoder's start input carries the most recent item (``decoder_start: last``)."""
+    return getattr(unwrap(model).config, "decoder_start", "token") == "last"
+
+
+def decoder_embeds(t5: torch.nn.Module, *, enc: torch.Tensor, attention_mask: torch.Tensor,
+                   ids: torch.Tensor | None = None,
+                   embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """The decoder's input embeddings ``[B, T, d]`` of ``ids`` (or ``embeds`` as given), whose
+    position 0 is the start token: with ``decoder_start: last`` the encoder's output at the most
+    recent history item (:func:`last_item_states`) is added there. Every path into the decoder
+    (training, the item head, beam search, stage 2, the oracles) goes through here, so they
+    read the same start."""
+    t5 = unwrap(t5)
+    if embeds is None:
+        embeds = t5.decoder.embed_tokens(ids)
+    if not start_reads_last(t5):
+        return embeds
+    last = last_item_states(enc, attention_mask).to(embeds.dtype)
+    return torch.cat([embeds[:, :1] + last[:, None], embeds[:, 1:]], dim=1)
 
 
 def head_query(t5: T5ForConditionalGeneration, *, enc: torch.Tensor, dec_start: torch.Tensor,
                attention_mask: torch.Tensor) -> torch.Tensor:
     """The item head's query from the encoder's output ``enc`` ``[B, T, d]`` and the decoder's
     start-token output ``[B, d]``: the latter alone, or (``item_query: last``) plus the encoder
-    output at the most recent history item, which a right-padded ``[user] + items + [eos]``
-    input holds at ``length - 2``."""
+    output at the most recent history item (:func:`last_item_states`)."""
     if getattr(t5.config, "item_query", "decoder") == "last":
-        last = (attention_mask.sum(1) - 2).clamp(min=0)
-        dec_start = dec_start + enc[torch.arange(len(enc), device=enc.device), last]
+        dec_start = dec_start + last_item_states(enc, attention_mask)
     return _scaled(t5, dec_start)
 
 
@@ -309,6 +339,11 @@ class PositionHeads(nn.Module):
         t5 = self.t5
         enc = t5.encoder(input_ids=input_ids, inputs_embeds=inputs_embeds,
                          attention_mask=attention_mask).last_hidden_state
+        if start_reads_last(t5):
+            decoder_inputs_embeds = decoder_embeds(t5, enc=enc, attention_mask=attention_mask,
+                                                   ids=decoder_input_ids,
+                                                   embeds=decoder_inputs_embeds)
+            decoder_input_ids = None
         dec = t5.decoder(input_ids=decoder_input_ids, inputs_embeds=decoder_inputs_embeds,
                          encoder_hidden_states=enc, encoder_attention_mask=attention_mask,
                          use_cache=False).last_hidden_state

@@ -21,6 +21,7 @@ from torch import nn
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from generative_rec.decoding import check_decoding_args
+from generative_rec.model import decoder_embeds, start_reads_last
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
 
@@ -100,6 +101,7 @@ def hf_trie_beam_search(
     dict_trie: dict[int, Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """HF ``generate`` beam search constrained by a Python dict trie. Results on the CPU."""
+    _check_generate(model)
     if normalize == "position":
         # generate() hands logits processors scores already masked to the allowed children, so
         # a per-position normaliser cannot be rebuilt there; exhaustive_scores covers it.
@@ -142,6 +144,12 @@ def hf_trie_beam_search(
     return _collect(items, scores, top_k)
 
 
+def _check_generate(model: nn.Module) -> None:
+    if start_reads_last(model):
+        raise ValueError("generate() starts the decoder from the plain start token; a model with "
+                         "decoder_start 'last' is checked with exhaustive_top_k instead")
+
+
 def _leaf_item(root: dict[int, Any], tokens: list[int]) -> int:
     node = _walk(root, tokens)
     return node if isinstance(node, int) else -1
@@ -165,6 +173,7 @@ def unconstrained_beam_search(
     where the sequence is no catalogue SID; these are *kept* in place so the caller can measure the
     invalid rate), their scores, and the number of invalid sequences per query among the top_k.
     """
+    _check_generate(model)
     if num_beams < top_k:
         raise ValueError(f"num_beams ({num_beams}) must be >= top_k ({top_k})")
     root = build_dict_trie(codes=codes, vocab=vocab) if dict_trie is None else dict_trie
@@ -212,10 +221,12 @@ def _teacher_forced(
     device = input_ids.device
     targets = targets.to(device)
     dec_in = torch.cat([torch.full((n, 1), vocab.pad_id, device=device, dtype=torch.long), targets[:, :-1]], dim=1)
+    mask = attention_mask.expand(n, -1)
+    enc = model.get_encoder()(input_ids=input_ids.expand(n, -1), attention_mask=mask).last_hidden_state
     logits = model(
-        input_ids=input_ids.expand(n, -1),
-        attention_mask=attention_mask.expand(n, -1),
-        decoder_input_ids=dec_in,
+        encoder_outputs=(enc,),
+        attention_mask=mask,
+        decoder_inputs_embeds=decoder_embeds(model, enc=enc, attention_mask=mask, ids=dec_in),
         use_cache=False,
     ).logits.float().cpu()  # [n, L, V]
     out = []

@@ -57,6 +57,7 @@ from generative_rec.data import Batch, epoch_order
 from generative_rec.ddp import DistContext, barrier
 from generative_rec.model import (
     build_model,
+    decoder_embeds,
     item_token_offset,
     load_model_state,
     model_state,
@@ -199,8 +200,12 @@ def joint_loss(
         target_emb = emb[label_tokens]
     start = emb[vocab.pad_id].expand(b, 1, -1)
     dec = torch.cat([start, target_emb[:, : L - 1]], dim=1)
-    logits = model(inputs_embeds=enc, attention_mask=batch.attention_mask,
-                   decoder_inputs_embeds=dec, use_cache=False).logits
+    hidden = model.get_encoder()(inputs_embeds=enc,
+                                 attention_mask=batch.attention_mask).last_hidden_state
+    logits = model(encoder_outputs=(hidden,), attention_mask=batch.attention_mask,
+                   decoder_inputs_embeds=decoder_embeds(model, enc=hidden, embeds=dec,
+                                                        attention_mask=batch.attention_mask),
+                   use_cache=False).logits
     terms = []
     for p in range(L):
         lo, hi = vocab.position_range(p)

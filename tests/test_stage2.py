@@ -111,13 +111,14 @@ def test_soft_lookup_is_exact_and_gradient_reaches_tokenizer(runs, name, soft_ta
     assert norms and max(norms) > 0
 
 
-@pytest.mark.parametrize("name", ["mmq"])
-def test_soft_lookup_keeps_the_recency_vectors(runs, name):
+@pytest.mark.parametrize("decoder_start", ["token", "last"])
+def test_soft_lookup_keeps_the_recency_vectors_and_the_start(runs, decoder_start):
     from generative_rec.model import PositionHeads, position_loss, shift_right, sid_logits
     from generative_rec.stage2 import joint_loss
 
-    cfg, data, model, tokenizer, inputs = _setup(runs[name], recency_embedding=True,
-                                                 output_softmax="position")
+    cfg, data, model, tokenizer, inputs = _setup(runs["mmq"], recency_embedding=True,
+                                                 output_softmax="position",
+                                                 decoder_start=decoder_start)
     with torch.no_grad():
         model.encoder.embed_tokens.recency.weight.normal_()
     train = data.examples["train"]
