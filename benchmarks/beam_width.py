@@ -32,6 +32,8 @@ from generative_rec.train import decode_examples, retrieval_metrics  # noqa: E40
 from recdata.split import SequentialSplit  # noqa: E402
 from tokenizer.sid import SemanticIds  # noqa: E402
 
+STRATA_SHOWN = ("popular", "middle", "long_tail")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
@@ -56,17 +58,25 @@ def main(argv: list[str] | None = None) -> int:
                                sizes=list(sids.codebook_sizes), cfg=cfg)
     valid = data.examples["valid"]
     rows = []
-    print("| decoding | users | R@10 | N@10 | R@20 | N@20 | distinct@10 | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| decoding | users | R@10 | N@10 | R@20 | N@20 | distinct@10 | R@10 popular / middle / "
+          "long-tail | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
 
     def report(name: str, ranked: np.ndarray, targets: np.ndarray, seconds: float) -> None:
-        m = retrieval_metrics(ranked[:, :20], targets, n_items=split.n_items)["overall"]
+        result = retrieval_metrics(ranked[:, :20], targets, n_items=split.n_items,
+                                   strata=split.strata)
+        m = result["overall"]
+        # Recall@10 of the users whose target lies in each popularity stratum (training counts).
+        by_stratum = {s: (None if v["users"] == 0 else round(float(v["recall@10"]), 5))
+                      for s, v in result["strata"].items() if s in STRATA_SHOWN}
         row = {"decoding": name, "users": int(len(targets)), "seconds": round(seconds, 1),
                "distinct@10": int(len(np.unique(ranked[:, :10][ranked[:, :10] >= 0]))),
-               **{k: round(float(m[k]), 5) for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20")}}
+               **{k: round(float(m[k]), 5) for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20")},
+               "strata_recall@10": by_stratum}
         rows.append(row)
+        shown = " / ".join("-" if v is None else f"{v:.4f}" for v in by_stratum.values())
         print(f"| {name} | {row['users']} | {row['recall@10']:.4f} | {row['ndcg@10']:.4f} | "
-              f"{row['recall@20']:.4f} | {row['ndcg@20']:.4f} | {row['distinct@10']} | "
+              f"{row['recall@20']:.4f} | {row['ndcg@20']:.4f} | {row['distinct@10']} | {shown} | "
               f"{row['seconds']} |", flush=True)
 
     for beams in [int(b) for b in args.beams.split(",") if b]:

@@ -81,6 +81,9 @@ def run_setting(base: Path, out: Path, name: str, overrides: dict, seed: int) ->
     return {
         "setting": name, "overrides": overrides, "seed": seed, "base": str(base),
         "valid": summarise(valid), "valid_distinct@10": distinct,
+        # Recall@10 of the users whose target lies in each training-popularity stratum.
+        "valid_strata_recall@10": {k: round(float(v["recall@10"]), 5)
+                                   for k, v in valid.get("strata", {}).items() if v["users"]},
         "valid_users": int(split.n_users),
         "train_seconds": round(summary["phases"]["train"]["seconds"], 1),
         "stage_seconds": round(seconds, 1),

@@ -143,6 +143,16 @@ class RetrieverConfig:
     directly as the item head does under ``item_query: last`` (the first code decides which
     items the beam keeps). Needs ``history_encoding="item"`` and the ``position`` or
     ``children`` softmax."""
+    head_distill_weight: float = 0.0
+    """Weight of a loss that pulls the SID softmax of the first ``head_distill_levels`` codes
+    toward the item head's catalogue distribution summed over the items under each code (the
+    head as teacher, its gradient stopped; 0 = off). The beam keeps only the prefixes the SID
+    softmax ranks high, so items the head ranks high under an unlikely first code never reach
+    the re-ordering; this teaches the search where the head's mass lies, at no decoding cost.
+    Needs an item head (``item_loss_weight`` > 0)."""
+    head_distill_levels: int = 2
+    """SID positions that ``head_distill_weight`` trains (from the first), each under the
+    target's own prefix as in teacher forcing."""
     item_score_weight: float = 1.0
     """With an item head: each candidate's final score is ``log p(SID) + item_score_weight *
     item-head logit``."""
@@ -252,6 +262,10 @@ class RetrieverConfig:
             (not (self.item_id_embedding or self.recency_embedding)
              or self.history_encoding == "item",
              "item_id_embedding and recency_embedding need history_encoding 'item'"),
+            (self.head_distill_weight >= 0 and self.head_distill_levels >= 1,
+             "head_distill_weight must be >= 0 and head_distill_levels >= 1"),
+            (self.head_distill_weight == 0 or self.item_loss_weight > 0,
+             "head_distill_weight needs an item head (item_loss_weight > 0)"),
             (self.item_query in ITEM_QUERIES, f"item_query must be one of {ITEM_QUERIES}"),
             (self.decoder_start in DECODER_STARTS,
              f"decoder_start must be one of {DECODER_STARTS}"),
@@ -295,6 +309,10 @@ class RetrieverConfig:
         fields = self.to_dict()
         for name in ("stage2", "candidates_n", "eval_batch_size"):
             fields.pop(name)
+        if not self.head_distill_weight:
+            # Added later: runs trained without it keep resuming their checkpoints.
+            fields.pop("head_distill_weight")
+            fields.pop("head_distill_levels")
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

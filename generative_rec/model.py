@@ -297,6 +297,14 @@ def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor,
     return torch.einsum("bd,bkd->bk", query.to(vectors.dtype), vectors) * (items >= 0)
 
 
+def catalogue_codes(model: torch.nn.Module, offsets: torch.Tensor) -> torch.Tensor:
+    """Every catalogue item's SID codes ``[N, L]`` (token ids less the position offsets), from
+    the model's item -> token table; ``model`` may be wrapped in :class:`PositionHeads` and DDP."""
+    net = unwrap(model)
+    t5 = net.t5 if isinstance(net, PositionHeads) else net
+    return _item_embedding(t5).item_tokens - offsets
+
+
 def _item_embedding(t5: T5ForConditionalGeneration) -> ItemSidEmbedding:
     emb = t5.encoder.embed_tokens
     if not isinstance(emb, ItemSidEmbedding):
@@ -369,6 +377,40 @@ def position_loss(logits: torch.Tensor, codes: torch.Tensor,
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf"))
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), codes.reshape(-1))
+
+
+def head_distill_loss(logits: torch.Tensor, item_logits: torch.Tensor, codes: torch.Tensor,
+                      item_codes: torch.Tensor, *, levels: int,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of the SID softmax of the first ``levels`` positions against the item
+    head's distribution summed per code (``RetrieverConfig.head_distill_weight``).
+
+    ``logits`` ``[B, L, K]`` are :class:`PositionHeads` logits (masked by ``mask`` as in
+    :func:`position_loss`), ``item_logits`` ``[B, N]`` the head's catalogue logits (the teacher:
+    no gradient flows into them), ``codes`` ``[B, L]`` the targets' codes and ``item_codes``
+    ``[N, L]`` every item's. At position ``d`` the teacher is the head's probability of the
+    items that share the target's first ``d`` codes, summed by their code ``d`` and
+    renormalised: what the children softmax under that prefix would be if it agreed with the
+    head. Mean over the batch and the positions."""
+    scores = item_logits.detach().float()
+    in_prefix = torch.ones_like(scores, dtype=torch.bool)
+    total = logits.new_zeros((), dtype=torch.float32)
+    levels = min(levels, logits.size(1))
+    for d in range(levels):
+        # Renormalised over the prefix's items before summing, not after: a prefix whose items
+        # the head finds unlikely would otherwise underflow to an all-zero teacher.
+        p = scores.masked_fill(~in_prefix, float("-inf")).softmax(dim=-1)
+        teacher = torch.zeros(p.size(0), logits.size(-1), dtype=p.dtype, device=p.device)
+        teacher.index_add_(1, item_codes[:, d], p)
+        step = logits[:, d].float()
+        if mask is not None:
+            step = step.masked_fill(~mask[:, d], float("-inf"))
+        # The teacher is zero wherever the student is -inf (no item there), so those terms are
+        # dropped rather than multiplied out to NaN.
+        logp = torch.where(teacher > 0, step.log_softmax(dim=-1), 0.0)
+        total = total - (teacher * logp).sum(dim=1).mean()
+        in_prefix = in_prefix & (item_codes[:, d][None, :] == codes[:, d : d + 1])
+    return total / levels
 
 
 def soft_position_embeddings(

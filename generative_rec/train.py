@@ -34,6 +34,8 @@ from generative_rec.data import Collator, Examples, epoch_order, length_bucketed
 from generative_rec.ddp import DistContext, all_reduce_mean, barrier, broadcast_flag, gather_rows, shard_indices
 from generative_rec.model import (
     PositionHeads,
+    catalogue_codes,
+    head_distill_loss,
     load_model_state,
     model_state,
     position_loss,
@@ -295,11 +297,15 @@ def step_loss(ddp_model: torch.nn.Module, *, batch: Any, cfg: RetrieverConfig, p
         loss = retrieval_loss(logits, batch.labels)
     else:
         codes = batch.labels - offsets
-        loss = position_loss(logits, codes, mask=None if trie is None else
-                             trie.sibling_mask(codes, logits.size(-1)))
+        mask = None if trie is None else trie.sibling_mask(codes, logits.size(-1))
+        loss = position_loss(logits, codes, mask=mask)
     if item_logits is not None:
         loss = loss + cfg.item_loss_weight * F.cross_entropy(
             item_logits.float(), batch.targets, ignore_index=-1)
+    if item_logits is not None and cfg.head_distill_weight > 0:
+        loss = loss + cfg.head_distill_weight * head_distill_loss(
+            logits, item_logits, codes, catalogue_codes(ddp_model, offsets),
+            levels=cfg.head_distill_levels, mask=mask)
     return loss
 
 
