@@ -388,20 +388,44 @@ def head_distill_loss(logits: torch.Tensor, item_logits: torch.Tensor, codes: to
     ``logits`` ``[B, L, K]`` are :class:`PositionHeads` logits (masked by ``mask`` as in
     :func:`position_loss`), ``item_logits`` ``[B, N]`` the head's catalogue logits (the teacher:
     no gradient flows into them), ``codes`` ``[B, L]`` the targets' codes and ``item_codes``
-    ``[N, L]`` every item's. At position ``d`` the teacher is the head's probability of the
-    items that share the target's first ``d`` codes, summed by their code ``d`` and
-    renormalised: what the children softmax under that prefix would be if it agreed with the
-    head. Mean over the batch and the positions."""
+    ``[N, L]`` every item's. At position ``d`` the teacher is the head's softmax over the items
+    that share the target's first ``d`` codes, summed by their code ``d``: what the children
+    softmax under that prefix would be if it agreed with the head. Mean over the batch and the
+    positions.
+
+    Past the first position only the target prefix's items are read: sorted by code, they are
+    one contiguous run per prefix, gathered as ``[B, G]`` with ``G`` the largest run in the
+    batch, so those levels cost ``B·G``, not ``B·N``. Each softmax runs over its own run, so a
+    prefix the head finds unlikely still gets a well-defined teacher."""
     scores = item_logits.detach().float()
-    in_prefix = torch.ones_like(scores, dtype=torch.bool)
-    total = logits.new_zeros((), dtype=torch.float32)
     levels = min(levels, logits.size(1))
+    width = int(item_codes.max()) + 1
+    if width ** levels >= 2 ** 62:
+        raise DataError(f"head distillation over {levels} levels of {width} codes overflows "
+                        "its int64 prefix keys; lower head_distill_levels")
+    n = item_codes.size(0)
+    item_keys = torch.zeros(n, dtype=torch.long, device=scores.device)
+    target_keys = torch.zeros(len(codes), dtype=torch.long, device=scores.device)
     for d in range(levels):
-        # Renormalised over the prefix's items before summing, not after: a prefix whose items
-        # the head finds unlikely would otherwise underflow to an all-zero teacher.
-        p = scores.masked_fill(~in_prefix, float("-inf")).softmax(dim=-1)
-        teacher = torch.zeros(p.size(0), logits.size(-1), dtype=p.dtype, device=p.device)
-        teacher.index_add_(1, item_codes[:, d], p)
+        item_keys = item_keys * width + item_codes[:, d]
+    order = torch.argsort(item_keys)
+    sorted_codes = item_codes[order]
+    total = logits.new_zeros((), dtype=torch.float32)
+    for d in range(levels):
+        teacher = torch.zeros(len(codes), logits.size(-1), dtype=scores.dtype, device=scores.device)
+        if d == 0:
+            teacher.index_add_(1, item_codes[:, 0], scores.softmax(dim=-1))
+        else:
+            keys = torch.zeros(n, dtype=torch.long, device=scores.device)
+            for j in range(d):
+                keys = keys * width + sorted_codes[:, j]
+            lo = torch.searchsorted(keys, target_keys)
+            hi = torch.searchsorted(keys, target_keys, right=True)
+            slots = lo[:, None] + torch.arange(int((hi - lo).max()), device=scores.device)
+            real = slots < hi[:, None]
+            slots = slots.clamp(max=n - 1)
+            run = scores.gather(1, order[slots]).masked_fill(~real, float("-inf"))
+            teacher.scatter_add_(1, sorted_codes[slots, d], run.softmax(dim=-1))
         step = logits[:, d].float()
         if mask is not None:
             step = step.masked_fill(~mask[:, d], float("-inf"))
@@ -409,7 +433,7 @@ def head_distill_loss(logits: torch.Tensor, item_logits: torch.Tensor, codes: to
         # dropped rather than multiplied out to NaN.
         logp = torch.where(teacher > 0, step.log_softmax(dim=-1), 0.0)
         total = total - (teacher * logp).sum(dim=1).mean()
-        in_prefix = in_prefix & (item_codes[:, d][None, :] == codes[:, d : d + 1])
+        target_keys = target_keys * width + codes[:, d]
     return total / levels
 
 
