@@ -282,7 +282,8 @@ def step_loss(ddp_model: torch.nn.Module, *, batch: Any, cfg: RetrieverConfig, p
               amp: torch.dtype | None) -> torch.Tensor:
     """One training batch's loss: the SID cross-entropy (``plain``: T5's full-vocabulary head;
     else :class:`PositionHeads`, masked to the trie's children when ``trie`` is given) plus
-    ``item_loss_weight`` times the item head's catalogue cross-entropy."""
+    ``item_loss_weight`` times the item head's catalogue cross-entropy plus
+    ``head_distill_weight`` times :func:`~generative_rec.model.head_distill_loss`."""
     item_logits = None
     with autocast(device, amp):
         if cfg.item_loss_weight > 0:
