@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     initial = build_model(cfg=cfg, vocab_size=data.vocab.vocab_size,
                           item_tokens=data.collator.item_tokens)
     offsets = torch.tensor(data.vocab.offsets)
-    trie = data.trie if cfg.output_softmax == "children" else None
+    trie = data.trie
     print(f"{args.run_dir}: batch {cfg.batch_size}, d_model {cfg.d_model}, "
           f"item_loss_weight {cfg.item_loss_weight}, {torch.get_num_threads()} threads")
     print("| path | first steps s | ms/step | forward+loss | backward | optimiser | "

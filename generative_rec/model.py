@@ -22,6 +22,8 @@ Weights are stored as safetensors without the tied aliases (``model_state``/``lo
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -297,14 +299,6 @@ def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor,
     return torch.einsum("bd,bkd->bk", query.to(vectors.dtype), vectors) * (items >= 0)
 
 
-def catalogue_codes(model: torch.nn.Module, offsets: torch.Tensor) -> torch.Tensor:
-    """Every catalogue item's SID codes ``[N, L]`` (token ids less the position offsets), from
-    the model's item -> token table; ``model`` may be wrapped in :class:`PositionHeads` and DDP."""
-    net = unwrap(model)
-    t5 = net.t5 if isinstance(net, PositionHeads) else net
-    return _item_embedding(t5).item_tokens - offsets
-
-
 def _item_embedding(t5: T5ForConditionalGeneration) -> ItemSidEmbedding:
     emb = t5.encoder.embed_tokens
     if not isinstance(emb, ItemSidEmbedding):
@@ -380,52 +374,36 @@ def position_loss(logits: torch.Tensor, codes: torch.Tensor,
 
 
 def head_distill_loss(logits: torch.Tensor, item_logits: torch.Tensor, codes: torch.Tensor,
-                      item_codes: torch.Tensor, *, levels: int,
-                      mask: torch.Tensor | None = None) -> torch.Tensor:
+                      trie: Any, *, levels: int, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of the SID softmax of the first ``levels`` positions against the item
     head's distribution summed per code (``RetrieverConfig.head_distill_weight``).
 
     ``logits`` ``[B, L, K]`` are :class:`PositionHeads` logits (masked by ``mask`` as in
     :func:`position_loss`), ``item_logits`` ``[B, N]`` the head's catalogue logits (the teacher:
-    no gradient flows into them), ``codes`` ``[B, L]`` the targets' codes and ``item_codes``
-    ``[N, L]`` every item's. At position ``d`` the teacher is the head's softmax over the items
-    that share the target's first ``d`` codes, summed by their code ``d``: what the children
-    softmax under that prefix would be if it agreed with the head. Mean over the batch and the
-    positions.
+    no gradient flows into them), ``codes`` ``[B, L]`` the targets' codes and ``trie`` the
+    catalogue's :class:`~generative_rec.trie.SidTrie`. At position ``d`` the teacher is the
+    head's softmax over the items that share the target's first ``d`` codes, summed by their
+    code ``d``: what the children softmax under that prefix would be if it agreed with the head.
+    Mean over the batch and the positions.
 
-    Past the first position only the target prefix's items are read: sorted by code, they are
-    one contiguous run per prefix, gathered as ``[B, G]`` with ``G`` the largest run in the
-    batch, so those levels cost ``B·G``, not ``B·N``. Each softmax runs over its own run, so a
-    prefix the head finds unlikely still gets a well-defined teacher."""
+    Past the first position only the target prefix's items are read, the trie's contiguous run
+    of leaves under it, gathered as ``[B, G]`` with ``G`` the longest run in the batch: those
+    levels cost ``B·G``, not ``B·N``. Each softmax runs over its own run, so a prefix the head
+    finds unlikely still gets a well-defined teacher."""
     scores = item_logits.detach().float()
     levels = min(levels, logits.size(1))
-    width = int(item_codes.max()) + 1
-    if width ** levels >= 2 ** 62:
-        raise DataError(f"head distillation over {levels} levels of {width} codes overflows "
-                        "its int64 prefix keys; lower head_distill_levels")
-    n = item_codes.size(0)
-    item_keys = torch.zeros(n, dtype=torch.long, device=scores.device)
-    target_keys = torch.zeros(len(codes), dtype=torch.long, device=scores.device)
-    for d in range(levels):
-        item_keys = item_keys * width + item_codes[:, d]
-    order = torch.argsort(item_keys)
-    sorted_codes = item_codes[order]
     total = logits.new_zeros((), dtype=torch.float32)
     for d in range(levels):
         teacher = torch.zeros(len(codes), logits.size(-1), dtype=scores.dtype, device=scores.device)
         if d == 0:
-            teacher.index_add_(1, item_codes[:, 0], scores.softmax(dim=-1))
+            teacher.index_add_(1, trie.codes[:, 0], scores.softmax(dim=-1))
         else:
-            keys = torch.zeros(n, dtype=torch.long, device=scores.device)
-            for j in range(d):
-                keys = keys * width + sorted_codes[:, j]
-            lo = torch.searchsorted(keys, target_keys)
-            hi = torch.searchsorted(keys, target_keys, right=True)
+            lo, hi = trie.prefix_leaves(codes, d)
             slots = lo[:, None] + torch.arange(int((hi - lo).max()), device=scores.device)
             real = slots < hi[:, None]
-            slots = slots.clamp(max=n - 1)
-            run = scores.gather(1, order[slots]).masked_fill(~real, float("-inf"))
-            teacher.scatter_add_(1, sorted_codes[slots, d], run.softmax(dim=-1))
+            items = trie.leaf_item[slots.clamp(max=trie.n_items - 1)]
+            run = scores.gather(1, items).masked_fill(~real, float("-inf"))
+            teacher.scatter_add_(1, trie.codes[items, d], run.softmax(dim=-1))
         step = logits[:, d].float()
         if mask is not None:
             step = step.masked_fill(~mask[:, d], float("-inf"))
@@ -433,7 +411,6 @@ def head_distill_loss(logits: torch.Tensor, item_logits: torch.Tensor, codes: to
         # dropped rather than multiplied out to NaN.
         logp = torch.where(teacher > 0, step.log_softmax(dim=-1), 0.0)
         total = total - (teacher * logp).sum(dim=1).mean()
-        target_keys = target_keys * width + codes[:, d]
     return total / levels
 
 

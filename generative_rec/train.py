@@ -34,7 +34,6 @@ from generative_rec.data import Collator, Examples, epoch_order, length_bucketed
 from generative_rec.ddp import DistContext, all_reduce_mean, barrier, broadcast_flag, gather_rows, shard_indices
 from generative_rec.model import (
     PositionHeads,
-    catalogue_codes,
     head_distill_loss,
     load_model_state,
     model_state,
@@ -281,7 +280,8 @@ def step_loss(ddp_model: torch.nn.Module, *, batch: Any, cfg: RetrieverConfig, p
               offsets: torch.Tensor, trie: Any, device: str,
               amp: torch.dtype | None) -> torch.Tensor:
     """One training batch's loss: the SID cross-entropy (``plain``: T5's full-vocabulary head;
-    else :class:`PositionHeads`, masked to the trie's children when ``trie`` is given) plus
+    else :class:`PositionHeads`, masked to the ``trie``'s children under ``output_softmax:
+    children``) plus
     ``item_loss_weight`` times the item head's catalogue cross-entropy plus
     ``head_distill_weight`` times :func:`~generative_rec.model.head_distill_loss`."""
     item_logits = None
@@ -298,15 +298,15 @@ def step_loss(ddp_model: torch.nn.Module, *, batch: Any, cfg: RetrieverConfig, p
         loss = retrieval_loss(logits, batch.labels)
     else:
         codes = batch.labels - offsets
-        mask = None if trie is None else trie.sibling_mask(codes, logits.size(-1))
+        mask = (trie.sibling_mask(codes, logits.size(-1)) if cfg.output_softmax == "children"
+                else None)
         loss = position_loss(logits, codes, mask=mask)
     if item_logits is not None:
         loss = loss + cfg.item_loss_weight * F.cross_entropy(
             item_logits.float(), batch.targets, ignore_index=-1)
     if item_logits is not None and cfg.head_distill_weight > 0:
         loss = loss + cfg.head_distill_weight * head_distill_loss(
-            logits, item_logits, codes, catalogue_codes(ddp_model, offsets),
-            levels=cfg.head_distill_levels, mask=mask)
+            logits, item_logits, codes, trie, levels=cfg.head_distill_levels, mask=mask)
     return loss
 
 
@@ -360,7 +360,7 @@ def train_retriever(
     net = unwrap(model)
     scorer = training_scorer(net, cfg=cfg, vocab=vocab)
     offsets = torch.tensor(vocab.offsets, device=device)
-    trie_here = trie.to(device) if cfg.output_softmax == "children" else None
+    trie_here = trie.to(device)
     ddp_model: torch.nn.Module = scorer
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP

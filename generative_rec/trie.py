@@ -165,6 +165,29 @@ class SidTrie:
         items = torch.where(found, self.leaf_item[nodes], torch.full_like(nodes, -1))
         return items.reshape(q.shape[:-1])
 
+    def prefix_leaves(self, sids: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The leaves (positions in sorted SID order, see ``leaf_item``) under each row's
+        length-``depth`` prefix, as half-open ranges ``(lo, hi)`` of ``[B]``: lexicographic order
+        makes every subtree one contiguous run. Rows must be catalogue SIDs ``[B, L]``."""
+        q = torch.as_tensor(sids, dtype=torch.long, device=self.device)
+        nodes = torch.zeros(q.shape[0], dtype=torch.long, device=self.device)
+        if depth > 0:
+            for d, _, _, _, reached in self._descend(q):
+                if d + 1 == depth:
+                    nodes = reached
+                    break
+
+        def first_leaf(at: torch.Tensor) -> torch.Tensor:
+            for d in range(depth, self.sid_length):
+                at = self.child_start[d][at]
+            return at
+
+        following = nodes + 1  # the next node at this depth starts where this subtree ends
+        last = following >= self.n_nodes(depth)
+        hi = torch.where(last, torch.full_like(nodes, self.n_items),
+                         first_leaf(following.clamp(max=self.n_nodes(depth) - 1)))
+        return first_leaf(nodes), hi
+
     def sibling_mask(self, sids: torch.Tensor, width: int) -> torch.Tensor:
         """Which codes continue each prefix of ``sids [B, L]`` (catalogue SIDs) to a real item:
         ``[B, L, width]`` bool, ``[b, d, c]`` true iff ``sids[b, :d] + [c]`` is a prefix of some

@@ -126,6 +126,18 @@ def test_trie_matches_python_trie(codes: np.ndarray):
 
 
 @settings(max_examples=40, deadline=None)
+@given(codes=catalogues())
+def test_prefix_leaves_are_exactly_the_items_under_each_prefix(codes: np.ndarray):
+    trie = SidTrie.from_codes(codes)
+    for depth in range(codes.shape[1] + 1):
+        lo, hi = trie.prefix_leaves(torch.as_tensor(codes), depth)
+        for row, (a, b) in enumerate(zip(lo.tolist(), hi.tolist())):
+            under = sorted(int(trie.leaf_item[m]) for m in range(a, b))
+            want = [i for i in range(len(codes)) if codes[i, :depth].tolist() == codes[row, :depth].tolist()]
+            assert under == want
+
+
+@settings(max_examples=40, deadline=None)
 @given(codes=catalogues(), data=st.data())
 def test_trie_lookup_rejects_non_members(codes: np.ndarray, data: st.DataObject):
     trie = SidTrie.from_codes(codes)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from generative_rec.config import RetrieverConfig
-from generative_rec.model import PositionHeads, build_model, catalogue_codes, head_distill_loss, shift_right
+from generative_rec.model import PositionHeads, build_model, head_distill_loss, shift_right
 from generative_rec.train import step_loss
 from recdata.errors import DataError
 from tests.test_retriever import _train, cyclic_problem, tiny_cfg
@@ -54,10 +54,9 @@ def test_loss_matches_the_definition(levels):
     # A sharper teacher than an untrained head's near-uniform one, so sums by code matter.
     item_logits = item_logits * 40
     codes = batch.labels - offsets
-    item_codes = catalogue_codes(heads, offsets)
     mask = trie.sibling_mask(codes, logits.size(-1))
-    got = head_distill_loss(logits, item_logits, codes, item_codes, levels=levels, mask=mask)
-    want = _slow_distill(logits, item_logits, codes, item_codes, levels, mask)
+    got = head_distill_loss(logits, item_logits, codes, trie, levels=levels, mask=mask)
+    want = _slow_distill(logits, item_logits, codes, trie.codes, levels, mask)
     assert math.isfinite(float(got))
     assert float(got) == pytest.approx(want, rel=1e-4)
 
@@ -70,7 +69,7 @@ def test_gradient_reaches_the_sid_softmax_only():
     logits.retain_grad()
     item_logits.retain_grad()
     codes = batch.labels - offsets
-    loss = head_distill_loss(logits, item_logits, codes, catalogue_codes(heads, offsets), levels=2,
+    loss = head_distill_loss(logits, item_logits, codes, trie, levels=2,
                              mask=trie.sibling_mask(codes, logits.size(-1)))
     loss.backward()
     assert item_logits.grad is None or float(item_logits.grad.abs().max()) == 0.0  # the teacher
@@ -90,8 +89,7 @@ def test_step_loss_adds_the_weighted_term():
         logits, item_logits = heads(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                     decoder_input_ids=shift_right(batch.labels), with_items=True)
         codes = batch.labels - offsets
-        term = head_distill_loss(logits, item_logits, codes, catalogue_codes(heads, offsets),
-                                 levels=cfg.head_distill_levels,
+        term = head_distill_loss(logits, item_logits, codes, trie, levels=cfg.head_distill_levels,
                                  mask=trie.sibling_mask(codes, logits.size(-1)))
     assert float(with_term - without) == pytest.approx(float(term), rel=1e-4)
     assert float(term) > 0
