@@ -130,14 +130,20 @@ class ItemSidEmbedding(nn.Module):
         slots = from_end.clamp(min=0, max=self.recency.num_embeddings - 1)
         return self.recency(slots) * is_item.unsqueeze(-1)
 
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """``[..., d]``: the history embedding of catalogue items ``items`` (indices, not token
+        ids) without any position's recency vector — the rows of :meth:`item_vectors`."""
+        items = items.clamp(min=0, max=len(self.item_tokens) - 1)
+        pooled = F.embedding(self.item_tokens[items], self.weight).sum(-2) * (
+            self.item_tokens.shape[1] ** -0.5)
+        if self.item_id is not None:
+            pooled = pooled + self.item_id(items)
+        return pooled
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         is_item = ids >= self.vocab_size
         direct = F.embedding(torch.where(is_item, 0, ids), self.weight)
-        rows = self.item_tokens[(ids - self.vocab_size).clamp(min=0, max=len(self.item_tokens) - 1)]
-        pooled = F.embedding(rows, self.weight).sum(-2) * self.item_tokens.shape[1] ** -0.5
-        if self.item_id is not None:
-            pooled = pooled + self.item_id((ids - self.vocab_size).clamp(min=0, max=len(
-                self.item_tokens) - 1))
+        pooled = self.item_rows(ids - self.vocab_size)
         return torch.where(is_item.unsqueeze(-1), pooled, direct) + self.recency_term(ids)
 
 
@@ -294,8 +300,9 @@ def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor,
     """Item-head logits ``[B, K]`` of the items ``[B, K]`` (-1 = none scores 0) for ``query``:
     the dot product with each item's history embedding. Only the ``K`` candidates are embedded,
     so the cost does not grow with the catalogue."""
-    emb = _item_embedding(unwrap(model))
-    vectors = emb(items.clamp(min=0) + emb.vocab_size)
+    # Not ``emb(ids)``: a candidate list is no history, and the forward pass would add the
+    # recency vector of each candidate's place in the list.
+    vectors = _item_embedding(unwrap(model)).item_rows(items)
     return torch.einsum("bd,bkd->bk", query.to(vectors.dtype), vectors) * (items >= 0)
 
 

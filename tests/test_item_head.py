@@ -18,14 +18,17 @@ from tests.test_retriever import _train, cyclic_problem, tiny_cfg
 torch.set_num_threads(1)
 
 
-def _model_and_batch(seed: int = 0, item_query: str = "decoder"):
+def _model_and_batch(seed: int = 0, item_query: str = "decoder", recency: bool = False):
     ex, vocab, collator, trie = cyclic_problem()
     torch.manual_seed(seed)
-    model = build_model(cfg=tiny_cfg(item_id_embedding=True, item_query=item_query),
+    model = build_model(cfg=tiny_cfg(item_id_embedding=True, item_query=item_query,
+                                     recency_embedding=recency),
                         vocab_size=vocab.vocab_size,
                         item_tokens=collator.item_tokens)
     with torch.no_grad():  # non-zero per-item vectors, so the reference must add them
         model.encoder.embed_tokens.item_id.weight.normal_(0, 0.5)
+        if recency:  # and non-zero recency vectors, which only history positions carry
+            model.encoder.embed_tokens.recency.weight.normal_(0, 0.5)
     model.eval()
     return model, vocab, trie, collator(ex["valid"]), collator.item_tokens
 
@@ -41,9 +44,11 @@ def _slow_item_logits(model, query: torch.Tensor, item_tokens: np.ndarray) -> to
     return torch.stack(cols, dim=1)
 
 
-@pytest.mark.parametrize("query_kind", ["decoder", "last"])
-def test_training_logits_and_decoding_scores_match_the_definition(query_kind):
-    model, vocab, trie, batch, item_tokens = _model_and_batch(item_query=query_kind)
+@pytest.mark.parametrize("query_kind,recency", [("decoder", False), ("last", False),
+                                                ("last", True)])
+def test_training_logits_and_decoding_scores_match_the_definition(query_kind, recency):
+    model, vocab, trie, batch, item_tokens = _model_and_batch(item_query=query_kind,
+                                                              recency=recency)
     heads = PositionHeads(model, offsets=vocab.offsets, sizes=tuple(vocab.codebook_sizes))
     start = torch.zeros_like(batch.labels)
     _, logits = heads(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
@@ -52,10 +57,14 @@ def test_training_logits_and_decoding_scores_match_the_definition(query_kind):
     slow = _slow_item_logits(model, query, item_tokens)
     torch.testing.assert_close(logits, slow, rtol=1e-5, atol=1e-5)
     # Decoding scores only the candidates; -1 slots score 0.
+    # A candidate's score does not depend on its place in the list.
     cands = torch.tensor([[3, 0, -1]] * len(query))
     got = item_head_scores(model, query=query, items=cands)
     torch.testing.assert_close(got[:, :2], slow[:, [3, 0]], rtol=1e-5, atol=1e-5)
     assert torch.equal(got[:, 2], torch.zeros(len(query)))
+    many = torch.arange(len(item_tokens)).repeat(len(query), 1)
+    torch.testing.assert_close(item_head_scores(model, query=query, items=many), slow,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_last_item_query_adds_the_encoder_output_at_the_most_recent_item():
