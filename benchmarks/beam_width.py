@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         ranked = []
         with torch.no_grad():
-            vectors = model.encoder.embed_tokens.item_vectors()
+            vectors = model.encoder.embed_tokens.head_table()
             for lo in range(0, len(valid.targets), 256):
                 batch = data.collator(valid, np.arange(lo, min(lo + 256, len(valid.targets))))
                 query = item_query(model, input_ids=batch.input_ids,

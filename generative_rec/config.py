@@ -143,6 +143,13 @@ class RetrieverConfig:
     directly as the item head does under ``item_query: last`` (the first code decides which
     items the beam keeps). Needs ``history_encoding="item"`` and the ``position`` or
     ``children`` softmax."""
+    transition_embedding: bool = False
+    """With an item head: add an item-to-item term to its logits, the dot product of a learned
+    "from" vector of the most recent history item with a learned "to" vector of the scored item
+    (a factorised first-order Markov chain, as FPMC). The head's other keys are history
+    embeddings, in which a transition i -> j can only be learned by making i's successors look
+    like i; these tables are free to memorise frequent successions. Items added after training
+    get zero vectors (no transitions). Needs an item head (``item_loss_weight`` > 0)."""
     head_distill_weight: float = 0.0
     """Weight of a loss that pulls the SID softmax of the first ``head_distill_levels`` codes
     toward the item head's catalogue distribution summed over the items under each code (the
@@ -266,6 +273,8 @@ class RetrieverConfig:
              "head_distill_weight must be >= 0 and head_distill_levels >= 1"),
             (self.head_distill_weight == 0 or self.item_loss_weight > 0,
              "head_distill_weight needs an item head (item_loss_weight > 0)"),
+            (not self.transition_embedding or self.item_loss_weight > 0,
+             "transition_embedding needs an item head (item_loss_weight > 0)"),
             (self.item_query in ITEM_QUERIES, f"item_query must be one of {ITEM_QUERIES}"),
             (self.decoder_start in DECODER_STARTS,
              f"decoder_start must be one of {DECODER_STARTS}"),
@@ -313,6 +322,8 @@ class RetrieverConfig:
             # Added later: runs trained without it keep resuming their checkpoints.
             fields.pop("head_distill_weight")
             fields.pop("head_distill_levels")
+        if not self.transition_embedding:
+            fields.pop("transition_embedding")
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

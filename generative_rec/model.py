@@ -74,7 +74,8 @@ class ItemSidEmbedding(nn.Module):
     """
 
     def __init__(self, shared: nn.Embedding, item_tokens: torch.Tensor, *,
-                 item_id_embedding: bool = False, recency_slots: int = 0) -> None:
+                 item_id_embedding: bool = False, recency_slots: int = 0,
+                 transition: bool = False) -> None:
         super().__init__()
         self.weight = shared.weight
         self.vocab_size = int(shared.weight.shape[0])
@@ -87,15 +88,51 @@ class ItemSidEmbedding(nn.Module):
         # history, so without it the decoder cannot tell the most recent item from the others.
         self.recency = (nn.Embedding(recency_slots, self.weight.shape[1], _weight=torch.zeros(
             recency_slots, self.weight.shape[1])) if recency_slots > 0 else None)
+        # The item head's item-to-item term (``transition_embedding``): a "from" vector per
+        # item, random so that the "to" side gets a gradient, and a "to" vector per item, zero
+        # so that the term starts at 0. They are the head's only per-item parameters that no
+        # history embedding shares, so a transition i -> j need not make i and j look alike.
+        d = self.weight.shape[1]
+        self.transition_from = (nn.Embedding(len(item_tokens), d, _weight=torch.randn(
+            len(item_tokens), d) * d ** -0.5) if transition else None)
+        self.transition_to = (nn.Embedding(len(item_tokens), d, _weight=torch.zeros(
+            len(item_tokens), d)) if transition else None)
 
     def grow(self, n_items: int) -> None:
-        """Extend the per-item table with zero rows for items added after training."""
-        if self.item_id is None or n_items <= self.item_id.num_embeddings:
-            return
-        old = self.item_id.weight.data
-        new = torch.zeros(n_items, old.shape[1], dtype=old.dtype, device=old.device)
-        new[: len(old)] = old
-        self.item_id = nn.Embedding(n_items, old.shape[1], _weight=new)
+        """Extend the per-item tables with zero rows for items added after training: a new
+        item reads as its SID and has no learned transitions, to or from it."""
+        for name in ("item_id", "transition_from", "transition_to"):
+            table = getattr(self, name)
+            if table is None or n_items <= table.num_embeddings:
+                continue
+            old = table.weight.data
+            new = torch.zeros(n_items, old.shape[1], dtype=old.dtype, device=old.device)
+            new[: len(old)] = old
+            setattr(self, name, nn.Embedding(n_items, old.shape[1], _weight=new))
+
+    def head_table(self) -> torch.Tensor:
+        """Every catalogue item's key for the item head ``[N, d]``, or ``[N, 2d]`` with the
+        transition term: its history embedding (:meth:`item_vectors`), then its "to" vector."""
+        table = self.item_vectors()
+        if self.transition_to is None:
+            return table
+        return torch.cat([table, self.transition_to.weight[: len(self.item_tokens)]], dim=-1)
+
+    def head_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """The rows of :meth:`head_table` for item indices ``items`` ``[...]`` -> ``[..., d']``."""
+        rows = self.item_rows(items)
+        if self.transition_to is None:
+            return rows
+        return torch.cat([rows, self.transition_to(items.clamp(min=0))], dim=-1)
+
+    def transition_query(self, input_ids: torch.Tensor,
+                         attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, d]``: the "from" vector of each row's most recent history item (zero for a row
+        without one), the query half that meets :meth:`head_table`'s "to" vectors."""
+        last = input_ids[torch.arange(len(input_ids), device=input_ids.device),
+                         (attention_mask.sum(1) - 2).clamp(min=0)] - self.vocab_size
+        has = (last >= 0) & (last < self.transition_from.num_embeddings)
+        return self.transition_from(last.clamp(min=0) * has) * has[:, None]
 
     def item_vectors(self) -> torch.Tensor:
         """Every catalogue item's history embedding ``[N, d]`` (the rows :meth:`forward` gives
@@ -164,7 +201,8 @@ def build_model(
                                                       item_id_embedding=cfg.item_id_embedding,
                                                       recency_slots=(cfg.max_history
                                                                      if cfg.recency_embedding
-                                                                     else 0))
+                                                                     else 0),
+                                                      transition=cfg.transition_embedding)
     return model
 
 
@@ -253,7 +291,8 @@ def item_query(model: torch.nn.Module, *, input_ids: torch.Tensor,
                                                   ids=start),
                      encoder_hidden_states=enc, encoder_attention_mask=attention_mask,
                      use_cache=False).last_hidden_state
-    return head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask)
+    return head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask,
+                      input_ids=input_ids)
 
 
 def last_item_states(enc: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -286,13 +325,21 @@ def decoder_embeds(t5: torch.nn.Module, *, enc: torch.Tensor, attention_mask: to
 
 
 def head_query(t5: T5ForConditionalGeneration, *, enc: torch.Tensor, dec_start: torch.Tensor,
-               attention_mask: torch.Tensor) -> torch.Tensor:
+               attention_mask: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     """The item head's query from the encoder's output ``enc`` ``[B, T, d]`` and the decoder's
     start-token output ``[B, d]``: the latter alone, or (``item_query: last``) plus the encoder
-    output at the most recent history item (:func:`last_item_states`)."""
+    output at the most recent history item (:func:`last_item_states`); with the transition
+    term, followed by the most recent item's "from" vector
+    (:meth:`ItemSidEmbedding.transition_query`), so that the query meets
+    :meth:`ItemSidEmbedding.head_table` in one product."""
     if getattr(t5.config, "item_query", "decoder") == "last":
         dec_start = dec_start + last_item_states(enc, attention_mask)
-    return _scaled(t5, dec_start)
+    query = _scaled(t5, dec_start)
+    emb = t5.encoder.embed_tokens
+    if getattr(emb, "transition_from", None) is None:
+        return query
+    return torch.cat([query, emb.transition_query(input_ids, attention_mask).to(query.dtype)],
+                     dim=-1)
 
 
 def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor,
@@ -302,7 +349,7 @@ def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor,
     so the cost does not grow with the catalogue."""
     # Not ``emb(ids)``: a candidate list is no history, and the forward pass would add the
     # recency vector of each candidate's place in the list.
-    vectors = _item_embedding(unwrap(model)).item_rows(items)
+    vectors = _item_embedding(unwrap(model)).head_rows(items)
     return torch.einsum("bd,bkd->bk", query.to(vectors.dtype), vectors) * (items >= 0)
 
 
@@ -363,8 +410,11 @@ class PositionHeads(nn.Module):
         logits = torch.stack(rows, dim=1)
         if not with_items:
             return logits
-        query = head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask)
-        return logits, query @ _item_embedding(t5).item_vectors().T
+        if input_ids is None:
+            raise DataError("the item head reads the history's item ids, not embeddings")
+        query = head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask,
+                           input_ids=input_ids)
+        return logits, query @ _item_embedding(t5).head_table().T
 
 
 def position_loss(logits: torch.Tensor, codes: torch.Tensor,
