@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also rank every item exactly for the first N validation users (0 = skip)")
     parser.add_argument("--item-score-weights", default="",
                         help="comma-separated item-head weights to re-order the beams with")
+    parser.add_argument("--transition-weights", default="",
+                        help="with a transition term (transition_embedding): re-order each "
+                             "beam once per weight of the term, at the first item-score weight")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args(argv)
@@ -97,6 +100,19 @@ def main(argv: list[str] | None = None) -> int:
                                        normalize=cfg.normalize, item_score_weight=weight)
             report(f"beam {beams}, item head x {weight:g}", items, valid.targets,
                    time.perf_counter() - t0)
+    emb = model.encoder.embed_tokens
+    for tw in [float(w) for w in args.transition_weights.split(",") if w]:
+        if getattr(emb, "transition_to", None) is None or not weights:
+            parser.error("--transition-weights needs a transition term and --item-score-weights")
+        emb.transition_score_weight = tw
+        for beams in [max(int(b), 20) for b in args.beams.split(",") if b]:
+            t0 = time.perf_counter()
+            items, _ = decode_examples(model=model, examples=valid, collator=data.collator,
+                                       trie=trie, vocab=vocab, num_beams=beams, top_k=beams,
+                                       batch_size=cfg.eval_batch_size, device="cpu",
+                                       normalize=cfg.normalize, item_score_weight=weights[0])
+            report(f"beam {beams}, item head x {weights[0]:g}, transition x {tw:g}", items,
+                   valid.targets, time.perf_counter() - t0)
     if weights:
         t0 = time.perf_counter()
         ranked = []

@@ -150,6 +150,11 @@ class RetrieverConfig:
     embeddings, in which a transition i -> j can only be learned by making i's successors look
     like i; these tables are free to memorise frequent successions. Items added after training
     get zero vectors (no transitions). Needs an item head (``item_loss_weight`` > 0)."""
+    transition_score_weight: float = 1.0
+    """Weight of the transition term when the item head re-orders the beam (decoding only;
+    training always adds it whole). Every training pair is also a pair the "from" / "to" tables
+    were fitted on, so the trained head trusts the term more than held-out users warrant; a
+    weight below 1, chosen on validation users, discounts it."""
     head_distill_weight: float = 0.0
     """Weight of a loss that pulls the SID softmax of the first ``head_distill_levels`` codes
     toward the item head's catalogue distribution summed over the items under each code (the
@@ -273,6 +278,7 @@ class RetrieverConfig:
              "head_distill_weight must be >= 0 and head_distill_levels >= 1"),
             (self.head_distill_weight == 0 or self.item_loss_weight > 0,
              "head_distill_weight needs an item head (item_loss_weight > 0)"),
+            (self.transition_score_weight >= 0, "transition_score_weight must be >= 0"),
             (not self.transition_embedding or self.item_loss_weight > 0,
              "transition_embedding needs an item head (item_loss_weight > 0)"),
             (self.item_query in ITEM_QUERIES, f"item_query must be one of {ITEM_QUERIES}"),
@@ -316,7 +322,7 @@ class RetrieverConfig:
         """Hash of the fields that change what the retriever's training produces (a checkpoint
         is resumed only when it matches); decoding-only fields and stage 2 are excluded."""
         fields = self.to_dict()
-        for name in ("stage2", "candidates_n", "eval_batch_size"):
+        for name in ("stage2", "candidates_n", "eval_batch_size", "transition_score_weight"):
             fields.pop(name)
         if not self.head_distill_weight:
             # Added later: runs trained without it keep resuming their checkpoints.

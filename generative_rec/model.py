@@ -97,6 +97,9 @@ class ItemSidEmbedding(nn.Module):
             len(item_tokens), d) * d ** -0.5) if transition else None)
         self.transition_to = (nn.Embedding(len(item_tokens), d, _weight=torch.zeros(
             len(item_tokens), d)) if transition else None)
+        # Decoding's weight on the term (``RetrieverConfig.transition_score_weight``); not a
+        # weight of the model, so not saved: set from the config the model is built from.
+        self.transition_score_weight = 1.0
 
     def grow(self, n_items: int) -> None:
         """Extend the per-item tables with zero rows for items added after training: a new
@@ -203,6 +206,7 @@ def build_model(
                                                                      if cfg.recency_embedding
                                                                      else 0),
                                                       transition=cfg.transition_embedding)
+        model.encoder.embed_tokens.transition_score_weight = cfg.transition_score_weight
     return model
 
 
@@ -349,7 +353,11 @@ def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor,
     so the cost does not grow with the catalogue."""
     # Not ``emb(ids)``: a candidate list is no history, and the forward pass would add the
     # recency vector of each candidate's place in the list.
-    vectors = _item_embedding(unwrap(model)).head_rows(items)
+    emb = _item_embedding(unwrap(model))
+    vectors = emb.head_rows(items)
+    if emb.transition_to is not None and emb.transition_score_weight != 1.0:
+        d = vectors.shape[-1] // 2
+        query = torch.cat([query[:, :d], query[:, d:] * emb.transition_score_weight], dim=-1)
     return torch.einsum("bd,bkd->bk", query.to(vectors.dtype), vectors) * (items >= 0)
 
 

@@ -71,6 +71,14 @@ def test_training_logits_and_candidate_scores_add_the_transition_term():
     got = item_head_scores(model, query=query, items=cands)
     torch.testing.assert_close(got[:, :2], slow[:, [5, 1]], rtol=1e-5, atol=1e-5)
     assert torch.equal(got[:, 2], torch.zeros(len(query)))
+    # Decoding's weight on the term scales it alone.
+    emb = model.encoder.embed_tokens
+    emb.transition_score_weight = 0.25
+    with torch.no_grad():
+        term = emb.transition_query(batch.input_ids, batch.attention_mask) @ emb.transition_to.weight.T
+    torch.testing.assert_close(item_head_scores(model, query=query, items=cands)[:, :2],
+                               (slow - 0.75 * term)[:, [5, 1]], rtol=1e-5, atol=1e-5)
+    emb.transition_score_weight = 1.0
     # The term is there: without the "to" vectors every score changes.
     with torch.no_grad():
         model.encoder.embed_tokens.transition_to.weight.zero_()
@@ -166,8 +174,18 @@ def test_new_items_have_no_transitions_and_weights_round_trip():
 def test_config_needs_an_item_head_and_keeps_old_fingerprints():
     with pytest.raises(DataError, match="transition_embedding needs an item head"):
         RetrieverConfig(transition_embedding=True)
+    with pytest.raises(DataError, match="transition_score_weight must be >= 0"):
+        RetrieverConfig(transition_score_weight=-1.0)
     plain = RetrieverConfig(item_loss_weight=0.2)
     assert plain.fingerprint() == RetrieverConfig(item_loss_weight=0.2,
                                                   transition_embedding=False).fingerprint()
-    assert plain.fingerprint() != RetrieverConfig(item_loss_weight=0.2,
-                                                  transition_embedding=True).fingerprint()
+    with_term = RetrieverConfig(item_loss_weight=0.2, transition_embedding=True)
+    assert plain.fingerprint() != with_term.fingerprint()
+    # Decoding's weight is no training setting: a checkpoint resumes under another one.
+    assert with_term.fingerprint() == RetrieverConfig(
+        item_loss_weight=0.2, transition_embedding=True, transition_score_weight=0.5).fingerprint()
+    vocab_tokens = np.array([[0, 1, 2], [3, 4, 5]])
+    built = build_model(cfg=tiny_cfg(item_loss_weight=0.2, transition_embedding=True,
+                                     transition_score_weight=0.5),
+                        vocab_size=16, item_tokens=vocab_tokens)
+    assert built.encoder.embed_tokens.transition_score_weight == 0.5
