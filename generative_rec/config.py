@@ -150,6 +150,10 @@ class RetrieverConfig:
     embeddings, in which a transition i -> j can only be learned by making i's successors look
     like i; these tables are free to memorise frequent successions. Items added after training
     get zero vectors (no transitions). Needs an item head (``item_loss_weight`` > 0)."""
+    transition_dropout: float = 0.0
+    """Probability of leaving out a training example's whole transition term (no rescaling),
+    so that the rest of the head must also rank without it: on held-out users most targets do
+    not follow the last item in the training data, while on training prefixes every pair does."""
     transition_score_weight: float = 1.0
     """Weight of the transition term when the item head re-orders the beam (decoding only;
     training always adds it whole). Every training pair is also a pair the "from" / "to" tables
@@ -279,6 +283,7 @@ class RetrieverConfig:
             (self.head_distill_weight == 0 or self.item_loss_weight > 0,
              "head_distill_weight needs an item head (item_loss_weight > 0)"),
             (self.transition_score_weight >= 0, "transition_score_weight must be >= 0"),
+            (0 <= self.transition_dropout <= 1, "transition_dropout must lie in [0, 1]"),
             (not self.transition_embedding or self.item_loss_weight > 0,
              "transition_embedding needs an item head (item_loss_weight > 0)"),
             (self.item_query in ITEM_QUERIES, f"item_query must be one of {ITEM_QUERIES}"),
@@ -330,6 +335,8 @@ class RetrieverConfig:
             fields.pop("head_distill_levels")
         if not self.transition_embedding:
             fields.pop("transition_embedding")
+        if not self.transition_dropout:
+            fields.pop("transition_dropout")
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -100,6 +100,8 @@ class ItemSidEmbedding(nn.Module):
         # Decoding's weight on the term (``RetrieverConfig.transition_score_weight``); not a
         # weight of the model, so not saved: set from the config the model is built from.
         self.transition_score_weight = 1.0
+        # ``RetrieverConfig.transition_dropout``, likewise set from the config.
+        self.transition_dropout = 0.0
 
     def grow(self, n_items: int) -> None:
         """Extend the per-item tables with zero rows for items added after training: a new
@@ -135,6 +137,8 @@ class ItemSidEmbedding(nn.Module):
         last = input_ids[torch.arange(len(input_ids), device=input_ids.device),
                          (attention_mask.sum(1) - 2).clamp(min=0)] - self.vocab_size
         has = (last >= 0) & (last < self.transition_from.num_embeddings)
+        if self.training and self.transition_dropout > 0:
+            has = has & (torch.rand(len(has), device=has.device) >= self.transition_dropout)
         return self.transition_from(last.clamp(min=0) * has) * has[:, None]
 
     def item_vectors(self) -> torch.Tensor:
@@ -207,6 +211,7 @@ def build_model(
                                                                      else 0),
                                                       transition=cfg.transition_embedding)
         model.encoder.embed_tokens.transition_score_weight = cfg.transition_score_weight
+        model.encoder.embed_tokens.transition_dropout = cfg.transition_dropout
     return model
 
 

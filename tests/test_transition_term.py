@@ -171,9 +171,32 @@ def test_new_items_have_no_transitions_and_weights_round_trip():
     assert torch.equal(emb.transition_to.weight[:n], saved["encoder.embed_tokens.transition_to.weight"])
 
 
+def test_transition_dropout_leaves_out_whole_terms_in_training_only():
+    model, vocab, collator, ex = _model_and_batch()
+    batch = collator(ex["train"])
+    emb = model.encoder.embed_tokens
+    full = emb.transition_query(batch.input_ids, batch.attention_mask)
+    emb.transition_dropout = 0.5
+    assert torch.equal(emb.transition_query(batch.input_ids, batch.attention_mask), full)  # eval
+    emb.train()
+    torch.manual_seed(3)
+    got = emb.transition_query(batch.input_ids, batch.attention_mask)
+    kept = got.abs().sum(1) > 0
+    assert torch.equal(got[kept], full[kept])  # kept rows unscaled
+    assert 0.25 < float(kept.float().mean()) < 0.75
+    emb.transition_dropout = 1.0
+    assert float(emb.transition_query(batch.input_ids, batch.attention_mask).abs().sum()) == 0
+    built = build_model(cfg=tiny_cfg(item_loss_weight=0.2, transition_embedding=True,
+                                     transition_dropout=0.3),
+                        vocab_size=16, item_tokens=np.array([[0, 1, 2], [3, 4, 5]]))
+    assert built.encoder.embed_tokens.transition_dropout == 0.3
+
+
 def test_config_needs_an_item_head_and_keeps_old_fingerprints():
     with pytest.raises(DataError, match="transition_embedding needs an item head"):
         RetrieverConfig(transition_embedding=True)
+    with pytest.raises(DataError, match="transition_dropout must lie in"):
+        RetrieverConfig(transition_dropout=1.5)
     with pytest.raises(DataError, match="transition_score_weight must be >= 0"):
         RetrieverConfig(transition_score_weight=-1.0)
     plain = RetrieverConfig(item_loss_weight=0.2)
