@@ -159,6 +159,12 @@ class RetrieverConfig:
     training always adds it whole). Every training pair is also a pair the "from" / "to" tables
     were fitted on, so the trained head trusts the term more than held-out users warrant; a
     weight below 1, chosen on validation users, discounts it."""
+    transition_prior_weight: float = 0.0
+    """Decoding only: add ``transition_prior_weight * log(1 + count)`` to each candidate's
+    final score, ``count`` being how often the candidate directly followed the user's most
+    recent item in the training sequences (0 = off). Re-orders the beam's candidates only, at
+    a cost per candidate, not per catalogue item (``generative_rec.transitions``); the counts
+    are saved beside the model (``retriever/transitions.safetensors``)."""
     head_distill_weight: float = 0.0
     """Weight of a loss that pulls the SID softmax of the first ``head_distill_levels`` codes
     toward the item head's catalogue distribution summed over the items under each code (the
@@ -283,6 +289,7 @@ class RetrieverConfig:
             (self.head_distill_weight == 0 or self.item_loss_weight > 0,
              "head_distill_weight needs an item head (item_loss_weight > 0)"),
             (self.transition_score_weight >= 0, "transition_score_weight must be >= 0"),
+            (self.transition_prior_weight >= 0, "transition_prior_weight must be >= 0"),
             (0 <= self.transition_dropout <= 1, "transition_dropout must lie in [0, 1]"),
             (not self.transition_embedding or self.item_loss_weight > 0,
              "transition_embedding needs an item head (item_loss_weight > 0)"),
@@ -327,7 +334,8 @@ class RetrieverConfig:
         """Hash of the fields that change what the retriever's training produces (a checkpoint
         is resumed only when it matches); decoding-only fields and stage 2 are excluded."""
         fields = self.to_dict()
-        for name in ("stage2", "candidates_n", "eval_batch_size", "transition_score_weight"):
+        for name in ("stage2", "candidates_n", "eval_batch_size", "transition_score_weight",
+                     "transition_prior_weight"):
             fields.pop(name)
         if not self.head_distill_weight:
             # Added later: runs trained without it keep resuming their checkpoints.

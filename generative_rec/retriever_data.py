@@ -20,6 +20,7 @@ from generative_rec.config import RetrieverConfig
 from generative_rec.data import Collator, Examples, build_examples
 from generative_rec.ddp import DistContext
 from generative_rec.train import TrainResult, train_retriever
+from generative_rec.transitions import TransitionCounts
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
 from recdata.errors import DataError
@@ -45,6 +46,9 @@ class RetrieverData:
     trie: SidTrie
     collator: Collator
     examples: dict[str, Examples]
+    # The training sequences' transition counts, when decoding re-orders by them
+    # (``RetrieverConfig.transition_prior_weight``).
+    transitions: TransitionCounts | None = None
 
     @property
     def sid_hash(self) -> str:
@@ -79,7 +83,10 @@ def make_retriever_data(
             max_history=cfg.max_history,
             max_train_prefixes=cfg.max_train_prefixes,
         )
-    return RetrieverData(np.asarray(codes, np.int64), list(sizes), vocab, trie, collator, examples)
+    transitions = (TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)
+                   if cfg.transition_prior_weight > 0 else None)
+    return RetrieverData(np.asarray(codes, np.int64), list(sizes), vocab, trie, collator, examples,
+                         transitions)
 
 
 def train_phase(

@@ -13,6 +13,8 @@ retriever/
   metrics_valid.json     the same on the validation users
   metrics_stage1.json    with stage 2: test metrics of the stage-1 retriever, for comparison
   candidates.parquet     user_idx, split (valid|test), items (list[int]), scores (list[float])
+  transitions.safetensors  with transition_prior_weight > 0: the training sequences'
+                         transition counts the final lists were re-ordered by
   checkpoint/            resumable training state (one safetensors file per phase)
 ```
 
@@ -56,6 +58,7 @@ from generative_rec.retriever_data import (  # noqa: F401  (re-exported)
 )
 from generative_rec.stage2 import clear_stage2, mark_stage2, run_stage2, stage1_semantic_ids
 from generative_rec.train import SELECTION_METRIC, amp_dtype, decode_examples, retrieval_metrics
+from generative_rec.transitions import TransitionCounts
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
 from recdata.errors import DataError
@@ -83,7 +86,8 @@ def evaluate(
         model=model, examples=ex, collator=data.collator, trie=data.trie, vocab=data.vocab,
         num_beams=max(beams, k), top_k=k, batch_size=cfg.eval_batch_size, device=device, ctx=ctx,
         amp=amp_dtype(cfg.amp, device), desc=f"{which} decode", normalize=cfg.normalize,
-        item_score_weight=cfg.rerank_weight,
+        item_score_weight=cfg.rerank_weight, transitions=data.transitions,
+        transition_prior_weight=cfg.transition_prior_weight,
     )
     metrics = retrieval_metrics(items[:, : max(METRIC_KS)], ex.targets, n_items=split.n_items,
                                 strata=split.strata)
@@ -113,6 +117,10 @@ def save_retriever(
     out = layout(run_dir).retriever_dir
     save_tensors(out / "model.safetensors", model_state(model),
                  metadata={"sid_hash": data.sid_hash})
+    if data.transitions is not None:
+        data.transitions.save(layout(run_dir).retriever_transitions)
+    else:
+        layout(run_dir).retriever_transitions.unlink(missing_ok=True)  # an earlier run's
     write_json(out / "config.json", {
         "retriever": cfg.to_dict(),
         "vocab": data.vocab.to_dict(),
@@ -242,6 +250,13 @@ def retriever_config(run_dir: Path) -> RetrieverConfig:
     return RetrieverConfig.from_dict(meta["retriever"])
 
 
+def load_transitions(run_dir: Path, cfg: RetrieverConfig) -> TransitionCounts | None:
+    """The transition counts a trained retriever re-orders by (None when its config does not)."""
+    if cfg.transition_prior_weight <= 0:
+        return None
+    return TransitionCounts.load(layout(run_dir).retriever_transitions)
+
+
 def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, SidVocab, SidTrie]:
     """The trained retriever (eval mode), its vocabulary and the trie of the run's current IDs.
 
@@ -280,13 +295,16 @@ def recommend_for_histories(
     max_history: int = 20,
     normalize: str,
     item_score_weight: float = 0.0,
+    transitions: TransitionCounts | None = None,
+    transition_prior_weight: float = 0.0,
     batch_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items (``[B, top_k]`` item_idx, -1 = none) and sequence log-probabilities for
     arbitrary chronological histories of item indices; ``user_ids`` pick the hashed user tokens
     (an unseen id simply hashes to some bucket). ``normalize`` is the trained model's scoring
     rule (``RetrieverConfig.normalize``), never guessed; ``item_score_weight`` its
-    ``RetrieverConfig.rerank_weight``."""
+    ``RetrieverConfig.rerank_weight``; ``transitions`` (:func:`load_transitions`) and
+    ``transition_prior_weight`` its transition prior."""
     if len(histories) != len(user_ids):
         raise DataError(f"{len(histories)} histories but {len(user_ids)} user ids")
     n_items = trie.n_items
@@ -304,7 +322,8 @@ def recommend_for_histories(
     items, scores = decode_examples(
         model=model, examples=examples, collator=collator, trie=trie, vocab=vocab,
         num_beams=beams, top_k=top_k, batch_size=batch_size, device=device, normalize=normalize,
-        item_score_weight=item_score_weight,
+        item_score_weight=item_score_weight, transitions=transitions,
+        transition_prior_weight=transition_prior_weight,
     )
     return items, scores
 

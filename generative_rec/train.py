@@ -43,6 +43,7 @@ from generative_rec.model import (
     sid_logits,
     unwrap,
 )
+from generative_rec.transitions import TransitionCounts, last_items, rerank_with_transitions
 from recdata.io import load_tensor_metadata, load_tensors, save_tensors, write_json, write_text
 from recdata.runtime import progress
 from recdata.faults import kill_point
@@ -120,13 +121,17 @@ def decode_examples(
     amp: torch.dtype | None = None,
     normalize: str,
     item_score_weight: float = 0.0,
+    transitions: TransitionCounts | None = None,
+    transition_prior_weight: float = 0.0,
     desc: str = "decode",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items ``[E, top_k]`` (-1 = none) and their log-probabilities for every
     example, by constrained beam search; sharded over ranks and gathered under DDP.
     ``normalize`` has no default: it must be the one the model was trained for
     (``RetrieverConfig.normalize``). ``item_score_weight`` > 0 re-orders each user's beam by
-    ``log p(SID) + weight * item-head logit`` (``RetrieverConfig.rerank_weight``)."""
+    ``log p(SID) + weight * item-head logit`` (``RetrieverConfig.rerank_weight``); with
+    ``transitions`` and ``transition_prior_weight`` > 0 the lists are then re-ordered by the
+    transition prior (:func:`generative_rec.transitions.rerank_with_transitions`)."""
     from generative_rec.decoding import constrained_beam_search, rerank_with_item_head
 
     ctx = ctx or DistContext()
@@ -161,7 +166,12 @@ def decode_examples(
         scores[start : start + len(idx)] = got_scores.float().cpu().numpy()
     if was_training:
         net.train()
-    return gather_rows(items, n, ctx), gather_rows(scores, n, ctx)
+    items, scores = gather_rows(items, n, ctx), gather_rows(scores, n, ctx)
+    if transitions is not None and transition_prior_weight > 0:
+        items, scores = rerank_with_transitions(
+            items=items, scores=scores, last=last_items(examples.history),
+            transitions=transitions, weight=transition_prior_weight)
+    return items, scores
 
 
 def retrieval_metrics(ranked: np.ndarray, targets: np.ndarray, *, n_items: int,

@@ -100,6 +100,11 @@ class RunLayout:
         return self.retriever_dir / "model.safetensors"
 
     @property
+    def retriever_transitions(self) -> Path:
+        """Training transition counts, when the retriever re-orders by them."""
+        return self.retriever_dir / "transitions.safetensors"
+
+    @property
     def retriever_config(self) -> Path:
         return self.retriever_dir / "config.json"
 

@@ -185,7 +185,7 @@ def test_transition_dropout_leaves_out_whole_terms_in_training_only():
     assert torch.equal(got[kept], full[kept])  # kept rows unscaled
     assert 0.25 < float(kept.float().mean()) < 0.75
     emb.transition_dropout = 1.0
-    assert float(emb.transition_query(batch.input_ids, batch.attention_mask).abs().sum()) == 0
+    assert float(emb.transition_query(batch.input_ids, batch.attention_mask).detach().abs().sum()) == 0
     built = build_model(cfg=tiny_cfg(item_loss_weight=0.2, transition_embedding=True,
                                      transition_dropout=0.3),
                         vocab_size=16, item_tokens=np.array([[0, 1, 2], [3, 4, 5]]))
