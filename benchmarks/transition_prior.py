@@ -7,8 +7,10 @@ Re-orders each user's saved candidates (``retriever/candidates.parquet``, valid 
 (what ``transition_prior_weight = gamma`` does when decoding; :mod:`generative_rec.transitions`)
 for a grid of gamma, and prints validation Recall/NDCG@10, distinct items in the top-10 lists
 and R@10 of the middle and long-tail strata per gamma, beside gamma = 0 (the lists as saved).
-The gamma with the best validation NDCG@10 is then scored once on the test users. Run it on lists
-decoded without the prior; only the order inside the saved candidates changes.
+Then, at the chosen gamma, up to M of the most recent item's most frequent successors are added
+to each list first (``transition_candidates = M``; :func:`generative_rec.transitions.
+add_successors`), for a grid of M. The setting with the best validation NDCG@10 is then scored
+once on the test users. Run it on lists decoded without the prior.
 
     python benchmarks/transition_prior.py runs/quality-amazon-beauty-cpu5
 """
@@ -25,10 +27,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.popularity_rerank import candidate_lists, summary  # noqa: E402
-from generative_rec.transitions import TransitionCounts, rerank_with_transitions  # noqa: E402
+from generative_rec.transitions import (  # noqa: E402
+    TransitionCounts,
+    add_successors,
+    rerank_with_transitions,
+)
 from recdata.split import SequentialSplit  # noqa: E402
 
 GAMMAS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
+SUCCESSORS = (0, 5, 10)
 
 
 def last_of(inputs: list[np.ndarray]) -> np.ndarray:
@@ -48,11 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     last = {"valid": last_of(split.valid_inputs), "test": last_of(split.test_inputs)}
     targets = {"valid": split.valid_targets, "test": split.test_targets}
 
-    def scored(name: str, gamma: float) -> dict:
+    def scored(name: str, gamma: float, m: int = 0) -> dict:
         items, scores = lists[name]
+        width = items.shape[1]
+        if m > 0 and gamma > 0:
+            items, scores = add_successors(items=items, scores=scores, last=last[name],
+                                           transitions=counts, m=m)
         ranked, _ = rerank_with_transitions(items=items, scores=scores, last=last[name],
                                             transitions=counts, weight=gamma)
-        return summary(ranked, targets[name], split)
+        return summary(ranked[:, :width], targets[name], split)
 
     items = lists["valid"][0]
     with_count = counts.lookup(last=last["valid"], items=items)[items >= 0]
@@ -68,15 +79,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {gamma:g} | {s['recall@10']:.4f} | {s['ndcg@10']:.4f} | {s['distinct@10']} | "
               f"{s['middle_recall@10']:.4f} | {s['long_tail_recall@10']:.4f} |")
     best = max(rows, key=lambda r: (r["ndcg@10"], -r["gamma"]))
-    test = {g: scored("test", g) for g in sorted({0.0, best["gamma"]})}
-    print(f"chosen on validation: gamma = {best['gamma']:g}; test: "
-          + "; ".join(f"gamma {g:g}: {json.dumps(s)}" for g, s in test.items()))
+    gamma = best["gamma"]
+    print(f"\nat gamma = {gamma:g}, with up to M successors of the last item added first:")
+    print("| M | valid R@10 | valid N@10 | distinct@10 | middle R@10 | long-tail R@10 |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    m_rows = []
+    for m in SUCCESSORS:
+        s = scored("valid", gamma, m)
+        m_rows.append({"gamma": gamma, "successors": m, **s})
+        print(f"| {m} | {s['recall@10']:.4f} | {s['ndcg@10']:.4f} | {s['distinct@10']} | "
+              f"{s['middle_recall@10']:.4f} | {s['long_tail_recall@10']:.4f} |")
+    chosen = max(m_rows, key=lambda r: (r["ndcg@10"], -r["successors"]))
+    settings = sorted({(0.0, 0), (gamma, chosen["successors"])})
+    test = {f"gamma {g:g}, M {m}": scored("test", g, m) for g, m in settings}
+    print(f"chosen on validation: gamma = {gamma:g}, M = {chosen['successors']}; test: "
+          + "; ".join(f"{k}: {json.dumps(s)}" for k, s in test.items()))
     if args.json:
         from recdata.io import write_json
 
         write_json(args.json, {"run_dir": args.run_dir.name, "valid": rows,
-                               "chosen_gamma": best["gamma"],
-                               "test": {str(g): s for g, s in test.items()}})
+                               "valid_successors": m_rows, "chosen_gamma": gamma,
+                               "chosen_successors": chosen["successors"], "test": test})
     return 0
 
 

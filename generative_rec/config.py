@@ -165,6 +165,11 @@ class RetrieverConfig:
     recent item in the training sequences (0 = off). Re-orders the beam's candidates only, at
     a cost per candidate, not per catalogue item (``generative_rec.transitions``); the counts
     are saved beside the model (``retriever/transitions.safetensors``)."""
+    transition_candidates: int = 0
+    """Decoding only, with the transition prior: also add up to this many of the most recent
+    item's most frequent training successors that the search did not find (scored just below
+    its last candidate), before the prior re-orders the lists and they are cut to size. A
+    bounded lookup per user, so the cost does not grow with the catalogue."""
     head_distill_weight: float = 0.0
     """Weight of a loss that pulls the SID softmax of the first ``head_distill_levels`` codes
     toward the item head's catalogue distribution summed over the items under each code (the
@@ -290,6 +295,9 @@ class RetrieverConfig:
              "head_distill_weight needs an item head (item_loss_weight > 0)"),
             (self.transition_score_weight >= 0, "transition_score_weight must be >= 0"),
             (self.transition_prior_weight >= 0, "transition_prior_weight must be >= 0"),
+            (self.transition_candidates >= 0, "transition_candidates must be >= 0"),
+            (self.transition_candidates == 0 or self.transition_prior_weight > 0,
+             "transition_candidates needs the transition prior (transition_prior_weight > 0)"),
             (0 <= self.transition_dropout <= 1, "transition_dropout must lie in [0, 1]"),
             (not self.transition_embedding or self.item_loss_weight > 0,
              "transition_embedding needs an item head (item_loss_weight > 0)"),
@@ -335,7 +343,7 @@ class RetrieverConfig:
         is resumed only when it matches); decoding-only fields and stage 2 are excluded."""
         fields = self.to_dict()
         for name in ("stage2", "candidates_n", "eval_batch_size", "transition_score_weight",
-                     "transition_prior_weight"):
+                     "transition_prior_weight", "transition_candidates"):
             fields.pop(name)
         if not self.head_distill_weight:
             # Added later: runs trained without it keep resuming their checkpoints.

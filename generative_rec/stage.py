@@ -88,6 +88,7 @@ def evaluate(
         amp=amp_dtype(cfg.amp, device), desc=f"{which} decode", normalize=cfg.normalize,
         item_score_weight=cfg.rerank_weight, transitions=data.transitions,
         transition_prior_weight=cfg.transition_prior_weight,
+        transition_candidates=cfg.transition_candidates,
     )
     metrics = retrieval_metrics(items[:, : max(METRIC_KS)], ex.targets, n_items=split.n_items,
                                 strata=split.strata)
@@ -297,6 +298,7 @@ def recommend_for_histories(
     item_score_weight: float = 0.0,
     transitions: TransitionCounts | None = None,
     transition_prior_weight: float = 0.0,
+    transition_candidates: int = 0,
     batch_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items (``[B, top_k]`` item_idx, -1 = none) and sequence log-probabilities for
@@ -304,7 +306,7 @@ def recommend_for_histories(
     (an unseen id simply hashes to some bucket). ``normalize`` is the trained model's scoring
     rule (``RetrieverConfig.normalize``), never guessed; ``item_score_weight`` its
     ``RetrieverConfig.rerank_weight``; ``transitions`` (:func:`load_transitions`) and
-    ``transition_prior_weight`` its transition prior."""
+    ``transition_prior_weight`` / ``transition_candidates`` its transition prior."""
     if len(histories) != len(user_ids):
         raise DataError(f"{len(histories)} histories but {len(user_ids)} user ids")
     n_items = trie.n_items
@@ -324,6 +326,7 @@ def recommend_for_histories(
         num_beams=beams, top_k=top_k, batch_size=batch_size, device=device, normalize=normalize,
         item_score_weight=item_score_weight, transitions=transitions,
         transition_prior_weight=transition_prior_weight,
+        transition_candidates=transition_candidates,
     )
     return items, scores
 

@@ -11,6 +11,7 @@ each), so the cost does not grow with the catalogue.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
@@ -50,6 +51,21 @@ class TransitionCounts:
         pos = np.searchsorted(self.keys, query).clip(max=len(self.keys) - 1)
         return np.where(known & (self.keys[pos] == query), self.counts[pos], 0)
 
+    @cached_property
+    def _by_source(self) -> tuple[np.ndarray, np.ndarray]:
+        """Successors grouped by source item, most frequent first (ties: lower index first),
+        and the ``[n_items + 1]`` group bounds."""
+        src, dst = self.keys // self.n_items, self.keys % self.n_items
+        order = np.lexsort((dst, -self.counts, src))
+        return dst[order], np.searchsorted(src[order], np.arange(self.n_items + 1))
+
+    def successors(self, item: int) -> np.ndarray:
+        """Every item that directly followed ``item`` in training, most frequent first."""
+        if not 0 <= item < self.n_items:
+            return np.zeros(0, np.int64)
+        dst, bounds = self._by_source
+        return dst[bounds[item] : bounds[item + 1]]
+
     def save(self, path: Path) -> None:
         save_tensors(path, {"keys": self.keys, "counts": self.counts},
                      metadata={"n_items": str(self.n_items)})
@@ -71,6 +87,26 @@ def last_items(history: np.ndarray) -> np.ndarray:
     history = np.asarray(history)
     length = (history >= 0).sum(1)
     return np.where(length > 0, history[np.arange(len(history)), np.maximum(length - 1, 0)], -1)
+
+
+def add_successors(*, items: np.ndarray, scores: np.ndarray, last: np.ndarray,
+                   transitions: TransitionCounts, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Append to each row of ``items``/``scores`` (``[E, K]``) up to ``m`` of its most recent
+    item's most frequent training successors that the row lacks, as ``[E, K + m]``. They have no
+    model score: each gets one below the row's lowest, in successor order, so among candidates
+    with the same count the search's come first; :func:`rerank_with_transitions` then orders
+    them by their counts."""
+    extra_items = np.full((len(items), m), -1, dtype=items.dtype)
+    extra_scores = np.full((len(items), m), -np.inf, dtype=scores.dtype)
+    for row in range(len(items)):
+        found = items[row][items[row] >= 0]
+        floor = float(scores[row][items[row] >= 0].min()) - 1.0 if len(found) else 0.0
+        have = set(found.tolist())
+        new = [j for j in transitions.successors(int(last[row]))[: m + len(found)]
+               if j not in have][:m]
+        extra_items[row, : len(new)] = new
+        extra_scores[row, : len(new)] = floor - 1e-3 * np.arange(len(new))
+    return np.concatenate([items, extra_items], 1), np.concatenate([scores, extra_scores], 1)
 
 
 def rerank_with_transitions(*, items: np.ndarray, scores: np.ndarray, last: np.ndarray,

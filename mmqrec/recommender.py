@@ -367,7 +367,8 @@ class Recommender:
                 user_ids=keys, top_k=n, num_beams=max(r.cfg.num_beams, n),
                 max_history=r.cfg.max_history, batch_size=r.cfg.eval_batch_size,
                 normalize=r.cfg.normalize, item_score_weight=r.cfg.rerank_weight,
-                transitions=r.transitions, transition_prior_weight=r.cfg.transition_prior_weight)
+                transitions=r.transitions, transition_prior_weight=r.cfg.transition_prior_weight,
+                transition_candidates=r.cfg.transition_candidates)
             cands, retr = [], []
             for row_items, row_scores in zip(items, scores):
                 keep = row_items >= 0

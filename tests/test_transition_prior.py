@@ -13,7 +13,12 @@ import torch
 from generative_rec.config import RetrieverConfig
 from generative_rec.model import build_model
 from generative_rec.train import decode_examples
-from generative_rec.transitions import TransitionCounts, last_items, rerank_with_transitions
+from generative_rec.transitions import (
+    TransitionCounts,
+    add_successors,
+    last_items,
+    rerank_with_transitions,
+)
 from recdata.errors import DataError
 from tests.test_retriever import cyclic_problem, tiny_cfg, write_run
 
@@ -39,6 +44,33 @@ def test_counts_match_a_brute_force_count():
     assert got.sum() > 0
     empty = TransitionCounts.from_sequences([np.array([3])], n_items=15)
     assert empty.lookup(last=last, items=items).sum() == 0
+
+
+def test_successors_are_added_most_frequent_first_and_only_when_missing():
+    seqs = _random_sequences(seed=4)
+    counts = TransitionCounts.from_sequences(seqs, n_items=15)
+    truth = Counter((int(a), int(b)) for s in seqs for a, b in zip(s[:-1], s[1:]))
+    for i in range(-1, 17):
+        want = sorted((b for (a, b) in truth if a == i), key=lambda b: (-truth[(i, b)], b))
+        assert counts.successors(i).tolist() == want
+    rng = np.random.default_rng(5)
+    items = np.stack([rng.permutation(15)[:6] for _ in range(25)])
+    items[0, -2:] = -1
+    scores = np.sort(rng.normal(size=(25, 6)), axis=1)[:, ::-1].astype(np.float32).copy()
+    scores[0, -2:] = -np.inf
+    last = rng.integers(-1, 15, size=25)
+    got_items, got_scores = add_successors(items=items, scores=scores, last=last,
+                                           transitions=counts, m=3)
+    assert got_items.shape == (25, 9)
+    assert np.array_equal(got_items[:, :6], items) and np.array_equal(got_scores[:, :6], scores)
+    for r in range(25):
+        have = set(items[r][items[r] >= 0].tolist())
+        want = [b for b in counts.successors(int(last[r])).tolist() if b not in have][:3]
+        assert got_items[r, 6:].tolist() == want + [-1] * (3 - len(want))
+        # Below every candidate the search found, in successor order.
+        added = got_scores[r, 6 : 6 + len(want)]
+        assert (added < scores[r][items[r] >= 0].min()).all() and (np.diff(added) < 0).all()
+    assert (got_items[:, 6:] >= 0).any()
 
 
 def test_last_items_reads_the_most_recent_item_of_each_row():
@@ -86,6 +118,15 @@ def test_decoding_applies_the_prior_after_the_search():
         transitions=counts, weight=5.0)
     assert items.tolist() == want_items.tolist()
     np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+    # With successor candidates: added, re-ordered, then cut to the lists' size.
+    more_items, _ = decode_examples(**common, transitions=counts, transition_prior_weight=5.0,
+                                    transition_candidates=2)
+    last = last_items(ex["valid"].history)
+    wide_items, wide_scores = add_successors(items=plain_items, scores=plain_scores, last=last,
+                                             transitions=counts, m=2)
+    want_more, _ = rerank_with_transitions(items=wide_items, scores=wide_scores, last=last,
+                                           transitions=counts, weight=5.0)
+    assert more_items.tolist() == want_more[:, :20].tolist()
     # The untrained model rarely ranks the cyclic successor first; the counts always do.
     assert (items[:, 0] == ex["valid"].targets).mean() > (plain_items[:, 0] == ex["valid"].targets).mean()
 
@@ -104,8 +145,10 @@ def test_counts_round_trip_and_a_bad_file_is_a_one_line_error(tmp_path):
 def test_config_is_decoding_only():
     with pytest.raises(DataError, match="transition_prior_weight must be >= 0"):
         RetrieverConfig(transition_prior_weight=-1.0)
+    with pytest.raises(DataError, match="transition_candidates needs the transition prior"):
+        RetrieverConfig(transition_candidates=5)
     assert RetrieverConfig().fingerprint() == RetrieverConfig(
-        transition_prior_weight=4.0).fingerprint()
+        transition_prior_weight=4.0, transition_candidates=5).fingerprint()
 
 
 def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
@@ -114,7 +157,7 @@ def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
 
     run = write_run(tmp_path)
     cfg = tiny_cfg(max_steps=15, eval_every=15, lr=5e-3, candidates_n=25,
-                   transition_prior_weight=3.0)
+                   transition_prior_weight=3.0, transition_candidates=3)
     stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
     split = SequentialSplit.from_run_dir(run)
     counts = stage.load_transitions(run, stage.retriever_config(run))
@@ -127,7 +170,8 @@ def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
         model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
         user_ids=split.user_ids, top_k=25, num_beams=cfg.decode_beams,
         max_history=cfg.max_history, normalize=cfg.normalize, transitions=counts,
-        transition_prior_weight=cfg.transition_prior_weight)
+        transition_prior_weight=cfg.transition_prior_weight,
+        transition_candidates=cfg.transition_candidates)
     assert items.tolist() == test["items"].to_list()
     # The counts re-ordered the saved lists: without them the API gives other lists.
     plain, _ = stage.recommend_for_histories(
