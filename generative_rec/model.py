@@ -135,7 +135,7 @@ class ItemSidEmbedding(nn.Module):
         """``[B, d]``: the "from" vector of each row's most recent history item (zero for a row
         without one), the query half that meets :meth:`head_table`'s "to" vectors."""
         last = input_ids[torch.arange(len(input_ids), device=input_ids.device),
-                         (attention_mask.sum(1) - 2).clamp(min=0)] - self.vocab_size
+                         last_item_positions(attention_mask)] - self.vocab_size
         has = (last >= 0) & (last < self.transition_from.num_embeddings)
         if self.training and self.transition_dropout > 0:
             has = has & (torch.rand(len(has), device=has.device) >= self.transition_dropout)
@@ -304,11 +304,16 @@ def item_query(model: torch.nn.Module, *, input_ids: torch.Tensor,
                       input_ids=input_ids)
 
 
+def last_item_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[B]``: where a right-padded ``[user] + items + [eos]`` input holds its most recent
+    history item, ``length - 2`` (the user token's position for an empty history)."""
+    return (attention_mask.sum(1) - 2).clamp(min=0)
+
+
 def last_item_states(enc: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The encoder's output ``[B, d]`` at the most recent history item, which a right-padded
-    ``[user] + items + [eos]`` input holds at ``length - 2``."""
-    last = (attention_mask.sum(1) - 2).clamp(min=0)
-    return enc[torch.arange(len(enc), device=enc.device), last]
+    """The encoder's output ``[B, d]`` at the most recent history item
+    (:func:`last_item_positions`)."""
+    return enc[torch.arange(len(enc), device=enc.device), last_item_positions(attention_mask)]
 
 
 def start_reads_last(model: torch.nn.Module) -> bool:

@@ -18,7 +18,7 @@ from typing import Iterable
 import numpy as np
 
 from recdata.errors import DataError
-from recdata.io import load_tensors, save_tensors
+from recdata.io import load_tensor_metadata, load_tensors, save_tensors
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,8 @@ class TransitionCounts:
 
     @classmethod
     def load(cls, path: Path) -> "TransitionCounts":
-        from safetensors import safe_open
-
         tensors = load_tensors(path)
-        with safe_open(str(path), framework="pt") as f:
-            n_items = int((f.metadata() or {}).get("n_items", -1))
+        n_items = int(load_tensor_metadata(path).get("n_items", -1))
         if n_items < 0 or set(tensors) != {"keys", "counts"}:
             raise DataError("not a transition-count file", path=path)
         return cls(keys=tensors["keys"].numpy(), counts=tensors["counts"].numpy(), n_items=n_items)
