@@ -2,6 +2,7 @@
 
     python benchmarks/quality.py --dataset ml-100k-mm --budget cpu
     python benchmarks/quality.py --dataset amazon-beauty --budget cpu --out runs/quality-beauty
+    python benchmarks/quality.py --dataset amazon-beauty --budget cpu --profile bbq
 
 Runs the whole pipeline with ``configs/bench/<dataset>.<budget>.yaml`` (the generative
 retriever on MMQ IDs, the variants it names — RQ-VAE and BBQ IDs, BBQRec — most-popular and
@@ -10,7 +11,9 @@ and writes ``benchmarks/results/quality_<dataset>_<budget>.{json,md}``: Recall/N
 with 95 % bootstrap intervals over test users, R@10 per popularity stratum of the target,
 distinct items in the top-10 lists, invalid IDs, wall time per stage, and the published
 anchors for the dataset beside them. A stage already up to date in ``--out`` is not re-run, so
-an interrupted benchmark resumes. ``python benchmarks/render_results.py`` then rewrites the
+an interrupted benchmark resumes. ``--profile NAME`` runs ``<dataset>.<budget>-<NAME>.yaml``, an
+extension of the budget's config (``bbq``: the BBQ systems too, beyond the budget), and labels
+its results ``<budget>-<NAME>``. ``python benchmarks/render_results.py`` then rewrites the
 README's results block from the results folder.
 """
 
@@ -51,8 +54,14 @@ STRATA = ("popular", "middle", "long_tail", "cold")
 MIN_STRATUM_USERS = 100
 
 
-def config_path(dataset: str, budget: str) -> Path:
-    return ROOT / "configs" / "bench" / f"{dataset}.{budget}.yaml"
+def config_path(dataset: str, budget: str, profile: str | None = None) -> Path:
+    return ROOT / "configs" / "bench" / f"{dataset}.{budget_label(budget, profile)}.yaml"
+
+
+def budget_label(budget: str, profile: str | None) -> str:
+    """``cpu``, or ``cpu-bbq`` for the ``bbq`` profile of the cpu budget (a config that extends
+    the budget's, e.g. with systems that do not fit it)."""
+    return budget if not profile else f"{budget}-{profile}"
 
 
 def stage_seconds(run_dir: Path) -> dict[str, float]:
@@ -104,15 +113,17 @@ def _fmt(x: float | None, ci: list[float] | None = None) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    ds, budget = result["dataset"], result["budget"]
+    ds, budget, profile = result["dataset"], result["budget"], result.get("profile")
     per_stratum = result["test_users_per_stratum"]
     strata = [s for s in STRATA if per_stratum.get(s, 0) >= MIN_STRATUM_USERS]
     small = [f"{s} ({per_stratum.get(s, 0)})" for s in STRATA
              if 0 < per_stratum.get(s, 0) < MIN_STRATUM_USERS]
     lines = [
-        f"### {ds}, `{budget}` budget ({BUDGETS[budget]})",
+        f"### {ds}, `{budget}` budget ({BUDGETS[budget]})"
+        + (f", profile `{profile}`" if profile else ""),
         "",
-        f"`python benchmarks/quality.py --dataset {ds} --budget {budget}` "
+        f"`python benchmarks/quality.py --dataset {ds} --budget {budget}"
+        + (f" --profile {profile}" if profile else "") + "` "
         f"(config `{result['config']}`, code {result['code_version']}, "
         f"{result['date']}); {result['test_users']} test users, {result['items']} items, "
         "leave-one-out, full-catalogue ranking, history items not excluded; 95 % bootstrap "
@@ -199,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True,
                         choices=["ml-100k-mm", "ml-1m-mm", "amazon-beauty"])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    parser.add_argument("--profile", metavar="NAME",
+                        help="run configs/bench/<dataset>.<budget>-<NAME>.yaml instead (an "
+                             "extension of the budget's config, e.g. `bbq`: every system, "
+                             "beyond the budget); results are labelled <budget>-<NAME>")
     parser.add_argument("--out", type=Path, default=None,
                         help="run directory (default runs/quality-<dataset>-<budget>)")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -226,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.stages import run_pipeline
     from recdata.layout import layout
 
-    cfg_file = config_path(args.dataset, args.budget)
+    cfg_file = config_path(args.dataset, args.budget, args.profile)
+    label = budget_label(args.budget, args.profile)
     if not cfg_file.exists():
         parser.error(f"no benchmark config {cfg_file.relative_to(ROOT)}")
-    run_dir = args.out or ROOT / "runs" / f"quality-{args.dataset}-{args.budget}"
+    run_dir = args.out or ROOT / "runs" / f"quality-{args.dataset}-{label}"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_config(cfg_file, args.set)
     if args.baselines_only:
@@ -245,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         second = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--dataset", args.dataset,
              "--budget", args.budget, "--out", str(run_dir), "--baselines-only",
+             *(["--profile", args.profile] if args.profile else []),
              *[f"--set={s}" for s in args.set]])
         run_pipeline(cfg=cfg, run_dir=run_dir, only=stages[:-1])
         timed_out = False
@@ -273,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = metrics["dataset"]
     secs = stage_seconds(run_dir)
     result = {
-        "dataset": args.dataset, "budget": args.budget,
+        "dataset": args.dataset, "budget": args.budget, "profile": args.profile,
         "config": str(cfg_file.relative_to(ROOT)), "overrides": args.set,
         "code_version": code_version(), "date": time.strftime("%Y-%m-%d"),
         "machine": machine(cfg.device),
@@ -295,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         re.sub(r"[^A-Za-z0-9_]+", "-", s).strip("-") for s in args.set)
     if len(suffix) > 80:  # file names have a length limit: keep a readable head and a hash
         suffix = suffix[:60] + "-" + hashlib.sha256(suffix.encode()).hexdigest()[:10]
-    stem = f"quality_{args.dataset}_{args.budget}{suffix}"
+    stem = f"quality_{args.dataset}_{label}{suffix}"
     args.results.mkdir(parents=True, exist_ok=True)
     from recdata.io import write_json, write_text
 

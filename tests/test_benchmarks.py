@@ -80,3 +80,26 @@ def test_transition_split_finds_targets_that_follow_the_last_item_in_training(tm
                   "scores": [[1.0, 0.0], [3.0, 2.0, 1.0], [1.0], [1.0]]}).write_parquet(lists)
     ranks = transition_split.hits_at_k(lists, "test", targets, n_users=3)
     assert ranks.tolist() == [2, transition_split.K, 0]
+
+
+def test_quality_profile_extends_the_budget_config_and_labels_its_results():
+    from pipeline.config import load_config
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import quality
+    finally:
+        sys.path.pop(0)
+    path = quality.config_path("amazon-beauty", "cpu", "bbq")
+    cfg, base = load_config(path), load_config(quality.config_path("amazon-beauty", "cpu"))
+    # Everything the cpu benchmark runs, plus the BBQ systems with a capped BBQRec.
+    assert set(base.variants) < set(cfg.variants)
+    assert cfg.section("retriever") == base.section("retriever")
+    assert cfg.variant("bbq").section("bbqrec").max_seconds == 1200
+    result = {"dataset": "amazon-beauty", "budget": "cpu", "profile": "bbq", "config": "c.yaml",
+              "code_version": "abc", "date": "2026-01-01", "test_users": 10, "items": 5,
+              "test_users_per_stratum": {}, "systems": [], "stage_seconds": {},
+              "total_seconds": 0.0, "machine": "x"}
+    md = quality.markdown(result)
+    assert "`cpu` budget (2 idle CPU cores), profile `bbq`" in md
+    assert "--budget cpu --profile bbq`" in md
