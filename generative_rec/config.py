@@ -24,6 +24,9 @@ from typing import Any
 
 from recdata.errors import DataError
 
+# Nearest items kept per item for the content prior's extra candidates (content_candidates <= it).
+CONTENT_NEIGHBOURS = 32
+
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 HISTORY_ENCODINGS = ("item", "token")
 SCORES = ("joint", "children")
@@ -170,6 +173,19 @@ class RetrieverConfig:
     item's most frequent training successors that the search did not find (scored just below
     its last candidate), before the prior re-orders the lists and they are cut to size. A
     bounded lookup per user, so the cost does not grow with the catalogue."""
+    content_prior_weight: float = 0.0
+    """Decoding only, after the transition prior: add ``content_prior_weight * max(0, cos)`` to
+    each candidate's final score, ``cos`` being the cosine of its frozen embeddings with those
+    of the user's most recent item (the mean over modalities; 0 = off). Lets the long-tail items
+    that resemble the last item compete with the popular ones the search favours; a cost per
+    candidate (``generative_rec.content``). The vectors are saved beside the model
+    (``retriever/content.safetensors``)."""
+    content_candidates: int = 0
+    """Decoding only, with the content prior: also add up to this many (at most 32) of the most
+    recent item's nearest items by content that the lists lack (scored just below their last
+    candidate), before the content prior re-orders the lists and they are cut to size. The
+    neighbour table is built once at training, at a cost quadratic in the catalogue; decoding
+    reads one row per user."""
     head_distill_weight: float = 0.0
     """Weight of a loss that pulls the SID softmax of the first ``head_distill_levels`` codes
     toward the item head's catalogue distribution summed over the items under each code (the
@@ -298,6 +314,11 @@ class RetrieverConfig:
             (self.transition_candidates >= 0, "transition_candidates must be >= 0"),
             (self.transition_candidates == 0 or self.transition_prior_weight > 0,
              "transition_candidates needs the transition prior (transition_prior_weight > 0)"),
+            (self.content_prior_weight >= 0, "content_prior_weight must be >= 0"),
+            (0 <= self.content_candidates <= CONTENT_NEIGHBOURS,
+             f"content_candidates must be in 0..{CONTENT_NEIGHBOURS}"),
+            (self.content_candidates == 0 or self.content_prior_weight > 0,
+             "content_candidates needs the content prior (content_prior_weight > 0)"),
             (0 <= self.transition_dropout <= 1, "transition_dropout must lie in [0, 1]"),
             (not self.transition_embedding or self.item_loss_weight > 0,
              "transition_embedding needs an item head (item_loss_weight > 0)"),
@@ -343,7 +364,8 @@ class RetrieverConfig:
         is resumed only when it matches); decoding-only fields and stage 2 are excluded."""
         fields = self.to_dict()
         for name in ("stage2", "candidates_n", "eval_batch_size", "transition_score_weight",
-                     "transition_prior_weight", "transition_candidates"):
+                     "transition_prior_weight", "transition_candidates",
+                     "content_prior_weight", "content_candidates"):
             fields.pop(name)
         if not self.head_distill_weight:
             # Added later: runs trained without it keep resuming their checkpoints.

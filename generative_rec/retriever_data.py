@@ -20,6 +20,8 @@ from generative_rec.config import RetrieverConfig
 from generative_rec.data import Collator, Examples, build_examples
 from generative_rec.ddp import DistContext
 from generative_rec.train import TrainResult, train_retriever
+from generative_rec.content import ContentVectors
+from generative_rec.priors import CandidatePriors
 from generative_rec.transitions import TransitionCounts
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
@@ -49,16 +51,27 @@ class RetrieverData:
     # The training sequences' transition counts, when decoding re-orders by them
     # (``RetrieverConfig.transition_prior_weight``).
     transitions: TransitionCounts | None = None
+    # The catalogue's content vectors, when decoding re-orders by them
+    # (``RetrieverConfig.content_prior_weight``).
+    content: ContentVectors | None = None
 
     @property
     def sid_hash(self) -> str:
         return sid_fingerprint(self.codes, self.sizes)
 
+    def priors(self, cfg: RetrieverConfig) -> CandidatePriors:
+        return CandidatePriors(
+            transitions=self.transitions, transition_weight=cfg.transition_prior_weight,
+            transition_candidates=cfg.transition_candidates, content=self.content,
+            content_weight=cfg.content_prior_weight, content_candidates=cfg.content_candidates)
+
 
 def make_retriever_data(
     *, split: SequentialSplit, codes: np.ndarray, sizes: list[int], cfg: RetrieverConfig,
-    examples: dict[str, Examples] | None = None,
+    examples: dict[str, Examples] | None = None, content: ContentVectors | None = None,
 ) -> RetrieverData:
+    """``content``: the run's content vectors (:meth:`ContentVectors.from_run_dir`), needed when
+    ``cfg.content_prior_weight`` > 0."""
     if codes.shape[0] != split.n_items:
         raise DataError(
             f"the semantic-ID table has {codes.shape[0]} items but data/ has {split.n_items}; "
@@ -85,8 +98,10 @@ def make_retriever_data(
         )
     transitions = (TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)
                    if cfg.transition_prior_weight > 0 else None)
+    if cfg.content_prior_weight > 0 and content is None:
+        raise DataError("content_prior_weight > 0 needs the run's content vectors")
     return RetrieverData(np.asarray(codes, np.int64), list(sizes), vocab, trie, collator, examples,
-                         transitions)
+                         transitions, content if cfg.content_prior_weight > 0 else None)
 
 
 def train_phase(

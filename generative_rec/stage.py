@@ -15,6 +15,8 @@ retriever/
   candidates.parquet     user_idx, split (valid|test), items (list[int]), scores (list[float])
   transitions.safetensors  with transition_prior_weight > 0: the training sequences'
                          transition counts the final lists were re-ordered by
+  content.safetensors    with content_prior_weight > 0: the items' content vectors and nearest
+                         items the final lists were re-ordered by
   checkpoint/            resumable training state (one safetensors file per phase)
 ```
 
@@ -58,6 +60,8 @@ from generative_rec.retriever_data import (  # noqa: F401  (re-exported)
 )
 from generative_rec.stage2 import clear_stage2, mark_stage2, run_stage2, stage1_semantic_ids
 from generative_rec.train import SELECTION_METRIC, amp_dtype, decode_examples, retrieval_metrics
+from generative_rec.content import ContentVectors
+from generative_rec.priors import CandidatePriors
 from generative_rec.transitions import TransitionCounts
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
@@ -86,9 +90,7 @@ def evaluate(
         model=model, examples=ex, collator=data.collator, trie=data.trie, vocab=data.vocab,
         num_beams=max(beams, k), top_k=k, batch_size=cfg.eval_batch_size, device=device, ctx=ctx,
         amp=amp_dtype(cfg.amp, device), desc=f"{which} decode", normalize=cfg.normalize,
-        item_score_weight=cfg.rerank_weight, transitions=data.transitions,
-        transition_prior_weight=cfg.transition_prior_weight,
-        transition_candidates=cfg.transition_candidates,
+        item_score_weight=cfg.rerank_weight, priors=data.priors(cfg),
     )
     metrics = retrieval_metrics(items[:, : max(METRIC_KS)], ex.targets, n_items=split.n_items,
                                 strata=split.strata)
@@ -122,6 +124,10 @@ def save_retriever(
         data.transitions.save(layout(run_dir).retriever_transitions)
     else:
         layout(run_dir).retriever_transitions.unlink(missing_ok=True)  # an earlier run's
+    if data.content is not None:
+        data.content.save(layout(run_dir).retriever_content)
+    else:
+        layout(run_dir).retriever_content.unlink(missing_ok=True)
     write_json(out / "config.json", {
         "retriever": cfg.to_dict(),
         "vocab": data.vocab.to_dict(),
@@ -150,7 +156,8 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
     codes, sizes = stage1_semantic_ids(run_dir=run_dir)
     if not cfg.stage2.enabled:
         clear_stage2(run_dir=run_dir, ctx=ctx)  # an earlier run's stage 2 no longer applies
-    data = make_retriever_data(split=split, codes=codes, sizes=sizes, cfg=cfg)
+    content = (ContentVectors.from_run_dir(run_dir) if cfg.content_prior_weight > 0 else None)
+    data = make_retriever_data(split=split, codes=codes, sizes=sizes, cfg=cfg, content=content)
     log.info("retriever: %d users, %d items, SID length %d, vocab %d, %d training prefixes",
              split.n_users, split.n_items, data.vocab.sid_length, data.vocab.vocab_size,
              len(data.examples["train"]))
@@ -251,11 +258,17 @@ def retriever_config(run_dir: Path) -> RetrieverConfig:
     return RetrieverConfig.from_dict(meta["retriever"])
 
 
-def load_transitions(run_dir: Path, cfg: RetrieverConfig) -> TransitionCounts | None:
-    """The transition counts a trained retriever re-orders by (None when its config does not)."""
-    if cfg.transition_prior_weight <= 0:
-        return None
-    return TransitionCounts.load(layout(run_dir).retriever_transitions)
+def load_priors(run_dir: Path, cfg: RetrieverConfig) -> CandidatePriors:
+    """The priors a trained retriever re-orders its candidates by (its transition counts and
+    content vectors, as its config asks)."""
+    transitions = (TransitionCounts.load(layout(run_dir).retriever_transitions)
+                   if cfg.transition_prior_weight > 0 else None)
+    content = (ContentVectors.load(layout(run_dir).retriever_content)
+               if cfg.content_prior_weight > 0 else None)
+    return CandidatePriors(
+        transitions=transitions, transition_weight=cfg.transition_prior_weight,
+        transition_candidates=cfg.transition_candidates, content=content,
+        content_weight=cfg.content_prior_weight, content_candidates=cfg.content_candidates)
 
 
 def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, SidVocab, SidTrie]:
@@ -296,17 +309,15 @@ def recommend_for_histories(
     max_history: int = 20,
     normalize: str,
     item_score_weight: float = 0.0,
-    transitions: TransitionCounts | None = None,
-    transition_prior_weight: float = 0.0,
-    transition_candidates: int = 0,
+    priors: CandidatePriors | None = None,
     batch_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items (``[B, top_k]`` item_idx, -1 = none) and sequence log-probabilities for
     arbitrary chronological histories of item indices; ``user_ids`` pick the hashed user tokens
     (an unseen id simply hashes to some bucket). ``normalize`` is the trained model's scoring
     rule (``RetrieverConfig.normalize``), never guessed; ``item_score_weight`` its
-    ``RetrieverConfig.rerank_weight``; ``transitions`` (:func:`load_transitions`) and
-    ``transition_prior_weight`` / ``transition_candidates`` its transition prior."""
+    ``RetrieverConfig.rerank_weight``; ``priors`` (:func:`load_priors`) its transition and
+    content priors."""
     if len(histories) != len(user_ids):
         raise DataError(f"{len(histories)} histories but {len(user_ids)} user ids")
     n_items = trie.n_items
@@ -324,9 +335,7 @@ def recommend_for_histories(
     items, scores = decode_examples(
         model=model, examples=examples, collator=collator, trie=trie, vocab=vocab,
         num_beams=beams, top_k=top_k, batch_size=batch_size, device=device, normalize=normalize,
-        item_score_weight=item_score_weight, transitions=transitions,
-        transition_prior_weight=transition_prior_weight,
-        transition_candidates=transition_candidates,
+        item_score_weight=item_score_weight, priors=priors,
     )
     return items, scores
 

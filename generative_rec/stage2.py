@@ -429,7 +429,7 @@ def run_stage2(
 
     # Step 3: continue training on the final IDs.
     new_data = make_retriever_data(split=split, codes=codes, sizes=sizes, cfg=cfg,
-                                   examples=data.examples)
+                                   examples=data.examples, content=data.content)
     model = carry_over_embeddings(model=model, old=data.vocab, new=new_data.vocab, cfg=cfg,
                                   item_tokens=new_data.collator.item_tokens)
     if cfg.stage2.continue_steps > 0:

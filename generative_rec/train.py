@@ -43,12 +43,8 @@ from generative_rec.model import (
     sid_logits,
     unwrap,
 )
-from generative_rec.transitions import (
-    TransitionCounts,
-    add_successors,
-    last_items,
-    rerank_with_transitions,
-)
+from generative_rec.priors import CandidatePriors
+from generative_rec.transitions import last_items
 from recdata.io import load_tensor_metadata, load_tensors, save_tensors, write_json, write_text
 from recdata.runtime import progress
 from recdata.faults import kill_point
@@ -126,21 +122,16 @@ def decode_examples(
     amp: torch.dtype | None = None,
     normalize: str,
     item_score_weight: float = 0.0,
-    transitions: TransitionCounts | None = None,
-    transition_prior_weight: float = 0.0,
-    transition_candidates: int = 0,
+    priors: CandidatePriors | None = None,
     desc: str = "decode",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items ``[E, top_k]`` (-1 = none) and their log-probabilities for every
     example, by constrained beam search; sharded over ranks and gathered under DDP.
     ``normalize`` has no default: it must be the one the model was trained for
     (``RetrieverConfig.normalize``). ``item_score_weight`` > 0 re-orders each user's beam by
-    ``log p(SID) + weight * item-head logit`` (``RetrieverConfig.rerank_weight``); with
-    ``transitions`` and ``transition_prior_weight`` > 0 the lists are then re-ordered by the
-    transition prior (:func:`generative_rec.transitions.rerank_with_transitions`), after
-    ``transition_candidates`` successors of the most recent item are added
-    (:func:`generative_rec.transitions.add_successors`) and before the lists are cut to
-    ``top_k``."""
+    ``log p(SID) + weight * item-head logit`` (``RetrieverConfig.rerank_weight``); ``priors``
+    then re-order the lists by the most recent item's successors and content, before they are
+    cut to ``top_k`` (:class:`generative_rec.priors.CandidatePriors`)."""
     from generative_rec.decoding import constrained_beam_search, rerank_with_item_head
 
     ctx = ctx or DistContext()
@@ -176,15 +167,9 @@ def decode_examples(
     if was_training:
         net.train()
     items, scores = gather_rows(items, n, ctx), gather_rows(scores, n, ctx)
-    if transitions is not None and transition_prior_weight > 0:
-        last = last_items(examples.history)
-        if transition_candidates > 0:
-            items, scores = add_successors(items=items, scores=scores, last=last,
-                                           transitions=transitions, m=transition_candidates)
-        items, scores = rerank_with_transitions(
-            items=items, scores=scores, last=last, transitions=transitions,
-            weight=transition_prior_weight)
-        items, scores = items[:, :top_k], scores[:, :top_k]
+    if priors is not None and priors.active:
+        items, scores = priors.apply(items=items, scores=scores,
+                                     last=last_items(examples.history), top_k=top_k)
     return items, scores
 
 

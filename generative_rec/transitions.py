@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -86,24 +86,34 @@ def last_items(history: np.ndarray) -> np.ndarray:
     return np.where(length > 0, history[np.arange(len(history)), np.maximum(length - 1, 0)], -1)
 
 
-def add_successors(*, items: np.ndarray, scores: np.ndarray, last: np.ndarray,
-                   transitions: TransitionCounts, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Append to each row of ``items``/``scores`` (``[E, K]``) up to ``m`` of its most recent
-    item's most frequent training successors that the row lacks, as ``[E, K + m]``. They have no
-    model score: each gets one below the row's lowest, in successor order, so among candidates
-    with the same count the search's come first; :func:`rerank_with_transitions` then orders
-    them by their counts."""
+def append_candidates(*, items: np.ndarray, scores: np.ndarray,
+                      proposals: Callable[[int], np.ndarray],
+                      m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Append to each row of ``items``/``scores`` (``[E, K]``, -1 = empty slot) up to ``m`` of
+    ``proposals(row)`` (best first) that the row lacks, as ``[E, K + m]``. They have no model
+    score: each gets one below the row's lowest, in proposal order, so among candidates a prior
+    scores alike the search's come first, and a prior must lift them past the search's own."""
     extra_items = np.full((len(items), m), -1, dtype=items.dtype)
     extra_scores = np.full((len(items), m), -np.inf, dtype=scores.dtype)
     for row in range(len(items)):
-        found = items[row][items[row] >= 0]
-        floor = float(scores[row][items[row] >= 0].min()) - 1.0 if len(found) else 0.0
+        present = items[row] >= 0
+        found = items[row][present]
+        floor = float(scores[row][present].min()) - 1.0 if len(found) else 0.0
         have = set(found.tolist())
-        new = [j for j in transitions.successors(int(last[row]))[: m + len(found)]
+        new = [j for j in np.asarray(proposals(row))[: m + len(found)].tolist()
                if j not in have][:m]
         extra_items[row, : len(new)] = new
         extra_scores[row, : len(new)] = floor - 1e-3 * np.arange(len(new))
     return np.concatenate([items, extra_items], 1), np.concatenate([scores, extra_scores], 1)
+
+
+def add_successors(*, items: np.ndarray, scores: np.ndarray, last: np.ndarray,
+                   transitions: TransitionCounts, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Append to each row of ``items``/``scores`` (``[E, K]``) up to ``m`` of its most recent
+    item's most frequent training successors that the row lacks (:func:`append_candidates`);
+    :func:`rerank_with_transitions` then orders them by their counts."""
+    return append_candidates(items=items, scores=scores, m=m,
+                             proposals=lambda row: transitions.successors(int(last[row])))
 
 
 def rerank_with_transitions(*, items: np.ndarray, scores: np.ndarray, last: np.ndarray,

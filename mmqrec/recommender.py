@@ -68,7 +68,7 @@ class _Retriever:
     vocab: Any
     trie: Any
     cfg: Any
-    transitions: Any = None
+    priors: Any = None
 
 
 @dataclass
@@ -112,11 +112,11 @@ class Recommender:
         retriever = None
         if layout(run_dir).retriever_model.exists():
             # Imported here: transformers makes this the slowest import of a cold start.
-            from generative_rec.stage import load_retriever, load_transitions, retriever_config
+            from generative_rec.stage import load_priors, load_retriever, retriever_config
 
             model, vocab, trie = load_retriever(run_dir, device)
             rcfg = retriever_config(run_dir)
-            retriever = _Retriever(model, vocab, trie, rcfg, load_transitions(run_dir, rcfg))
+            retriever = _Retriever(model, vocab, trie, rcfg, load_priors(run_dir, rcfg))
         ranker = None
         chosen_n = retriever.cfg.candidates_n if retriever is not None else 50
         if layout(run_dir).ranker_config.exists():
@@ -367,8 +367,7 @@ class Recommender:
                 user_ids=keys, top_k=n, num_beams=max(r.cfg.num_beams, n),
                 max_history=r.cfg.max_history, batch_size=r.cfg.eval_batch_size,
                 normalize=r.cfg.normalize, item_score_weight=r.cfg.rerank_weight,
-                transitions=r.transitions, transition_prior_weight=r.cfg.transition_prior_weight,
-                transition_candidates=r.cfg.transition_candidates)
+                priors=r.priors)
             cands, retr = [], []
             for row_items, row_scores in zip(items, scores):
                 keep = row_items >= 0

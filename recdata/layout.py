@@ -105,6 +105,11 @@ class RunLayout:
         return self.retriever_dir / "transitions.safetensors"
 
     @property
+    def retriever_content(self) -> Path:
+        """The catalogue's content vectors and neighbours, when the retriever re-orders by them."""
+        return self.retriever_dir / "content.safetensors"
+
+    @property
     def retriever_config(self) -> Path:
         return self.retriever_dir / "config.json"
 

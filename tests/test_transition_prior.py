@@ -12,6 +12,7 @@ import torch
 
 from generative_rec.config import RetrieverConfig
 from generative_rec.model import build_model
+from generative_rec.priors import CandidatePriors
 from generative_rec.train import decode_examples
 from generative_rec.transitions import (
     TransitionCounts,
@@ -112,15 +113,16 @@ def test_decoding_applies_the_prior_after_the_search():
     common = dict(model=model, examples=ex["valid"], collator=collator, trie=trie, vocab=vocab,
                   num_beams=20, top_k=20, batch_size=8, device="cpu", normalize="children")
     plain_items, plain_scores = decode_examples(**common)
-    items, scores = decode_examples(**common, transitions=counts, transition_prior_weight=5.0)
+    items, scores = decode_examples(
+        **common, priors=CandidatePriors(transitions=counts, transition_weight=5.0))
     want_items, want_scores = rerank_with_transitions(
         items=plain_items, scores=plain_scores, last=last_items(ex["valid"].history),
         transitions=counts, weight=5.0)
     assert items.tolist() == want_items.tolist()
     np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
     # With successor candidates: added, re-ordered, then cut to the lists' size.
-    more_items, _ = decode_examples(**common, transitions=counts, transition_prior_weight=5.0,
-                                    transition_candidates=2)
+    more_items, _ = decode_examples(**common, priors=CandidatePriors(
+        transitions=counts, transition_weight=5.0, transition_candidates=2))
     last = last_items(ex["valid"].history)
     wide_items, wide_scores = add_successors(items=plain_items, scores=plain_scores, last=last,
                                              transitions=counts, m=2)
@@ -160,7 +162,8 @@ def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
                    transition_prior_weight=3.0, transition_candidates=3)
     stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
     split = SequentialSplit.from_run_dir(run)
-    counts = stage.load_transitions(run, stage.retriever_config(run))
+    priors = stage.load_priors(run, stage.retriever_config(run))
+    counts = priors.transitions
     truth = TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)
     assert np.array_equal(counts.keys, truth.keys) and np.array_equal(counts.counts, truth.counts)
     test = pl.read_parquet(run / "retriever" / "candidates.parquet").filter(
@@ -169,9 +172,7 @@ def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
     items, _ = stage.recommend_for_histories(
         model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
         user_ids=split.user_ids, top_k=25, num_beams=cfg.decode_beams,
-        max_history=cfg.max_history, normalize=cfg.normalize, transitions=counts,
-        transition_prior_weight=cfg.transition_prior_weight,
-        transition_candidates=cfg.transition_candidates)
+        max_history=cfg.max_history, normalize=cfg.normalize, priors=priors)
     assert items.tolist() == test["items"].to_list()
     # The counts re-ordered the saved lists: without them the API gives other lists.
     plain, _ = stage.recommend_for_histories(

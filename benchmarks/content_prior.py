@@ -1,0 +1,93 @@
+"""Choosing ``retriever.content_prior_weight`` and ``content_candidates`` on validation users,
+offline on a trained run.
+
+Re-orders each user's saved candidates (``retriever/candidates.parquet``, valid and test; decoded
+without the content prior) by
+
+    score(item) + beta * max(0, cos(most recent history item, item))
+
+over the run's frozen embeddings (what ``content_prior_weight = beta`` does when decoding, after
+any transition prior; :mod:`generative_rec.content`), first adding up to M of the most recent
+item's nearest items that a list lacks (``content_candidates = M``), for a grid of beta and M.
+It prints validation Recall/NDCG@10, distinct items in the top-10 lists and R@10 of the middle
+and long-tail strata per setting, beside beta = 0 (the lists as saved), then scores the setting
+with the best validation NDCG@10 once on the test users.
+
+    python benchmarks/content_prior.py runs/quality-amazon-beauty-cpu --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.popularity_rerank import candidate_lists, summary  # noqa: E402
+from generative_rec.content import ContentVectors  # noqa: E402
+from generative_rec.priors import CandidatePriors  # noqa: E402
+from recdata.split import SequentialSplit  # noqa: E402
+
+GRID = [(0.0, 0), (2.0, 0), (4.0, 0), (8.0, 0), (8.0, 10), (12.0, 5), (12.0, 10), (16.0, 5),
+        (16.0, 10), (16.0, 20), (20.0, 10), (24.0, 10)]
+
+
+def last_of(inputs: list[np.ndarray]) -> np.ndarray:
+    return np.array([int(s[-1]) if len(s) else -1 for s in inputs], dtype=np.int64)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+
+    split = SequentialSplit.from_run_dir(args.run_dir)
+    content = ContentVectors.from_run_dir(args.run_dir)
+    lists = {name: candidate_lists(args.run_dir, name, split.n_users) for name in ("valid", "test")}
+    last = {"valid": last_of(split.valid_inputs), "test": last_of(split.test_inputs)}
+    targets = {"valid": split.valid_targets, "test": split.test_targets}
+
+    def scored(name: str, beta: float, m: int) -> dict:
+        items, scores = lists[name]
+        priors = CandidatePriors(content=content, content_weight=beta, content_candidates=m)
+        ranked, _ = priors.apply(items=items, scores=scores, last=last[name],
+                                 top_k=items.shape[1])
+        return summary(ranked, targets[name], split)
+
+    items = lists["valid"][0]
+    near = np.stack([np.isin(items[u], content.nearest(int(last["valid"][u]))[:10])
+                     for u in range(len(items))])
+    print(f"{args.run_dir}: {split.n_users} users, {items.shape[1]} candidates each; "
+          f"{near[items >= 0].mean():.1%} of the validation candidates are among the last "
+          "item's 10 nearest items by content")
+    print("| beta | M | valid R@10 | valid N@10 | distinct@10 | middle R@10 | long-tail R@10 |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for beta, m in GRID:
+        s = scored("valid", beta, m if beta > 0 else 0)
+        rows.append({"beta": beta, "candidates": m, **s})
+        print(f"| {beta:g} | {m} | {s['recall@10']:.4f} | {s['ndcg@10']:.4f} | "
+              f"{s['distinct@10']} | {s['middle_recall@10']:.4f} | "
+              f"{s['long_tail_recall@10']:.4f} |", flush=True)
+    best = max(rows, key=lambda r: (r["ndcg@10"], -r["beta"], -r["candidates"]))
+    settings = sorted({(0.0, 0), (best["beta"], best["candidates"])})
+    test = {f"beta {b:g}, M {m}": scored("test", b, m) for b, m in settings}
+    print(f"chosen on validation: beta = {best['beta']:g}, M = {best['candidates']}; test: "
+          + "; ".join(f"{k}: {json.dumps(s)}" for k, s in test.items()))
+    if args.json:
+        from recdata.io import write_json
+
+        write_json(args.json, {"run_dir": args.run_dir.name, "valid": rows,
+                               "chosen_beta": best["beta"], "chosen_candidates": best["candidates"],
+                               "test": test})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
