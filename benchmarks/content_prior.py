@@ -18,7 +18,6 @@ with the best validation NDCG@10 once on the test users.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -27,7 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.popularity_rerank import candidate_lists, summary  # noqa: E402
+from benchmarks.popularity_rerank import (  # noqa: E402
+    candidate_lists,
+    last_of,
+    offline_args,
+    summary,
+)
 from generative_rec.content import ContentVectors  # noqa: E402
 from generative_rec.priors import CandidatePriors  # noqa: E402
 from recdata.split import SequentialSplit  # noqa: E402
@@ -36,16 +40,8 @@ GRID = [(0.0, 0), (2.0, 0), (4.0, 0), (8.0, 0), (8.0, 10), (12.0, 5), (12.0, 10)
         (16.0, 10), (16.0, 20), (20.0, 10), (24.0, 10)]
 
 
-def last_of(inputs: list[np.ndarray]) -> np.ndarray:
-    return np.array([int(s[-1]) if len(s) else -1 for s in inputs], dtype=np.int64)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args(argv)
+    args = offline_args(__doc__, argv)
 
     split = SequentialSplit.from_run_dir(args.run_dir)
     content = ContentVectors.from_run_dir(args.run_dir)

@@ -69,12 +69,22 @@ def summary(ranked: np.ndarray, targets: np.ndarray, split: SequentialSplit) -> 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+def offline_args(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
+    """``RUN_DIR [--json FILE]``: what every offline re-ranking check takes."""
+    parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def last_of(inputs: list[np.ndarray]) -> np.ndarray:
+    """The most recent item of each history (-1 = empty)."""
+    return np.array([int(s[-1]) if len(s) else -1 for s in inputs], dtype=np.int64)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = offline_args(__doc__, argv)
 
     split = SequentialSplit.from_run_dir(args.run_dir)
     log_prior = np.log1p(np.asarray(split.train_counts, dtype=np.float64))

@@ -17,7 +17,6 @@ once on the test users. Run it on lists decoded without the prior.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,7 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.popularity_rerank import candidate_lists, summary  # noqa: E402
+from benchmarks.popularity_rerank import (  # noqa: E402
+    candidate_lists,
+    last_of,
+    offline_args,
+    summary,
+)
 from generative_rec.transitions import (  # noqa: E402
     TransitionCounts,
     add_successors,
@@ -38,16 +42,8 @@ GAMMAS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
 SUCCESSORS = (0, 5, 10)
 
 
-def last_of(inputs: list[np.ndarray]) -> np.ndarray:
-    return np.array([int(s[-1]) if len(s) else -1 for s in inputs], dtype=np.int64)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args(argv)
+    args = offline_args(__doc__, argv)
 
     split = SequentialSplit.from_run_dir(args.run_dir)
     counts = TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)

@@ -172,3 +172,36 @@ def test_stage_saves_the_vectors_and_the_api_reproduces_its_lists(tmp_path):
     # found by the search or added.
     last = np.array([s[-1] for s in split.test_inputs])
     assert items[:, 0].tolist() == priors.content.neighbours[last, 0].tolist() == (last ^ 1).tolist()
+
+
+def test_offline_choice_script_reproduces_the_saved_lists_at_beta_zero(tmp_path):
+    import json
+    import sys
+
+    from generative_rec import stage
+    from recdata.split import SequentialSplit
+    from tests.conftest import REPO_ROOT
+
+    run = write_run(tmp_path)
+    split = SequentialSplit.from_run_dir(run)
+    rng = np.random.default_rng(1)
+    save_tensors(layout(run).embeddings("text"),
+                 {"embeddings": rng.normal(size=(split.n_items, 6)).astype(np.float32),
+                  "mask": np.ones(split.n_items, dtype=bool)})
+    stage.run(cfg=tiny_cfg(max_steps=15, eval_every=15, lr=5e-3, candidates_n=20), run_dir=run,
+              seed=0, device="cpu")
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        import content_prior
+    finally:
+        sys.path.pop(0)
+    assert content_prior.main([str(run), "--json", str(tmp_path / "out.json")]) == 0
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert [(r["beta"], r["candidates"]) for r in out["valid"]] == content_prior.GRID
+    # beta = 0 is the lists as the stage saved them: its recall is the stage's own.
+    saved = json.loads((run / "retriever" / "metrics_valid.json").read_text())
+    assert out["valid"][0]["recall@10"] == pytest.approx(saved["overall"]["recall@10"], abs=1e-5)
+    best = max(out["valid"], key=lambda r: r["ndcg@10"])
+    assert best["ndcg@10"] == pytest.approx(
+        next(r for r in out["valid"] if (r["beta"], r["candidates"]) ==
+             (out["chosen_beta"], out["chosen_candidates"]))["ndcg@10"])
