@@ -172,6 +172,14 @@ def test_stage_saves_the_vectors_and_the_api_reproduces_its_lists(tmp_path):
     # found by the search or added.
     last = np.array([s[-1] for s in split.test_inputs])
     assert items[:, 0].tolist() == priors.content.neighbours[last, 0].tolist() == (last ^ 1).tolist()
+    # The serving API loads the same priors: an ad-hoc history gets the last item's twin first.
+    from mmqrec import Recommender
+
+    rec = Recommender.load(run, device="cpu")
+    for item in (4, 7):
+        got = rec.recommend_history([split.item_ids[0], split.item_ids[item]], k=3,
+                                    exclude_seen=False)
+        assert got.items[0]["item_id"] == split.item_ids[item ^ 1]
 
 
 def test_offline_choice_script_reproduces_the_saved_lists_at_beta_zero(tmp_path):
