@@ -80,7 +80,16 @@ def offline_args(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
 
 def last_of(inputs: list[np.ndarray]) -> np.ndarray:
     """The most recent item of each history (-1 = empty)."""
-    return np.array([int(s[-1]) if len(s) else -1 for s in inputs], dtype=np.int64)
+    return recent_of(inputs, 1)[:, 0]
+
+
+def recent_of(inputs: list[np.ndarray], n: int) -> np.ndarray:
+    """``[E, n]``: the ``n`` most recent items of each history, most recent first (-1 = none)."""
+    out = np.full((len(inputs), n), -1, dtype=np.int64)
+    for row, seq in enumerate(inputs):
+        tail = np.asarray(seq, np.int64)[::-1][:n]
+        out[row, : len(tail)] = tail
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -186,6 +186,13 @@ class RetrieverConfig:
     candidate), before the content prior re-orders the lists and they are cut to size. The
     neighbour table is built once at training, at a cost quadratic in the catalogue; decoding
     reads one row per user."""
+    content_history: int = 1
+    """How many of the most recent history items the content prior compares each candidate
+    with: the ``h``-th most recent one's cosine is weighted ``content_decay ** (h - 1)`` (1 =
+    the last item alone). Candidates are still only added from the last item's neighbours."""
+    content_decay: float = 0.5
+    """Weight ratio of each older item's cosine to the next more recent one's in the content
+    prior (with ``content_history`` > 1)."""
     head_distill_weight: float = 0.0
     """Weight of a loss that pulls the SID softmax of the first ``head_distill_levels`` codes
     toward the item head's catalogue distribution summed over the items under each code (the
@@ -319,6 +326,8 @@ class RetrieverConfig:
              f"content_candidates must be in 0..{CONTENT_NEIGHBOURS}"),
             (self.content_candidates == 0 or self.content_prior_weight > 0,
              "content_candidates needs the content prior (content_prior_weight > 0)"),
+            (self.content_history >= 1, "content_history must be >= 1"),
+            (0.0 < self.content_decay <= 1.0, "content_decay must be in (0, 1]"),
             (0 <= self.transition_dropout <= 1, "transition_dropout must lie in [0, 1]"),
             (not self.transition_embedding or self.item_loss_weight > 0,
              "transition_embedding needs an item head (item_loss_weight > 0)"),
@@ -365,7 +374,8 @@ class RetrieverConfig:
         fields = self.to_dict()
         for name in ("stage2", "candidates_n", "eval_batch_size", "transition_score_weight",
                      "transition_prior_weight", "transition_candidates",
-                     "content_prior_weight", "content_candidates"):
+                     "content_prior_weight", "content_candidates", "content_history",
+                     "content_decay"):
             fields.pop(name)
         if not self.head_distill_weight:
             # Added later: runs trained without it keep resuming their checkpoints.

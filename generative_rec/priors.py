@@ -23,13 +23,18 @@ from generative_rec.transitions import (
 )
 
 
-def rerank_with_content(*, items: np.ndarray, scores: np.ndarray, last: np.ndarray,
-                        content: ContentVectors,
-                        weight: float) -> tuple[np.ndarray, np.ndarray]:
+def rerank_with_content(*, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
+                        content: ContentVectors, weight: float,
+                        decay: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Re-order each row of ``items``/``scores`` (``[E, K]``, -1 = empty slot) by
-    ``score + weight * max(0, cos(last, item))``; empty slots stay last, equal scores keep
+    ``score + weight * sum_h decay**h * max(0, cos(recent[:, h], item))`` over the ``[E, H]``
+    most recent items (most recent first, -1 = none); empty slots stay last, equal scores keep
     their order."""
-    bonus = weight * np.maximum(content.similarity(last=last, items=items), 0.0)
+    recent = np.asarray(recent).reshape(len(items), -1)
+    bonus = np.zeros(items.shape, dtype=np.float64)
+    for h in range(recent.shape[1]):
+        bonus += (weight * decay ** h) * np.maximum(
+            content.similarity(last=recent[:, h], items=items), 0.0)
     combined = np.where(items >= 0, scores.astype(np.float64) + bonus, -np.inf)
     order = np.argsort(-combined, axis=1, kind="stable")
     return (np.take_along_axis(items, order, axis=1),
@@ -46,16 +51,27 @@ class CandidatePriors:
     content: ContentVectors | None = None
     content_weight: float = 0.0
     content_candidates: int = 0
+    content_history: int = 1
+    content_decay: float = 0.5
 
     @property
     def active(self) -> bool:
         return ((self.transitions is not None and self.transition_weight > 0)
                 or (self.content is not None and self.content_weight > 0))
 
-    def apply(self, *, items: np.ndarray, scores: np.ndarray, last: np.ndarray,
+    @property
+    def history_needed(self) -> int:
+        """How many of each user's most recent items :meth:`apply` reads."""
+        content = self.content is not None and self.content_weight > 0
+        return max(1, self.content_history if content else 1)
+
+    def apply(self, *, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
               top_k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Re-order ``[E, K]`` lists of the users whose most recent items are ``last`` (-1 =
-        none) and cut them to ``top_k``."""
+        """Re-order ``[E, K]`` lists of the users whose most recent items are ``recent``
+        (``[E, H]``, most recent first, -1 = none; ``[E]`` = the last items alone) and cut them
+        to ``top_k``."""
+        recent = np.asarray(recent).reshape(len(items), -1)
+        last = recent[:, 0]
         if self.transitions is not None and self.transition_weight > 0:
             if self.transition_candidates > 0:
                 items, scores = add_successors(items=items, scores=scores, last=last,
@@ -71,7 +87,8 @@ class CandidatePriors:
                 items, scores = append_candidates(
                     items=items, scores=scores, proposals=lambda row: content.nearest(int(last[row])),
                     m=self.content_candidates)
-            items, scores = rerank_with_content(items=items, scores=scores, last=last,
-                                                content=self.content, weight=self.content_weight)
+            items, scores = rerank_with_content(
+                items=items, scores=scores, recent=recent[:, : self.content_history],
+                content=self.content, weight=self.content_weight, decay=self.content_decay)
             items, scores = items[:, :top_k], scores[:, :top_k]
         return items, scores

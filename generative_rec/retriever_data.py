@@ -63,7 +63,8 @@ class RetrieverData:
         return CandidatePriors(
             transitions=self.transitions, transition_weight=cfg.transition_prior_weight,
             transition_candidates=cfg.transition_candidates, content=self.content,
-            content_weight=cfg.content_prior_weight, content_candidates=cfg.content_candidates)
+            content_weight=cfg.content_prior_weight, content_candidates=cfg.content_candidates,
+            content_history=cfg.content_history, content_decay=cfg.content_decay)
 
 
 def make_retriever_data(

@@ -268,7 +268,8 @@ def load_priors(run_dir: Path, cfg: RetrieverConfig) -> CandidatePriors:
     return CandidatePriors(
         transitions=transitions, transition_weight=cfg.transition_prior_weight,
         transition_candidates=cfg.transition_candidates, content=content,
-        content_weight=cfg.content_prior_weight, content_candidates=cfg.content_candidates)
+        content_weight=cfg.content_prior_weight, content_candidates=cfg.content_candidates,
+        content_history=cfg.content_history, content_decay=cfg.content_decay)
 
 
 def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, SidVocab, SidTrie]:

@@ -44,7 +44,7 @@ from generative_rec.model import (
     unwrap,
 )
 from generative_rec.priors import CandidatePriors
-from generative_rec.transitions import last_items
+from generative_rec.transitions import recent_items
 from recdata.io import load_tensor_metadata, load_tensors, save_tensors, write_json, write_text
 from recdata.runtime import progress
 from recdata.faults import kill_point
@@ -169,7 +169,8 @@ def decode_examples(
     items, scores = gather_rows(items, n, ctx), gather_rows(scores, n, ctx)
     if priors is not None and priors.active:
         items, scores = priors.apply(items=items, scores=scores,
-                                     last=last_items(examples.history), top_k=top_k)
+                                     recent=recent_items(examples.history, priors.history_needed),
+                                     top_k=top_k)
     return items, scores
 
 

@@ -81,9 +81,17 @@ class TransitionCounts:
 
 def last_items(history: np.ndarray) -> np.ndarray:
     """``[E]``: the most recent item of each right-padded history row (-1 = empty row)."""
+    return recent_items(history, 1)[:, 0]
+
+
+def recent_items(history: np.ndarray, n: int) -> np.ndarray:
+    """``[E, n]``: the ``n`` most recent items of each right-padded history row, most recent
+    first (-1 past the row's length)."""
     history = np.asarray(history)
     length = (history >= 0).sum(1)
-    return np.where(length > 0, history[np.arange(len(history)), np.maximum(length - 1, 0)], -1)
+    back = length[:, None] - 1 - np.arange(n)[None, :]
+    picked = history[np.arange(len(history))[:, None], np.maximum(back, 0)]
+    return np.where(back >= 0, picked, -1)
 
 
 def append_candidates(*, items: np.ndarray, scores: np.ndarray,

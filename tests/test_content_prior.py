@@ -73,7 +73,7 @@ def test_rerank_with_content_matches_a_plain_sort():
     items[2, 5:] = -1
     scores = np.where(items >= 0, -np.sort(rng.random((6, 8)), axis=1) * 3, -np.inf)
     last = np.array([0, 1, 2, 4, -1, 99])
-    got_items, got_scores = rerank_with_content(items=items, scores=scores, last=last,
+    got_items, got_scores = rerank_with_content(items=items, scores=scores, recent=last,
                                                 content=content, weight=2.0)
     for r in range(6):
         real = []
@@ -90,13 +90,48 @@ def test_rerank_with_content_matches_a_plain_sort():
     assert got_items[4].tolist() == items[4].tolist() and got_items[5].tolist() == items[5].tolist()
 
 
+def test_older_history_items_add_their_cosines_with_decaying_weights():
+    content = ContentVectors.from_embeddings(_modalities(), n_neighbours=4)
+    rng = np.random.default_rng(2)
+    items = np.stack([rng.permutation(14)[:9] for _ in range(5)])
+    scores = -np.sort(rng.random((5, 9)), axis=1) * 4
+    recent = np.array([[0, 2, 4], [6, -1, -1], [8, 9, 10], [-1, -1, -1], [11, 12, 13]])
+    got, got_scores = rerank_with_content(items=items, scores=scores, recent=recent,
+                                          content=content, weight=3.0, decay=0.4)
+    for r in range(5):
+        def bonus(i: int) -> float:
+            total = 0.0
+            for h, j in enumerate(recent[r]):
+                if j >= 0 and j != i:  # an item earns nothing from itself
+                    cos = content.similarity(last=np.array([j]), items=np.array([[i]]))[0, 0]
+                    total += 3.0 * 0.4 ** h * max(cos, 0.0)
+            return total
+        real = sorted(((s + bonus(i), i) for i, s in zip(items[r], scores[r])),
+                      key=lambda t: -t[0])
+        assert got[r].tolist() == [i for _, i in real]
+        assert np.allclose(got_scores[r], [s for s, _ in real])
+    # One column is the last item alone, as in the priors' default.
+    one, _ = rerank_with_content(items=items, scores=scores, recent=recent[:, :1],
+                                 content=content, weight=3.0, decay=0.4)
+    assert not np.array_equal(one, got)
+
+
+def test_recent_items_reads_the_most_recent_first():
+    from generative_rec.transitions import last_items, recent_items
+
+    history = np.array([[5, 6, 7, -1], [1, 2, -1, -1], [-1, -1, -1, -1], [0, 1, 2, 3]])
+    assert recent_items(history, 3).tolist() == [[7, 6, 5], [2, 1, -1], [-1, -1, -1],
+                                                  [3, 2, 1]]
+    assert last_items(history).tolist() == [7, 2, -1, 3]
+
+
 def test_priors_add_the_nearest_items_then_reorder_and_cut():
     content = ContentVectors.from_embeddings(_modalities(), n_neighbours=6)
     items = np.array([[7, 8, 9, -1], [10, 11, 12, 13]])
     scores = np.array([[-1.0, -2.0, -3.0, -np.inf], [-1.0, -1.5, -2.0, -2.5]])
     last = np.array([0, 4])
     priors = CandidatePriors(content=content, content_weight=50.0, content_candidates=2)
-    got, _ = priors.apply(items=items, scores=scores, last=last, top_k=4)
+    got, _ = priors.apply(items=items, scores=scores, recent=last, top_k=4)
     wide, wide_scores = append_candidates(items=items, scores=scores, m=2,
                                           proposals=lambda r: content.nearest(int(last[r])))
     # The added ones are the last item's nearest items the row lacked, below its last score.
@@ -104,13 +139,14 @@ def test_priors_add_the_nearest_items_then_reorder_and_cut():
         new = [j for j in content.nearest(int(last[r])).tolist() if j not in items[r]][:2]
         assert wide[r, 4:].tolist() == new
         assert wide_scores[r, 4:].max() < scores[r][items[r] >= 0].min()
-    want, _ = rerank_with_content(items=wide, scores=wide_scores, last=last, content=content,
+    want, _ = rerank_with_content(items=wide, scores=wide_scores, recent=last, content=content,
                                   weight=50.0)
     assert got.tolist() == want[:, :4].tolist()
     # At this weight the nearest item wins its row.
     assert got[0, 0] == content.nearest(0)[0] and got[1, 0] == content.nearest(4)[0]
     # Off: the lists are returned as they are.
-    same, _ = CandidatePriors(content=content).apply(items=items, scores=scores, last=last, top_k=4)
+    same, _ = CandidatePriors(content=content).apply(items=items, scores=scores, recent=last,
+                                                 top_k=4)
     assert same.tolist() == items.tolist()
 
 
@@ -134,8 +170,13 @@ def test_config_is_decoding_only():
         RetrieverConfig(content_candidates=5)
     with pytest.raises(DataError, match="content_candidates must be in 0..32"):
         RetrieverConfig(content_prior_weight=1.0, content_candidates=33)
+    with pytest.raises(DataError, match="content_history must be >= 1"):
+        RetrieverConfig(content_history=0)
+    with pytest.raises(DataError, match="content_decay must be in"):
+        RetrieverConfig(content_decay=0.0)
     assert RetrieverConfig().fingerprint() == RetrieverConfig(
-        content_prior_weight=12.0, content_candidates=5).fingerprint()
+        content_prior_weight=12.0, content_candidates=5, content_history=3,
+        content_decay=0.7).fingerprint()
 
 
 def test_stage_saves_the_vectors_and_the_api_reproduces_its_lists(tmp_path):
@@ -205,11 +246,38 @@ def test_offline_choice_script_reproduces_the_saved_lists_at_beta_zero(tmp_path)
         sys.path.pop(0)
     assert content_prior.main([str(run), "--json", str(tmp_path / "out.json")]) == 0
     out = json.loads((tmp_path / "out.json").read_text())
-    assert [(r["beta"], r["candidates"]) for r in out["valid"]] == content_prior.GRID
+    assert [(r["beta"], r["candidates"], r["history"], r["decay"])
+            for r in out["valid"]] == content_prior.GRID
     # beta = 0 is the lists as the stage saved them: its recall is the stage's own.
     saved = json.loads((run / "retriever" / "metrics_valid.json").read_text())
     assert out["valid"][0]["recall@10"] == pytest.approx(saved["overall"]["recall@10"], abs=1e-5)
     best = max(out["valid"], key=lambda r: r["ndcg@10"])
-    assert best["ndcg@10"] == pytest.approx(
-        next(r for r in out["valid"] if (r["beta"], r["candidates"]) ==
-             (out["chosen_beta"], out["chosen_candidates"]))["ndcg@10"])
+    chosen = next(r for r in out["valid"] if all(r[k] == v for k, v in out["chosen"].items()))
+    assert chosen["ndcg@10"] == pytest.approx(best["ndcg@10"])
+
+
+def test_decoding_applies_the_content_prior_over_the_recent_items():
+    from generative_rec.model import build_model
+    from generative_rec.train import decode_examples
+    from generative_rec.transitions import recent_items
+    from tests.test_retriever import cyclic_problem
+
+    ex, vocab, collator, trie = cyclic_problem()
+    torch.manual_seed(0)
+    model = build_model(cfg=tiny_cfg(), vocab_size=vocab.vocab_size,
+                        item_tokens=collator.item_tokens).eval()
+    n_items = collator.item_tokens.shape[0]
+    rng = np.random.default_rng(3)
+    content = ContentVectors.from_embeddings([(rng.normal(size=(n_items, 6)), np.ones(n_items, bool))])
+    common = dict(model=model, examples=ex["valid"], collator=collator, trie=trie, vocab=vocab,
+                  num_beams=20, top_k=20, batch_size=8, device="cpu", normalize="children")
+    plain_items, plain_scores = decode_examples(**common)
+    priors = CandidatePriors(content=content, content_weight=4.0, content_history=3,
+                             content_decay=0.5)
+    items, scores = decode_examples(**common, priors=priors)
+    want, want_scores = rerank_with_content(
+        items=plain_items, scores=plain_scores, recent=recent_items(ex["valid"].history, 3),
+        content=content, weight=4.0, decay=0.5)
+    assert items.tolist() == want.tolist()
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+    assert items.tolist() != plain_items.tolist()
