@@ -2,7 +2,6 @@
 
     python benchmarks/quality.py --dataset ml-100k-mm --budget cpu
     python benchmarks/quality.py --dataset amazon-beauty --budget cpu --out runs/quality-beauty
-    python benchmarks/quality.py --dataset amazon-beauty --budget cpu --profile bbq
 
 Runs the whole pipeline with ``configs/bench/<dataset>.<budget>.yaml`` (the generative
 retriever on MMQ IDs, the variants it names — RQ-VAE and BBQ IDs, BBQRec — most-popular and
@@ -12,7 +11,7 @@ with 95 % bootstrap intervals over test users, R@10 per popularity stratum of th
 distinct items in the top-10 lists, invalid IDs, wall time per stage, and the published
 anchors for the dataset beside them. A stage already up to date in ``--out`` is not re-run, so
 an interrupted benchmark resumes. ``--profile NAME`` runs ``<dataset>.<budget>-<NAME>.yaml``, an
-extension of the budget's config (``bbq``: the BBQ systems too, beyond the budget), and labels
+extension of the budget's config (e.g. systems that do not fit the budget), and labels
 its results ``<budget>-<NAME>``. ``python benchmarks/render_results.py`` then rewrites the
 README's results block from the results folder.
 """
@@ -59,8 +58,8 @@ def config_path(dataset: str, budget: str, profile: str | None = None) -> Path:
 
 
 def budget_label(budget: str, profile: str | None) -> str:
-    """``cpu``, or ``cpu-bbq`` for the ``bbq`` profile of the cpu budget (a config that extends
-    the budget's, e.g. with systems that do not fit it)."""
+    """``cpu``, or ``cpu-<profile>`` for a profile of the cpu budget (a config that extends the
+    budget's, e.g. with systems that do not fit it)."""
     return budget if not profile else f"{budget}-{profile}"
 
 
@@ -212,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     parser.add_argument("--profile", metavar="NAME",
                         help="run configs/bench/<dataset>.<budget>-<NAME>.yaml instead (an "
-                             "extension of the budget's config, e.g. `bbq`: every system, "
-                             "beyond the budget); results are labelled <budget>-<NAME>")
+                             "extension of the budget's config, e.g. with systems beyond the "
+                             "budget); results are labelled <budget>-<NAME>")
     parser.add_argument("--out", type=Path, default=None,
                         help="run directory (default runs/quality-<dataset>-<budget>)")
     parser.add_argument("--results", type=Path, default=RESULTS)

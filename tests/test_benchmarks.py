@@ -82,7 +82,7 @@ def test_transition_split_finds_targets_that_follow_the_last_item_in_training(tm
     assert ranks.tolist() == [2, transition_split.K, 0]
 
 
-def test_quality_profile_extends_the_budget_config_and_labels_its_results():
+def test_quality_profile_extends_the_budget_config_and_labels_its_results(tmp_path, monkeypatch):
     from pipeline.config import load_config
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -90,16 +90,23 @@ def test_quality_profile_extends_the_budget_config_and_labels_its_results():
         import quality
     finally:
         sys.path.pop(0)
-    path = quality.config_path("amazon-beauty", "cpu", "bbq")
-    cfg, base = load_config(path), load_config(quality.config_path("amazon-beauty", "cpu"))
-    # Everything the cpu benchmark runs, plus the BBQ systems with a capped BBQRec.
-    assert set(base.variants) < set(cfg.variants)
-    assert cfg.section("retriever") == base.section("retriever")
-    assert cfg.variant("bbq").section("bbqrec").max_seconds == 1200
-    result = {"dataset": "amazon-beauty", "budget": "cpu", "profile": "bbq", "config": "c.yaml",
+    bench = tmp_path / "configs" / "bench"
+    bench.mkdir(parents=True)
+    (bench / "amazon-beauty.cpu-wide.yaml").write_text(
+        f"extends: {quality.config_path('amazon-beauty', 'cpu')}\n"
+        "retriever:\n  candidates_n: 80\n")
+    monkeypatch.setattr(quality, "ROOT", tmp_path)
+    path = quality.config_path("amazon-beauty", "cpu", "wide")
+    assert path == bench / "amazon-beauty.cpu-wide.yaml"
+    cfg = load_config(path)
+    base = load_config(ROOT / "configs" / "bench" / "amazon-beauty.cpu.yaml")
+    assert cfg.section("retriever").candidates_n == 80
+    assert cfg.variants == base.variants
+    assert quality.budget_label("cpu", "wide") == "cpu-wide" and quality.budget_label("cpu", None) == "cpu"
+    result = {"dataset": "amazon-beauty", "budget": "cpu", "profile": "wide", "config": "c.yaml",
               "code_version": "abc", "date": "2026-01-01", "test_users": 10, "items": 5,
               "test_users_per_stratum": {}, "systems": [], "stage_seconds": {},
               "total_seconds": 0.0, "machine": "x"}
     md = quality.markdown(result)
-    assert "`cpu` budget (2 idle CPU cores), profile `bbq`" in md
-    assert "--budget cpu --profile bbq`" in md
+    assert "`cpu` budget (2 idle CPU cores), profile `wide`" in md
+    assert "--budget cpu --profile wide`" in md
