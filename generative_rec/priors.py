@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from generative_rec.config import RetrieverConfig
 from generative_rec.content import ContentVectors
 from generative_rec.transitions import (
     TransitionCounts,
@@ -54,16 +55,31 @@ class CandidatePriors:
     content_history: int = 1
     content_decay: float = 0.5
 
+    @classmethod
+    def from_config(cls, cfg: RetrieverConfig, *, transitions: TransitionCounts | None,
+                    content: ContentVectors | None) -> "CandidatePriors":
+        return cls(
+            transitions=transitions, transition_weight=cfg.transition_prior_weight,
+            transition_candidates=cfg.transition_candidates, content=content,
+            content_weight=cfg.content_prior_weight, content_candidates=cfg.content_candidates,
+            content_history=cfg.content_history, content_decay=cfg.content_decay)
+
+    @property
+    def _transition_on(self) -> bool:
+        return self.transitions is not None and self.transition_weight > 0
+
+    @property
+    def _content_on(self) -> bool:
+        return self.content is not None and self.content_weight > 0
+
     @property
     def active(self) -> bool:
-        return ((self.transitions is not None and self.transition_weight > 0)
-                or (self.content is not None and self.content_weight > 0))
+        return self._transition_on or self._content_on
 
     @property
     def history_needed(self) -> int:
         """How many of each user's most recent items :meth:`apply` reads."""
-        content = self.content is not None and self.content_weight > 0
-        return max(1, self.content_history if content else 1)
+        return self.content_history if self._content_on else 1
 
     def apply(self, *, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
               top_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +88,7 @@ class CandidatePriors:
         to ``top_k``."""
         recent = np.asarray(recent).reshape(len(items), -1)
         last = recent[:, 0]
-        if self.transitions is not None and self.transition_weight > 0:
+        if self._transition_on:
             if self.transition_candidates > 0:
                 items, scores = add_successors(items=items, scores=scores, last=last,
                                                transitions=self.transitions,
@@ -81,7 +97,7 @@ class CandidatePriors:
                                                     transitions=self.transitions,
                                                     weight=self.transition_weight)
             items, scores = items[:, :top_k], scores[:, :top_k]
-        if self.content is not None and self.content_weight > 0:
+        if self._content_on:
             if self.content_candidates > 0:
                 content = self.content
                 items, scores = append_candidates(

@@ -60,11 +60,7 @@ class RetrieverData:
         return sid_fingerprint(self.codes, self.sizes)
 
     def priors(self, cfg: RetrieverConfig) -> CandidatePriors:
-        return CandidatePriors(
-            transitions=self.transitions, transition_weight=cfg.transition_prior_weight,
-            transition_candidates=cfg.transition_candidates, content=self.content,
-            content_weight=cfg.content_prior_weight, content_candidates=cfg.content_candidates,
-            content_history=cfg.content_history, content_decay=cfg.content_decay)
+        return CandidatePriors.from_config(cfg, transitions=self.transitions, content=self.content)
 
 
 def make_retriever_data(

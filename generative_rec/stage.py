@@ -265,11 +265,7 @@ def load_priors(run_dir: Path, cfg: RetrieverConfig) -> CandidatePriors:
                    if cfg.transition_prior_weight > 0 else None)
     content = (ContentVectors.load(layout(run_dir).retriever_content)
                if cfg.content_prior_weight > 0 else None)
-    return CandidatePriors(
-        transitions=transitions, transition_weight=cfg.transition_prior_weight,
-        transition_candidates=cfg.transition_candidates, content=content,
-        content_weight=cfg.content_prior_weight, content_candidates=cfg.content_candidates,
-        content_history=cfg.content_history, content_decay=cfg.content_decay)
+    return CandidatePriors.from_config(cfg, transitions=transitions, content=content)
 
 
 def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, SidVocab, SidTrie]:
