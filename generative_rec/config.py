@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,71 @@ class Stage2Config:
 
 
 @dataclass
+class PriorsConfig:
+    """Priors that re-order the retriever's final candidates after the search (decoding only),
+    with weights fitted on the validation users inside the ``train-retriever`` stage.
+
+    Two signals the trained model under-uses on sparse catalogues: how often a candidate
+    directly followed the user's most recent item in the training sequences (the transition
+    prior, ``w_t * log(1 + count)``) and how close its frozen embeddings are to the recent
+    history items' (the content prior, ``w_c * sum_h decay**h * max(0, cos)``, the mean cosine
+    over the run's modalities). Each may first offer a few extra candidates the search missed
+    (the last item's top successors, its nearest items by content). Every weight is chosen by
+    coordinate ascent over the grids below on the validation users' NDCG@10; a grid holding 0
+    lets the fit switch a prior off, and a one-value grid fixes it. The chosen weights are saved
+    as ``retriever/priors.json`` and used by the stage's test lists and by serving alike.
+    """
+
+    fit: bool = True
+    """Fit the priors on the validation users (off: the model's own lists, no priors)."""
+    transition_weights: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0, 16.0])
+    """Candidate weights of ``log(1 + count(last item -> candidate))``."""
+    transition_candidates: list[int] = field(default_factory=lambda: [0, 5, 10])
+    """Candidate numbers of the last item's most frequent training successors added to the
+    lists when the search missed them (a bounded lookup per user)."""
+    content_weights: list[float] = field(default_factory=lambda: [0.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0])
+    """Candidate weights of the content similarity to the recent history."""
+    content_candidates: list[int] = field(default_factory=lambda: [0, 5, 10])
+    """Candidate numbers of the last item's nearest items by content added to the lists when
+    missing (at most 32, the neighbour table's width)."""
+    content_history: list[int] = field(default_factory=lambda: [1, 3, 5])
+    """Candidate numbers of recent history items whose similarity counts (1 = the last item)."""
+    content_decay: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.9])
+    """Candidate ratios of an older history item's weight to the next more recent one's."""
+    rounds: int = 2
+    """Passes of coordinate ascent over the six settings."""
+
+    def validate(self) -> None:
+        grids = {"transition_weights": self.transition_weights,
+                 "transition_candidates": self.transition_candidates,
+                 "content_weights": self.content_weights,
+                 "content_candidates": self.content_candidates,
+                 "content_history": self.content_history, "content_decay": self.content_decay}
+        for name, grid in grids.items():
+            if not isinstance(grid, list) or not grid:
+                raise DataError(f"retriever config: priors.{name} must be a non-empty list")
+        checks = [
+            (min(self.transition_weights) >= 0 and min(self.content_weights) >= 0,
+             "priors weights must be >= 0"),
+            (min(self.transition_candidates) >= 0, "priors.transition_candidates must be >= 0"),
+            (0 <= min(self.content_candidates) and max(self.content_candidates) <= CONTENT_NEIGHBOURS,
+             f"priors.content_candidates must lie in 0..{CONTENT_NEIGHBOURS}"),
+            (min(self.content_history) >= 1, "priors.content_history must be >= 1"),
+            (all(0.0 < d <= 1.0 for d in self.content_decay), "priors.content_decay must lie in (0, 1]"),
+            (self.rounds >= 1, "priors.rounds must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DataError(f"retriever config: {message}")
+
+
+LEGACY_PRIOR_KEYS = ("transition_prior_weight", "transition_candidates", "content_prior_weight",
+                     "content_candidates", "content_history", "content_decay")
+"""Flat keys of earlier versions that set the priors' weights by hand; they are now fitted on
+validation users (:class:`PriorsConfig`), so the keys are dropped with one warning."""
+
+
+@dataclass
 class RetrieverConfig:
     """Generative retriever: model size, data, optimisation, decoding and stage 2."""
 
@@ -162,37 +228,6 @@ class RetrieverConfig:
     training always adds it whole). Every training pair is also a pair the "from" / "to" tables
     were fitted on, so the trained head trusts the term more than held-out users warrant; a
     weight below 1, chosen on validation users, discounts it."""
-    transition_prior_weight: float = 0.0
-    """Decoding only: add ``transition_prior_weight * log(1 + count)`` to each candidate's
-    final score, ``count`` being how often the candidate directly followed the user's most
-    recent item in the training sequences (0 = off). Re-orders the beam's candidates only, at
-    a cost per candidate, not per catalogue item (``generative_rec.transitions``); the counts
-    are saved beside the model (``retriever/transitions.safetensors``)."""
-    transition_candidates: int = 0
-    """Decoding only, with the transition prior: also add up to this many of the most recent
-    item's most frequent training successors that the search did not find (scored just below
-    its last candidate), before the prior re-orders the lists and they are cut to size. A
-    bounded lookup per user, so the cost does not grow with the catalogue."""
-    content_prior_weight: float = 0.0
-    """Decoding only, after the transition prior: add ``content_prior_weight * max(0, cos)`` to
-    each candidate's final score, ``cos`` being the cosine of its frozen embeddings with those
-    of the user's most recent item (the mean over modalities; 0 = off). Lets the long-tail items
-    that resemble the last item compete with the popular ones the search favours; a cost per
-    candidate (``generative_rec.content``). The vectors are saved beside the model
-    (``retriever/content.safetensors``)."""
-    content_candidates: int = 0
-    """Decoding only, with the content prior: also add up to this many (at most 32) of the most
-    recent item's nearest items by content that the lists lack (scored just below their last
-    candidate), before the content prior re-orders the lists and they are cut to size. The
-    neighbour table is built once at training, at a cost quadratic in the catalogue; decoding
-    reads one row per user."""
-    content_history: int = 1
-    """How many of the most recent history items the content prior compares each candidate
-    with: the ``h``-th most recent one's cosine is weighted ``content_decay ** (h - 1)`` (1 =
-    the last item alone). Candidates are still only added from the last item's neighbours."""
-    content_decay: float = 0.5
-    """Weight ratio of each older item's cosine to the next more recent one's in the content
-    prior (with ``content_history`` > 1)."""
     head_distill_weight: float = 0.0
     """Weight of a loss that pulls the SID softmax of the first ``head_distill_levels`` codes
     toward the item head's catalogue distribution summed over the items under each code (the
@@ -270,12 +305,20 @@ class RetrieverConfig:
     """Candidates per user saved to ``candidates.parquet`` for the ranker; the final decoding
     uses ``max(num_beams, candidates_n)`` beams."""
 
+    # -- decoding priors --
+    priors: PriorsConfig = field(default_factory=PriorsConfig)
+
     # -- stage 2 --
     stage2: Stage2Config = field(default_factory=Stage2Config)
 
     def __post_init__(self) -> None:
         if isinstance(self.stage2, dict):
             self.stage2 = Stage2Config(**self.stage2)
+        if isinstance(self.priors, dict):
+            unknown = sorted(set(self.priors) - {f.name for f in dataclasses.fields(PriorsConfig)})
+            if unknown:
+                raise DataError(f"retriever config: unknown priors field(s) {unknown}")
+            self.priors = PriorsConfig(**self.priors)
         _floats_as_floats(self)
         _floats_as_floats(self.stage2)
         self.validate()
@@ -317,17 +360,6 @@ class RetrieverConfig:
             (self.head_distill_weight == 0 or self.item_loss_weight > 0,
              "head_distill_weight needs an item head (item_loss_weight > 0)"),
             (self.transition_score_weight >= 0, "transition_score_weight must be >= 0"),
-            (self.transition_prior_weight >= 0, "transition_prior_weight must be >= 0"),
-            (self.transition_candidates >= 0, "transition_candidates must be >= 0"),
-            (self.transition_candidates == 0 or self.transition_prior_weight > 0,
-             "transition_candidates needs the transition prior (transition_prior_weight > 0)"),
-            (self.content_prior_weight >= 0, "content_prior_weight must be >= 0"),
-            (0 <= self.content_candidates <= CONTENT_NEIGHBOURS,
-             f"content_candidates must be in 0..{CONTENT_NEIGHBOURS}"),
-            (self.content_candidates == 0 or self.content_prior_weight > 0,
-             "content_candidates needs the content prior (content_prior_weight > 0)"),
-            (self.content_history >= 1, "content_history must be >= 1"),
-            (0.0 < self.content_decay <= 1.0, "content_decay must be in (0, 1]"),
             (0 <= self.transition_dropout <= 1, "transition_dropout must lie in [0, 1]"),
             (not self.transition_embedding or self.item_loss_weight > 0,
              "transition_embedding needs an item head (item_loss_weight > 0)"),
@@ -347,6 +379,7 @@ class RetrieverConfig:
         for ok, message in checks:
             if not ok:
                 raise DataError(f"retriever config: {message}")
+        self.priors.validate()
 
     @property
     def normalize(self) -> str:
@@ -372,10 +405,8 @@ class RetrieverConfig:
         """Hash of the fields that change what the retriever's training produces (a checkpoint
         is resumed only when it matches); decoding-only fields and stage 2 are excluded."""
         fields = self.to_dict()
-        for name in ("stage2", "candidates_n", "eval_batch_size", "transition_score_weight",
-                     "transition_prior_weight", "transition_candidates",
-                     "content_prior_weight", "content_candidates", "content_history",
-                     "content_decay"):
+        for name in ("stage2", "priors", "candidates_n", "eval_batch_size",
+                     "transition_score_weight"):
             fields.pop(name)
         if not self.head_distill_weight:
             # Added later: runs trained without it keep resuming their checkpoints.
@@ -388,8 +419,22 @@ class RetrieverConfig:
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+    @staticmethod
+    def upgrade_legacy_keys(data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` without the hand-set prior weights of earlier versions
+        (:data:`LEGACY_PRIOR_KEYS`), logging one warning: the priors are fitted on validation
+        users now. Returns ``data`` itself when it holds no old key."""
+        old = [key for key in data if key in LEGACY_PRIOR_KEYS]
+        if not old:
+            return data
+        logging.getLogger(__name__).warning(
+            "retriever config: %s no longer set the priors by hand; their weights are fitted "
+            "on validation users (retriever.priors), so these keys are ignored", ", ".join(old))
+        return {k: v for k, v in data.items() if k not in LEGACY_PRIOR_KEYS}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RetrieverConfig":
+        data = cls.upgrade_legacy_keys(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

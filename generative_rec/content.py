@@ -72,7 +72,7 @@ class ContentVectors:
                             path=layout(run_dir).embeddings_dir)
         return cls.from_embeddings(found, n_neighbours=n_neighbours)
 
-    def similarity(self, *, last: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def similarity(self, *, last: np.ndarray, items: np.ndarray, chunk: int = 1024) -> np.ndarray:
         """``[B, K]`` cosine of ``last[b]`` and ``items[b, k]``; 0 where either is -1 or an item
         the table does not know (added after training), and for ``last[b]`` itself: an item is
         not its own neighbour (whether it comes again is the model's and the transition prior's
@@ -83,9 +83,14 @@ class ContentVectors:
         known_last = (last >= 0) & (last < n)
         known = (known_last[:, None] & (items >= 0) & (items < n)
                  & (items != last[:, None]))
-        src = self.vectors[np.where(known_last, last, 0)]
-        dst = self.vectors[np.where(known, items, 0)]
-        return np.where(known, np.einsum("bd,bkd->bk", src, dst), 0.0)
+        out = np.zeros(items.shape, dtype=np.float32)
+        # In row chunks: the gathered [rows, K, D] block of a whole split would take gigabytes.
+        for lo in range(0, len(items), chunk):
+            hi = lo + chunk
+            src = self.vectors[np.where(known_last[lo:hi], last[lo:hi], 0)]
+            dst = self.vectors[np.where(known[lo:hi], items[lo:hi], 0)]
+            out[lo:hi] = np.einsum("bd,bkd->bk", src, dst)
+        return np.where(known, out, 0.0)
 
     def nearest(self, item: int) -> np.ndarray:
         """The items closest to ``item`` by content, most similar first."""

@@ -21,7 +21,6 @@ from generative_rec.data import Collator, Examples, build_examples
 from generative_rec.ddp import DistContext
 from generative_rec.train import TrainResult, train_retriever
 from generative_rec.content import ContentVectors
-from generative_rec.priors import CandidatePriors
 from generative_rec.transitions import TransitionCounts
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
@@ -48,27 +47,22 @@ class RetrieverData:
     trie: SidTrie
     collator: Collator
     examples: dict[str, Examples]
-    # The training sequences' transition counts, when decoding re-orders by them
-    # (``RetrieverConfig.transition_prior_weight``).
+    # What the priors read (``RetrieverConfig.priors``): the training sequences' transition
+    # counts and the catalogue's content vectors.
     transitions: TransitionCounts | None = None
-    # The catalogue's content vectors, when decoding re-orders by them
-    # (``RetrieverConfig.content_prior_weight``).
     content: ContentVectors | None = None
 
     @property
     def sid_hash(self) -> str:
         return sid_fingerprint(self.codes, self.sizes)
 
-    def priors(self, cfg: RetrieverConfig) -> CandidatePriors:
-        return CandidatePriors.from_config(cfg, transitions=self.transitions, content=self.content)
-
 
 def make_retriever_data(
     *, split: SequentialSplit, codes: np.ndarray, sizes: list[int], cfg: RetrieverConfig,
     examples: dict[str, Examples] | None = None, content: ContentVectors | None = None,
 ) -> RetrieverData:
-    """``content``: the run's content vectors (:meth:`ContentVectors.from_run_dir`), needed when
-    ``cfg.content_prior_weight`` > 0."""
+    """``content``: the run's content vectors (:meth:`ContentVectors.from_run_dir`) for the
+    content prior (None: the priors fit the transition prior alone)."""
     if codes.shape[0] != split.n_items:
         raise DataError(
             f"the semantic-ID table has {codes.shape[0]} items but data/ has {split.n_items}; "
@@ -94,12 +88,9 @@ def make_retriever_data(
             max_train_prefixes=cfg.max_train_prefixes,
         )
     transitions = (TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)
-                   if cfg.transition_prior_weight > 0 else None)
-    if cfg.content_prior_weight > 0 and content is None:
-        raise DataError("content_prior_weight > 0 needs the run's content vectors")
+                   if cfg.priors.fit else None)
     return RetrieverData(np.asarray(codes, np.int64), list(sizes), vocab, trie, collator, examples,
-                         transitions, content if cfg.content_prior_weight > 0 else None)
-
+                         transitions, content if cfg.priors.fit else None)
 
 def train_phase(
     *, model: torch.nn.Module, cfg: RetrieverConfig, data: RetrieverData, run_dir: Path,

@@ -12,17 +12,21 @@ retriever/
   metrics.json           test metrics {"overall": {...}, "strata": {...}} (contract schema)
   metrics_valid.json     the same on the validation users
   metrics_stage1.json    with stage 2: test metrics of the stage-1 retriever, for comparison
-  candidates.parquet     user_idx, split (valid|test), items (list[int]), scores (list[float])
-  transitions.safetensors  with transition_prior_weight > 0: the training sequences'
-                         transition counts the final lists were re-ordered by
-  content.safetensors    with content_prior_weight > 0: the items' content vectors and nearest
-                         items the final lists were re-ordered by
+  candidates.parquet     user_idx, split (valid|test), items (list[int]), scores (list[float]):
+                         the final lists, re-ordered by the priors
+  candidates_model_only.parquet  the same lists in the model's own order (no priors)
+  metrics_model_only.json  test metrics of those
+  priors.json            the priors' weights fitted on the validation users, and the fit's trials
+  transitions.safetensors  (priors.fit) the training sequences' transition counts
+  content.safetensors    (priors.fit) the items' content vectors and nearest items
   checkpoint/            resumable training state (one safetensors file per phase)
 ```
 
 Evaluation protocol: full-catalogue ranking by trie-constrained beam search (``num_beams``
 beams for validation, ``max(num_beams, candidates_n)`` for the final lists), history items not
-excluded, metrics overall and per popularity stratum of the target item.
+excluded, metrics overall and per popularity stratum of the target item. The final validation
+lists also fit the priors' weights (:func:`generative_rec.priors.fit_priors`), which then
+re-order both splits' lists.
 
 Launch under ``torchrun --nproc_per_node N`` for DDP; only rank 0 writes.
 """
@@ -61,8 +65,8 @@ from generative_rec.retriever_data import (  # noqa: F401  (re-exported)
 from generative_rec.stage2 import clear_stage2, mark_stage2, run_stage2, stage1_semantic_ids
 from generative_rec.train import SELECTION_METRIC, amp_dtype, decode_examples, retrieval_metrics
 from generative_rec.content import ContentVectors
-from generative_rec.priors import CandidatePriors
-from generative_rec.transitions import TransitionCounts
+from generative_rec.priors import CandidatePriors, fit_priors
+from generative_rec.transitions import TransitionCounts, recent_items
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
 from recdata.errors import DataError
@@ -82,7 +86,8 @@ def evaluate(
     device: str, ctx: DistContext, which: str = "test", num_beams: int | None = None,
     top_k: int | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Metrics and ranked lists (items, scores) for the validation or test users."""
+    """Metrics and ranked lists (items, scores) of the model's own search for the validation or
+    test users (no priors: :func:`with_priors` applies them)."""
     ex = data.examples[which]
     beams = num_beams or cfg.decode_beams
     k = top_k or max(max(METRIC_KS), cfg.candidates_n)
@@ -90,11 +95,35 @@ def evaluate(
         model=model, examples=ex, collator=data.collator, trie=data.trie, vocab=data.vocab,
         num_beams=max(beams, k), top_k=k, batch_size=cfg.eval_batch_size, device=device, ctx=ctx,
         amp=amp_dtype(cfg.amp, device), desc=f"{which} decode", normalize=cfg.normalize,
-        item_score_weight=cfg.rerank_weight, priors=data.priors(cfg),
+        item_score_weight=cfg.rerank_weight,
     )
-    metrics = retrieval_metrics(items[:, : max(METRIC_KS)], ex.targets, n_items=split.n_items,
-                                strata=split.strata)
-    return metrics, items, scores
+    return _metrics(items, ex.targets, split), items, scores
+
+
+def _metrics(items: np.ndarray, targets: np.ndarray, split: SequentialSplit) -> dict[str, Any]:
+    return retrieval_metrics(items[:, : max(METRIC_KS)], targets, n_items=split.n_items,
+                             strata=split.strata)
+
+
+def with_priors(*, priors: CandidatePriors, data: RetrieverData, which: str, items: np.ndarray,
+                scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One split's lists re-ordered by the fitted priors (cut back to their width)."""
+    if not priors.active:
+        return items, scores
+    recent = recent_items(data.examples[which].history, priors.history_needed)
+    return priors.apply(items=items, scores=scores, recent=recent, top_k=items.shape[1])
+
+
+def run_content(run_dir: Path, cfg: RetrieverConfig) -> ContentVectors | None:
+    """The run's content vectors for the content prior, or None when the priors are off or the
+    run has no cached embeddings (the transition prior is then fitted alone)."""
+    if not cfg.priors.fit:
+        return None
+    try:
+        return ContentVectors.from_run_dir(run_dir)
+    except DataError as exc:
+        log.warning("priors: no content prior (%s)", exc)
+        return None
 
 
 def _candidates_frame(users: np.ndarray, split_name: str, items: np.ndarray,
@@ -156,8 +185,8 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
     codes, sizes = stage1_semantic_ids(run_dir=run_dir)
     if not cfg.stage2.enabled:
         clear_stage2(run_dir=run_dir, ctx=ctx)  # an earlier run's stage 2 no longer applies
-    content = (ContentVectors.from_run_dir(run_dir) if cfg.content_prior_weight > 0 else None)
-    data = make_retriever_data(split=split, codes=codes, sizes=sizes, cfg=cfg, content=content)
+    data = make_retriever_data(split=split, codes=codes, sizes=sizes, cfg=cfg,
+                               content=run_content(run_dir, cfg))
     log.info("retriever: %d users, %d items, SID length %d, vocab %d, %d training prefixes",
              split.n_users, split.n_items, data.vocab.sid_length, data.vocab.vocab_size,
              len(data.examples["train"]))
@@ -215,15 +244,29 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
                                   ("recall@10", "ndcg@10", "recall@20", "ndcg@20")}
 
     # Decodings of the final model already made for stage 2's verdict are not repeated.
-    test_metrics, test_items, test_scores = final_test or evaluate(
+    model_test, test_items, test_scores = final_test or evaluate(
         model=model, cfg=cfg, data=data, split=split, device=device, ctx=ctx, which="test")
-    valid_metrics, valid_items, valid_scores = final_valid or evaluate(
+    model_valid, valid_items, valid_scores = final_valid or evaluate(
         model=model, cfg=cfg, data=data, split=split, device=device, ctx=ctx, which="valid")
+    raw = {"valid": (valid_items, valid_scores), "test": (test_items, test_scores)}
+    priors, prior_fit = fit_priors(
+        items=valid_items, scores=valid_scores,
+        recent=recent_items(data.examples["valid"].history, max(cfg.priors.content_history)),
+        targets=data.examples["valid"].targets, top_k=valid_items.shape[1], cfg=cfg.priors,
+        transitions=data.transitions, content=data.content)
+    valid_items, valid_scores = with_priors(priors=priors, data=data, which="valid",
+                                            items=valid_items, scores=valid_scores)
+    test_items, test_scores = with_priors(priors=priors, data=data, which="test",
+                                          items=test_items, scores=test_scores)
+    test_metrics = _metrics(test_items, data.examples["test"].targets, split)
+    valid_metrics = _metrics(valid_items, data.examples["valid"].targets, split)
     summary.update({
         "phases": phases,
         "test": {k: test_metrics["overall"][k] for k in
                  ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
                   "invalid@10")},
+        "test_model_only": {k: model_test["overall"][k] for k in ("recall@10", "ndcg@10")},
+        "priors": priors.weights(),
         "decode_beams": cfg.decode_beams,
         "candidates_n": cfg.candidates_n,
         "seconds": round(time.perf_counter() - t_start, 1),
@@ -231,10 +274,15 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
     if ctx.is_main:
         # metrics.json last: its presence means every other artefact is complete.
         save_retriever(run_dir=run_dir, model=model, cfg=cfg, data=data, summary=summary)
+        write_json(layout(run_dir).retriever_priors, {k: v for k, v in prior_fit.items()})
         n = cfg.candidates_n
+        users = {which: data.examples[which].users for which in ("valid", "test")}
+        write_parquet(layout(run_dir).candidates_model_only, pl.concat([
+            _candidates_frame(users[which], which, *raw[which], n) for which in ("valid", "test")]))
+        write_json(layout(run_dir).retriever_metrics_model_only, model_test)
         frame = pl.concat([
-            _candidates_frame(data.examples["valid"].users, "valid", valid_items, valid_scores, n),
-            _candidates_frame(data.examples["test"].users, "test", test_items, test_scores, n),
+            _candidates_frame(users["valid"], "valid", valid_items, valid_scores, n),
+            _candidates_frame(users["test"], "test", test_items, test_scores, n),
         ])
         write_parquet(out / "candidates.parquet", frame)
         write_text(out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
@@ -243,8 +291,9 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
             (out / "metrics_stage1.json").unlink(missing_ok=True)  # from an earlier stage-2 run
         write_json(out / "metrics.json", test_metrics)
     barrier(ctx)
-    log.info("retriever: test recall@10 %.4f ndcg@10 %.4f (%.0f s)",
+    log.info("retriever: test recall@10 %.4f ndcg@10 %.4f (model alone %.4f / %.4f) (%.0f s)",
              test_metrics["overall"]["recall@10"], test_metrics["overall"]["ndcg@10"],
+             model_test["overall"]["recall@10"], model_test["overall"]["ndcg@10"],
              summary["seconds"])
     return summary
 
@@ -258,14 +307,19 @@ def retriever_config(run_dir: Path) -> RetrieverConfig:
     return RetrieverConfig.from_dict(meta["retriever"])
 
 
-def load_priors(run_dir: Path, cfg: RetrieverConfig) -> CandidatePriors:
-    """The priors a trained retriever re-orders its candidates by (its transition counts and
-    content vectors, as its config asks)."""
+def load_priors(run_dir: Path) -> CandidatePriors:
+    """The priors a trained retriever re-orders its candidates by: the weights the stage fitted
+    on validation users and the transition counts and content vectors they read (none for a
+    run trained before the priors were fitted: its lists keep the model's order)."""
+    path = layout(run_dir).retriever_priors
+    if not path.exists():
+        return CandidatePriors()
+    weights = read_json(path).get("weights", {})
     transitions = (TransitionCounts.load(layout(run_dir).retriever_transitions)
-                   if cfg.transition_prior_weight > 0 else None)
+                   if weights.get("transition_weight", 0) > 0 else None)
     content = (ContentVectors.load(layout(run_dir).retriever_content)
-               if cfg.content_prior_weight > 0 else None)
-    return CandidatePriors.from_config(cfg, transitions=transitions, content=content)
+               if weights.get("content_weight", 0) > 0 else None)
+    return CandidatePriors.from_weights(weights, transitions=transitions, content=content)
 
 
 def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, SidVocab, SidTrie]:

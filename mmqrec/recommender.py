@@ -116,7 +116,7 @@ class Recommender:
 
             model, vocab, trie = load_retriever(run_dir, device)
             rcfg = retriever_config(run_dir)
-            retriever = _Retriever(model, vocab, trie, rcfg, load_priors(run_dir, rcfg))
+            retriever = _Retriever(model, vocab, trie, rcfg, load_priors(run_dir))
         ranker = None
         chosen_n = retriever.cfg.candidates_n if retriever is not None else 50
         if layout(run_dir).ranker_config.exists():

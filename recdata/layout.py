@@ -110,6 +110,11 @@ class RunLayout:
         return self.retriever_dir / "content.safetensors"
 
     @property
+    def retriever_priors(self) -> Path:
+        """The priors' weights fitted on validation users, and the fit's trials."""
+        return self.retriever_dir / "priors.json"
+
+    @property
     def retriever_config(self) -> Path:
         return self.retriever_dir / "config.json"
 
@@ -121,6 +126,16 @@ class RunLayout:
     def candidates(self) -> Path:
         """The retriever's ranked candidates per (user, split)."""
         return self.retriever_dir / "candidates.parquet"
+
+    @property
+    def candidates_model_only(self) -> Path:
+        """The same users' lists in the model's own order, before the priors re-order them."""
+        return self.retriever_dir / "candidates_model_only.parquet"
+
+    @property
+    def retriever_metrics_model_only(self) -> Path:
+        """Test metrics of the model's own lists (no priors)."""
+        return self.retriever_dir / "metrics_model_only.json"
 
     def retriever_checkpoint(self, phase: str) -> Path:
         return self.retriever_dir / "checkpoint" / f"{phase}.safetensors"

@@ -1,4 +1,4 @@
-"""The content prior (``RetrieverConfig.content_prior_weight``): candidates re-ordered by how
+"""The content prior (``RetrieverConfig.priors``): candidates re-ordered by how
 close their frozen embeddings are to the user's most recent item, and that item's nearest items
 offered as extra candidates."""
 
@@ -163,20 +163,16 @@ def test_content_file_round_trips_and_a_bad_file_is_a_one_line_error(tmp_path):
         ContentVectors.from_run_dir(tmp_path)
 
 
-def test_config_is_decoding_only():
-    with pytest.raises(DataError, match="content_prior_weight must be >= 0"):
-        RetrieverConfig(content_prior_weight=-1.0)
-    with pytest.raises(DataError, match="content_candidates needs the content prior"):
-        RetrieverConfig(content_candidates=5)
-    with pytest.raises(DataError, match="content_candidates must be in 0..32"):
-        RetrieverConfig(content_prior_weight=1.0, content_candidates=33)
+def test_priors_config_bounds_the_content_settings():
+    with pytest.raises(DataError, match="content_candidates must lie in 0..32"):
+        RetrieverConfig(priors={"content_candidates": [33]})
     with pytest.raises(DataError, match="content_history must be >= 1"):
-        RetrieverConfig(content_history=0)
-    with pytest.raises(DataError, match="content_decay must be in"):
-        RetrieverConfig(content_decay=0.0)
+        RetrieverConfig(priors={"content_history": [0]})
+    with pytest.raises(DataError, match="content_decay must lie in"):
+        RetrieverConfig(priors={"content_decay": [0.0]})
     assert RetrieverConfig().fingerprint() == RetrieverConfig(
-        content_prior_weight=12.0, content_candidates=5, content_history=3,
-        content_decay=0.7).fingerprint()
+        priors={"content_weights": [12.0], "content_candidates": [5], "content_history": [3],
+                "content_decay": [0.7]}).fingerprint()
 
 
 def test_stage_saves_the_vectors_and_the_api_reproduces_its_lists(tmp_path):
@@ -192,9 +188,10 @@ def test_stage_saves_the_vectors_and_the_api_reproduces_its_lists(tmp_path):
     save_tensors(layout(run).embeddings("text"), {"embeddings": emb.astype(np.float32),
                                                   "mask": np.ones(split.n_items, dtype=bool)})
     cfg = tiny_cfg(max_steps=15, eval_every=15, lr=5e-3, candidates_n=20,
-                   content_prior_weight=1000.0, content_candidates=3)
+                   priors={"transition_weights": [0.0], "content_weights": [1000.0],
+                           "content_candidates": [3], "content_history": [1]})
     stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
-    priors = stage.load_priors(run, stage.retriever_config(run))
+    priors = stage.load_priors(run)
     assert priors.content is not None and priors.transitions is None
     assert np.array_equal(priors.content.neighbours,
                           ContentVectors.from_run_dir(run).neighbours)
@@ -221,39 +218,6 @@ def test_stage_saves_the_vectors_and_the_api_reproduces_its_lists(tmp_path):
         got = rec.recommend_history([split.item_ids[0], split.item_ids[item]], k=3,
                                     exclude_seen=False)
         assert got.items[0]["item_id"] == split.item_ids[item ^ 1]
-
-
-def test_offline_choice_script_reproduces_the_saved_lists_at_beta_zero(tmp_path):
-    import json
-    import sys
-
-    from generative_rec import stage
-    from recdata.split import SequentialSplit
-    from tests.conftest import REPO_ROOT
-
-    run = write_run(tmp_path)
-    split = SequentialSplit.from_run_dir(run)
-    rng = np.random.default_rng(1)
-    save_tensors(layout(run).embeddings("text"),
-                 {"embeddings": rng.normal(size=(split.n_items, 6)).astype(np.float32),
-                  "mask": np.ones(split.n_items, dtype=bool)})
-    stage.run(cfg=tiny_cfg(max_steps=15, eval_every=15, lr=5e-3, candidates_n=20), run_dir=run,
-              seed=0, device="cpu")
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    try:
-        import content_prior
-    finally:
-        sys.path.pop(0)
-    assert content_prior.main([str(run), "--json", str(tmp_path / "out.json")]) == 0
-    out = json.loads((tmp_path / "out.json").read_text())
-    assert [(r["beta"], r["candidates"], r["history"], r["decay"])
-            for r in out["valid"]] == content_prior.GRID
-    # beta = 0 is the lists as the stage saved them: its recall is the stage's own.
-    saved = json.loads((run / "retriever" / "metrics_valid.json").read_text())
-    assert out["valid"][0]["recall@10"] == pytest.approx(saved["overall"]["recall@10"], abs=1e-5)
-    best = max(out["valid"], key=lambda r: r["ndcg@10"])
-    chosen = next(r for r in out["valid"] if all(r[k] == v for k, v in out["chosen"].items()))
-    assert chosen["ndcg@10"] == pytest.approx(best["ndcg@10"])
 
 
 def test_decoding_applies_the_content_prior_over_the_recent_items():

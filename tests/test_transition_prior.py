@@ -1,4 +1,4 @@
-"""The transition prior (``RetrieverConfig.transition_prior_weight``): candidates re-ordered by
+"""The transition prior (``RetrieverConfig.priors``): candidates re-ordered by
 how often they directly followed the user's most recent item in the training sequences."""
 
 from __future__ import annotations
@@ -144,13 +144,21 @@ def test_counts_round_trip_and_a_bad_file_is_a_one_line_error(tmp_path):
         TransitionCounts.load(tmp_path / "bad.safetensors")
 
 
-def test_config_is_decoding_only():
-    with pytest.raises(DataError, match="transition_prior_weight must be >= 0"):
-        RetrieverConfig(transition_prior_weight=-1.0)
-    with pytest.raises(DataError, match="transition_candidates needs the transition prior"):
-        RetrieverConfig(transition_candidates=5)
+def test_priors_config_is_checked_and_decoding_only():
+    with pytest.raises(DataError, match="priors weights must be >= 0"):
+        RetrieverConfig(priors={"transition_weights": [-1.0]})
+    with pytest.raises(DataError, match="priors.transition_weights must be a non-empty list"):
+        RetrieverConfig(priors={"transition_weights": []})
+    with pytest.raises(DataError, match="unknown priors field"):
+        RetrieverConfig(priors={"transition_weight": [1.0]})
     assert RetrieverConfig().fingerprint() == RetrieverConfig(
-        transition_prior_weight=4.0, transition_candidates=5).fingerprint()
+        priors={"transition_weights": [4.0], "transition_candidates": [5]}).fingerprint()
+
+
+def test_hand_set_weights_of_earlier_versions_are_dropped_with_a_warning(caplog):
+    cfg = RetrieverConfig.from_dict({"transition_prior_weight": 8, "content_prior_weight": 12})
+    assert cfg.priors.fit
+    assert "fitted on validation users" in caplog.text
 
 
 def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
@@ -158,11 +166,14 @@ def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
     from recdata.split import SequentialSplit
 
     run = write_run(tmp_path)
+    # One-value grids fix the weights.
     cfg = tiny_cfg(max_steps=15, eval_every=15, lr=5e-3, candidates_n=25,
-                   transition_prior_weight=3.0, transition_candidates=3)
+                   priors={"transition_weights": [3.0], "transition_candidates": [3],
+                           "content_weights": [0.0]})
     stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
     split = SequentialSplit.from_run_dir(run)
-    priors = stage.load_priors(run, stage.retriever_config(run))
+    priors = stage.load_priors(run)
+    assert (priors.transition_weight, priors.transition_candidates) == (3.0, 3)
     counts = priors.transitions
     truth = TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)
     assert np.array_equal(counts.keys, truth.keys) and np.array_equal(counts.counts, truth.counts)
@@ -187,7 +198,7 @@ def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
     served, _, _ = rec._candidates([np.asarray(s) for s in split.test_inputs],
                                    list(split.user_ids), [None] * split.n_users)
     assert [c.tolist() for c in served] == test["items"].to_list()
-    # A later run without the prior leaves no stale counts behind.
-    stage.run(cfg=tiny_cfg(max_steps=15, eval_every=15, lr=5e-3, candidates_n=25), run_dir=run,
-              seed=0, device="cpu")
+    # A later run without the priors leaves no stale counts behind.
+    stage.run(cfg=tiny_cfg(max_steps=15, eval_every=15, lr=5e-3, candidates_n=25,
+                           priors={"fit": False}), run_dir=run, seed=0, device="cpu")
     assert not (run / "retriever" / "transitions.safetensors").exists()
