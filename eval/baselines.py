@@ -36,7 +36,8 @@ RankFn = Callable[..., tuple[Lists, dict[str, Any]]]
 
 
 def rank_popularity(
-    *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, seed: int, device: str
+    *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, run_dir: Path, seed: int,
+    device: str,
 ) -> tuple[Lists, dict[str, Any]]:
     """Most popular items by training count (ties by the shared seeded hash)."""
     lists = {
@@ -50,7 +51,8 @@ def rank_popularity(
 
 
 def rank_sasrec(
-    *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, seed: int, device: str
+    *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, run_dir: Path, seed: int,
+    device: str,
 ) -> tuple[Lists, dict[str, Any]]:
     """SASRec (CE loss, full softmax) trained through RecBole on our split."""
     try:
@@ -68,7 +70,77 @@ def rank_sasrec(
     )
 
 
-BASELINES: dict[str, RankFn] = {"pop": rank_popularity, "sasrec": rank_sasrec}
+def rank_heuristic(
+    *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, run_dir: Path, seed: int,
+    device: str,
+) -> tuple[Lists, dict[str, Any]]:
+    """The no-model rule (successor counts, content similarity to the recent history,
+    popularity) with its weights fitted on validation users (:mod:`eval.heuristic`)."""
+    from eval.heuristic import fit_heuristic
+
+    return fit_heuristic(split=split, run_dir=run_dir, cfg=cfg.heuristic,
+                         exclude_history=cfg.exclude_history, depth=cfg.depth, seed=seed)
+
+
+def rank_sasrec_priors(
+    *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, run_dir: Path, seed: int,
+    device: str,
+) -> tuple[Lists, dict[str, Any]]:
+    """SASRec's top candidates re-ordered by the retriever's priors, their weights fitted on
+    SASRec's validation lists exactly as the train-retriever stage fits the retriever's."""
+    from eval.ranked import drop_seen
+    from eval.recbole_sasrec import CANDIDATES_FILE
+    from generative_rec.config import PriorsConfig
+    from generative_rec.content import ContentVectors
+    from generative_rec.priors import fit_priors
+    from generative_rec.transitions import TransitionCounts
+    from recdata.io import load_tensors
+
+    path = layout(run_dir).baseline_dir("sasrec") / CANDIDATES_FILE
+    if not path.exists():
+        raise DataError("the sasrec_priors baseline re-orders SASRec's candidates: list sasrec "
+                        "before it in eval.baselines", path=path)
+    cands = {k: v.numpy() for k, v in load_tensors(path).items()}
+    try:
+        content = ContentVectors.from_run_dir(run_dir)
+    except DataError as exc:
+        logger.warning("sasrec_priors: no content prior (%s)", exc)
+        content = None
+    transitions = TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)
+    priors_cfg = PriorsConfig()
+    depth = max(priors_cfg.content_history)
+    recent = {which: np.stack([_recent_row(h, depth) for h in inputs])
+              for which, inputs in (("valid", split.valid_inputs), ("test", split.test_inputs))}
+    width = cands["valid_items"].shape[1]
+    priors, report = fit_priors(
+        items=cands["valid_items"], scores=cands["valid_scores"], recent=recent["valid"],
+        targets=split.valid_targets, top_k=width, cfg=priors_cfg, transitions=transitions,
+        content=content)
+    items, scores = cands["test_items"], cands["test_scores"]
+    if priors.active:
+        items, scores = priors.apply(items=items, scores=scores, recent=recent["test"],
+                                     top_k=width)
+    kept = (items[:, : cfg.depth], scores[:, : cfg.depth])
+    dropped, short = drop_seen(items, split.test_inputs, depth=cfg.depth)
+    dropped_scores = np.full(dropped.shape, -np.inf)
+    for row in range(len(items)):
+        score_of = dict(zip(items[row].tolist(), scores[row].tolist()))
+        dropped_scores[row] = [score_of.get(int(i), -np.inf) for i in dropped[row]]
+    info = {"candidates": int(width), "priors": report["weights"],
+            "valid_ndcg@10_sasrec": report["valid_ndcg@10_model"],
+            "valid_ndcg@10": report["valid_ndcg@10"], "short_lists": int(short),
+            "trials": report["trials"]}
+    return {False: kept, True: (dropped, dropped_scores)}, info
+
+
+def _recent_row(history: np.ndarray, depth: int) -> np.ndarray:
+    """The ``depth`` most recent items of one history, most recent first (-1 past its start)."""
+    tail = np.asarray(history[-depth:], np.int64)[::-1]
+    return np.concatenate([tail, np.full(depth - len(tail), -1, np.int64)])
+
+
+BASELINES: dict[str, RankFn] = {"pop": rank_popularity, "heuristic": rank_heuristic,
+                                "sasrec": rank_sasrec, "sasrec_priors": rank_sasrec_priors}
 
 # Part of a baseline's cache key: stored lists made under another tie rule are recomputed.
 TIE_RULE = "seeded (user, item) hash, v1"
@@ -78,13 +150,17 @@ RESULT_FORMAT = 2
 
 
 def data_fingerprint(run_dir: Path) -> str:
-    """Hash of the split-defining artefacts (sequences and strata)."""
+    """Hash of the split-defining artefacts (sequences and strata) and of the embeddings'
+    metadata (the content the heuristic and the priors read)."""
     digest = hashlib.sha256()
     for name in ("sequences.parquet", "strata.parquet"):
         path = layout(run_dir).data_dir / name
         if not path.exists():
             raise DataError("missing artefact (run the data stage first)", path=path)
         digest.update(path.read_bytes())
+    meta = layout(run_dir).embeddings_dir / "meta.json"
+    if meta.exists():
+        digest.update(meta.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -93,8 +169,10 @@ def baseline_key(*, name: str, cfg: EvalConfig, fingerprint: str, seed: int) -> 
         "name": name, "ks": cfg.ks, "exclude_history": cfg.exclude_history, "ties": TIE_RULE,
         "format": RESULT_FORMAT, "bootstrap": [cfg.bootstrap_samples, cfg.confidence], "seed": seed, "data": fingerprint,
     }
-    if name == "sasrec":
+    if name in ("sasrec", "sasrec_priors"):
         relevant["sasrec"] = asdict(cfg.sasrec)
+    if name == "heuristic":
+        relevant["heuristic"] = asdict(cfg.heuristic)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -114,7 +192,8 @@ def run_baseline(
             logger.info("baseline %s: up to date, reusing %s", name, metrics_path)
             return cached
     t0 = time.perf_counter()
-    lists, info = BASELINES[name](split=split, cfg=cfg, work_dir=out_dir, seed=seed, device=device)
+    lists, info = BASELINES[name](split=split, cfg=cfg, work_dir=out_dir, run_dir=run_dir,
+                                  seed=seed, device=device)
     seconds = time.perf_counter() - t0
     ranked, scores = lists[cfg.exclude_history]
     other, other_scores = lists[not cfg.exclude_history]

@@ -62,6 +62,42 @@ class SASRecConfig:
 
 
 @dataclass
+class HeuristicConfig:
+    """Grids the heuristic's weights are fitted over on validation users (a one-value grid fixes
+    a weight; 0 switches a term off)."""
+
+    transition_weights: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
+    """Weights of ``log(1 + count(last item -> j))``."""
+    content_weights: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0])
+    """Weights of the content similarity to the recent history."""
+    content_history: list[int] = field(default_factory=lambda: [1, 2, 3, 5, 8])
+    """Numbers of recent history items whose similarity counts."""
+    content_decay: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.85, 1.0])
+    """Ratios of an older history item's weight to the next more recent one's."""
+    popularity_weights: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.5, 1.0])
+    """Weights of ``log(1 + training count of j)``."""
+    rounds: int = 2
+    """Passes of coordinate ascent."""
+    fit_users: int = 5000
+    """Validation users the weights are fitted on (a seeded sample when there are more; 0 =
+    all): every candidate setting ranks the whole catalogue for each of them."""
+
+    def __post_init__(self) -> None:
+        for name in ("transition_weights", "content_weights", "content_history",
+                     "content_decay", "popularity_weights"):
+            grid = getattr(self, name)
+            if not isinstance(grid, list) or not grid or min(grid) < 0:
+                from recdata.errors import DataError
+
+                raise DataError(f"eval.heuristic.{name} must be a non-empty list of values >= 0")
+        if min(self.content_history) < 1 or not all(0 < d <= 1 for d in self.content_decay):
+            from recdata.errors import DataError
+
+            raise DataError("eval.heuristic: content_history must be >= 1 and content_decay "
+                            "in (0, 1]")
+
+
+@dataclass
 class EvalConfig:
     """How systems are evaluated and reported.
 
@@ -76,8 +112,11 @@ class EvalConfig:
     ranked lists (baselines, generative retrievers, BBQRec and the two-stage lists alike; the
     run config copies it into ``bbqrec.exclude_history`` and ``ranker.exclude_seen``). Off by
     default, as in TIGER's protocol; stated in the report either way."""
-    baselines: list[str] = field(default_factory=lambda: ["pop", "sasrec"])
-    """Baselines to run (registry names in eval.baselines.BASELINES)."""
+    baselines: list[str] = field(
+        default_factory=lambda: ["pop", "heuristic", "sasrec", "sasrec_priors"])
+    """Baselines to run (registry names in eval.baselines.BASELINES): most-popular, the
+    no-model rule (:mod:`eval.heuristic`), SASRec, and SASRec's candidates re-ordered by the
+    priors fitted on validation users as the generative retriever's are."""
     reuse_baselines: bool = True
     """Reuse a baseline's stored results when its config and the data are unchanged."""
     retriever_name: str | None = None
@@ -91,10 +130,14 @@ class EvalConfig:
     """Write report/report.md and report/report.html."""
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     """Settings of the SASRec baseline."""
+    heuristic: HeuristicConfig = field(default_factory=HeuristicConfig)
+    """Grids the no-model rule's weights are fitted over."""
 
     def __post_init__(self) -> None:
         if isinstance(self.sasrec, dict):
             self.sasrec = SASRecConfig(**self.sasrec)
+        if isinstance(self.heuristic, dict):
+            self.heuristic = HeuristicConfig(**self.heuristic)
         self.ks = [int(k) for k in self.ks]
         if not self.ks or min(self.ks) <= 0:
             from recdata.errors import DataError

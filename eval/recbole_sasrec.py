@@ -276,17 +276,21 @@ def verify_recbole_split(
 
 def _score_users(
     *, model: Any, histories: Sequence[np.ndarray], item_map: np.ndarray, max_seq_length: int,
-    batch_size: int, device: str, depth: int,
-) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
+    batch_size: int, device: str, depth: int, candidates: int = 0, desc: str = "sasrec scoring",
+) -> tuple[dict[bool, tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
     """Full-catalogue scores for each history → our top-``depth`` ranked lists under both
-    protocols, ``{exclude_history: (ranked, scores)}``, from one pass of the model."""
+    protocols, ``{exclude_history: (ranked, scores)}``, from one pass of the model; and, with
+    ``candidates`` > 0, the top-``candidates`` items with history kept and their log-softmax
+    scores (what ``sasrec_priors`` re-orders, as the retriever's priors re-order its beam)."""
     import torch
     from recbole.data.interaction import Interaction
 
     model.eval()
     parts: dict[bool, tuple[list[np.ndarray], list[np.ndarray]]] = {False: ([], []), True: ([], [])}
+    cand_items: list[np.ndarray] = []
+    cand_scores: list[np.ndarray] = []
     starts = range(0, len(histories), batch_size)
-    for start in progress(starts, desc="sasrec scoring", total=len(starts)):
+    for start in progress(starts, desc=desc, total=len(starts)):
         batch = histories[start : start + batch_size]
         seq = np.zeros((len(batch), max_seq_length), dtype=np.int64)
         lengths = np.zeros(len(batch), dtype=np.int64)
@@ -299,15 +303,33 @@ def _score_users(
             {model.ITEM_SEQ: torch.from_numpy(seq), model.ITEM_SEQ_LEN: torch.from_numpy(lengths)}
         ).to(device)
         with torch.no_grad():
-            full = model.full_sort_predict(inter).float().cpu().numpy()
-        scores = full[:, item_map]
+            full = model.full_sort_predict(inter).float().cpu()
+        scores = full[:, item_map].numpy()
         users = np.arange(start, start + len(batch))
-        for exclude_history, (ranked_parts, score_parts) in parts.items():
-            exclude = [np.asarray(h, dtype=np.int64) for h in batch] if exclude_history else None
-            items, top_scores = top_k(scores, k=depth, exclude=exclude, users=users)
-            ranked_parts.append(items)
-            score_parts.append(top_scores)
-    return {flag: (np.concatenate(r), np.concatenate(sc)) for flag, (r, sc) in parts.items()}
+        if depth > 0:
+            for exclude_history, (ranked_parts, score_parts) in parts.items():
+                exclude = [np.asarray(h, dtype=np.int64) for h in batch] if exclude_history else None
+                items, top_scores = top_k(scores, k=depth, exclude=exclude, users=users)
+                ranked_parts.append(items)
+                score_parts.append(top_scores)
+        if candidates > 0:
+            # Log-probabilities over the catalogue (RecBole's padding row left out).
+            logp = scores - torch.logsumexp(torch.from_numpy(scores), dim=1, keepdim=True).numpy()
+            items, top_scores = top_k(logp, k=candidates, users=users)
+            cand_items.append(items)
+            cand_scores.append(top_scores.astype(np.float32))
+    lists = ({flag: (np.concatenate(r), np.concatenate(sc)) for flag, (r, sc) in parts.items()}
+             if depth > 0 else {})
+    cands = ((np.concatenate(cand_items), np.concatenate(cand_scores)) if candidates > 0
+             else (np.zeros((len(histories), 0), np.int64), np.zeros((len(histories), 0))))
+    return lists, cands
+
+
+CANDIDATES = 50
+"""Candidates per validation and test user kept for ``sasrec_priors`` (the retriever's
+``candidates_n`` in every shipped config)."""
+CANDIDATES_FILE = "candidates.safetensors"
+"""Those candidates, beside the weights: ``{valid,test}_{items,scores}``."""
 
 
 def train_and_rank(
@@ -403,11 +425,15 @@ def _train_and_rank(
     save_tensors(work_dir / "model.safetensors", trainer.best_state,
                  metadata={"model": "SASRec", "config": str(asdict(cfg))})
     t_score = time.perf_counter()
-    lists = _score_users(
-        model=model, histories=split.test_inputs, item_map=item_map,
-        max_seq_length=cfg.max_seq_length, batch_size=cfg.eval_batch_size,
-        device=str(config["device"]), depth=depth,
-    )
+    score = dict(model=model, item_map=item_map, max_seq_length=cfg.max_seq_length,
+                 batch_size=cfg.eval_batch_size, device=str(config["device"]),
+                 candidates=CANDIDATES)
+    lists, test_cands = _score_users(histories=split.test_inputs, depth=depth, **score)
+    _, valid_cands = _score_users(histories=split.valid_inputs, depth=0,
+                                  desc="sasrec validation scoring", **score)
+    save_tensors(work_dir / CANDIDATES_FILE, {
+        "valid_items": valid_cands[0], "valid_scores": valid_cands[1],
+        "test_items": test_cands[0], "test_scores": test_cands[1]})
     info = {
         "recbole_version": _recbole_version(),
         "rows": rows,

@@ -134,16 +134,27 @@ def _beams(run_dir: Path) -> dict[str, Any]:
     return out
 
 
+MODEL_ONLY = "_model_only"
+"""Suffix of a generative system's name for its model's own lists, before the priors."""
+
+
 def retriever_system(
-    run_dir: Path, split: SequentialSplit, cfg: EvalConfig, seed: int
+    run_dir: Path, split: SequentialSplit, cfg: EvalConfig, seed: int, *,
+    model_only: bool = False,
 ) -> tuple[str, dict[str, Any] | None, np.ndarray | None]:
-    """Metrics of the generative retriever recomputed from its test candidates.
+    """Metrics of the generative retriever recomputed from its test candidates; with
+    ``model_only``, from the model's own lists before the priors re-ordered them (named
+    ``<name>_model_only``).
 
     Falls back to the retriever's own metrics.json (without intervals) when there are no
     candidates; returns ``(name, section or None, ranked lists or None)``.
     """
     name = retriever_name(run_dir, cfg)
     path = layout(run_dir).candidates
+    if model_only:
+        name, path = name + MODEL_ONLY, layout(run_dir).candidates_model_only
+        if not path.exists():
+            return name, None, None
     if path.exists():
         if cfg.exclude_history:
             deep, missing = read_ranked(path, n_users=split.n_users, depth=RETRIEVER_DEPTH)
@@ -156,8 +167,9 @@ def retriever_system(
             valid_items=split.n_items, n_samples=cfg.bootstrap_samples,
             confidence=cfg.confidence, seed=seed,
         )
-        section["source"] = ("retriever/candidates.parquet (split=test, first %d items%s)"
-                             % (cfg.depth, ", history items removed" if short is not None else ""))
+        section["source"] = ("retriever/%s (split=test, first %d items%s)"
+                             % (path.name, cfg.depth,
+                                ", history items removed" if short is not None else ""))
         section["missing_users"] = missing
         if short is not None:
             section["short_lists"] = short
@@ -268,10 +280,12 @@ def variant_systems(
         return systems, tokenizers
     plain = dataclasses.replace(cfg, retriever_name=None)
     for vdir in sorted(p for p in root.iterdir() if p.is_dir()):
-        name, section, lists = retriever_system(vdir, split, plain, seed)
-        if section is not None:
-            section["source"] = f"variants/{vdir.name}/" + section.get("source", "retriever")
-            systems.append((name, section, lists))
+        for model_only in (False, True):
+            name, section, lists = retriever_system(vdir, split, plain, seed,
+                                                    model_only=model_only)
+            if section is not None:
+                section["source"] = f"variants/{vdir.name}/" + section.get("source", "retriever")
+                systems.append((name, section, lists))
         tok = tokenizer_section(vdir)
         if is_run(tok):
             tokenizers[vdir.name] = tok

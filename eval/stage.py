@@ -80,6 +80,11 @@ def protocol(*, cfg: EvalConfig, run_dir: Path, seed: int, decoding: dict[str, A
                        "exact two-sided sign test",
         "baselines": {name: desc for name, desc in {
             "pop": "training interaction count, ties by a seeded (user, item) hash",
+            "heuristic": "no learned model: w_t*log1p(count(last->j)) + w_c*sum_h "
+                         "decay^h*max(0,cos(recent_h,j)) + w_p*log1p(train count of j) over the "
+                         "whole catalogue, weights fitted on validation users",
+            "sasrec_priors": "SASRec's top 50 (log-softmax) re-ordered by the retriever's priors, "
+                             "weights fitted on SASRec's validation lists",
             "sasrec": {"via": "RecBole 1.2.1 benchmark files (our split)",
                        "loss": "CE over the full catalogue", **asdict(cfg.sasrec)},
         }.items() if name in cfg.baselines},
@@ -141,6 +146,10 @@ def run(*, cfg: EvalConfig, run_dir: Path, seed: int = 0, device: str = "auto") 
         systems[name] = section
         if lists is not None:
             ranked[name] = lists
+        own_name, own_section, own_lists = retriever_system(run_dir, split, cfg, seed,
+                                                            model_only=True)
+        if own_section is not None:
+            systems[own_name], ranked[own_name] = own_section, own_lists
 
     baselines: dict[str, Any] = {}
     for base in cfg.baselines:
