@@ -151,7 +151,13 @@ def headline_sentences(metrics: Mapping[str, Any]) -> list[str]:
     """One sentence per comparison the numbers support (paired intervals that exclude 0 say
     "beats"; the others say the difference is not detectable)."""
     out = []
-    for c in metrics.get("comparisons", []):
+    strongest = metrics.get("strongest_baseline")
+    if strongest:
+        best = metrics.get("retrieval", {}).get(strongest, {}).get("overall", {})
+        out.append(f"The strongest baseline is {strongest} (NDCG@10 "
+                   f"{fmt(best.get('ndcg@10'))}); every system is compared with it first.")
+    comparisons = sorted(metrics.get("comparisons", []), key=lambda c: c.get("b") != strongest)
+    for c in comparisons:
         if c.get("metric") != "ndcg@10" or c.get("scope") != "overall":
             continue
         lo, hi = c["ci"]

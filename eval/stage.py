@@ -91,18 +91,36 @@ def protocol(*, cfg: EvalConfig, run_dir: Path, seed: int, decoding: dict[str, A
     }
 
 
+def strongest_baseline(systems: dict[str, dict[str, Any]], cfg: EvalConfig) -> str | None:
+    """The baseline with the highest overall NDCG@10: the bar every other system is held to."""
+    scored = [(s["overall"].get("ndcg@10") or 0.0, n) for n, s in systems.items()
+              if n in cfg.baselines]
+    return max(scored)[1] if scored else None
+
+
+def comparison_pairs(*, names: list[str], reference: str | None, strongest: str | None,
+                     cfg: EvalConfig) -> list[tuple[str, str]]:
+    """Every own system against the strongest baseline first, then the reference system
+    against every other system."""
+    pairs = [(n, strongest) for n in names if strongest and n not in cfg.baselines]
+    pairs += [(reference, n) for n in names if reference and n != reference
+              and (reference, n) not in pairs]
+    return pairs
+
+
 def compare_systems(
-    *, ranked: dict[str, np.ndarray], reference: str | None, split: SequentialSplit,
+    *, ranked: dict[str, np.ndarray], pairs: list[tuple[str, str]], split: SequentialSplit,
     cfg: EvalConfig, seed: int,
 ) -> list[dict[str, Any]]:
-    """Paired comparisons of the reference system against every other system."""
-    if reference not in ranked or len(ranked) < 2:
+    """Paired comparisons of each ``(a, b)`` pair whose lists are at hand."""
+    pairs = [(a, b) for a, b in pairs if a in ranked and b in ranked and a != b]
+    if not pairs:
         return []
     hits = {n: per_user_hits(ranked=r, targets=split.test_targets, ks=cfg.ks,
                              valid_items=split.n_items) for n, r in ranked.items()}
     labels = target_strata(split.test_targets, split.strata)
     out = []
-    for other in (n for n in ranked if n != reference):
+    for reference, other in pairs:
         for metric in COMPARED_METRICS:
             if metric not in hits[reference]:
                 continue
@@ -185,6 +203,7 @@ def run(*, cfg: EvalConfig, run_dir: Path, seed: int = 0, device: str = "auto") 
         if not is_run(sec):
             not_run[label] = sec["reason"]
 
+    strongest = strongest_baseline(systems, cfg)
     merged = {
         "run_dir": str(run_dir),
         "dataset": dataset_section(run_dir, split),
@@ -192,8 +211,11 @@ def run(*, cfg: EvalConfig, run_dir: Path, seed: int = 0, device: str = "auto") 
         "tokenizer_variants": variant_tokenizers,
         "retrieval": {n: {k: s[k] for k in SYSTEM_KEYS if k in s} for n, s in systems.items()},
         "ranking": ranking,
-        "comparisons": compare_systems(ranked=ranked, reference=_reference(ranked, cfg),
-                                       split=split, cfg=cfg, seed=seed),
+        "strongest_baseline": strongest,
+        "comparisons": compare_systems(
+            ranked=ranked, pairs=comparison_pairs(names=list(ranked), strongest=strongest,
+                                                  reference=_reference(ranked, cfg), cfg=cfg),
+            split=split, cfg=cfg, seed=seed),
         "baselines": baselines,
         "protocol": protocol(cfg=cfg, run_dir=run_dir, seed=seed, decoding=decoding),
         "not_run": not_run,

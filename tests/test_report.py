@@ -128,10 +128,14 @@ def test_metrics_json_follows_contract(evaluated):
         assert {"auc", "gauc", "logloss"} <= set(sec["overall"])
         assert set(sec["strata"]) == set(STRATA)
     assert metrics["not_run"] == {}
-    # Paired tests put the generative retriever against every other system, per stratum.
+    # Paired tests put every own system against the strongest baseline, and the generative
+    # retriever against every other system, per stratum.
     comps = metrics["comparisons"]
-    assert {c["a"] for c in comps} == {"mmq_tiger"}
-    assert {c["b"] for c in comps} == {"pop", "bbqrec", "two_stage_sid"}
+    assert metrics["strongest_baseline"] == "pop"
+    assert {(c["a"], c["b"]) for c in comps} == {
+        ("mmq_tiger", "pop"), ("bbqrec", "pop"), ("two_stage_sid", "pop"),
+        ("mmq_tiger", "bbqrec"), ("mmq_tiger", "two_stage_sid")}
+    assert "The strongest baseline is pop" in (run_dir / "report" / "report.md").read_text()
     assert {c["scope"] for c in comps} == {"overall", "popular", "middle", "long_tail"}
     assert metrics["protocol"]["exclude_history"] is False
     assert metrics["protocol"]["decoding"]["num_beams"] == 30
