@@ -190,6 +190,12 @@ class RetrieverConfig:
     """With ``history_encoding="item"``, add a learned per-item vector (zero at start) to each
     history item's SID embedding, as an ItemID model has. The decoder still generates SIDs; an
     item added after training reads as its SID alone."""
+    content_embedding: bool = False
+    """With ``history_encoding="item"``, add a learned linear projection (zero at start) of each
+    item's frozen content vector (the encoders' cached embeddings, every modality, as the
+    content prior reads them) to its SID embedding: history items and the item head's keys
+    then carry what the item is, not only the codes learned for it, so rare items are as
+    describable as popular ones. The vectors are saved with the weights."""
     recency_embedding: bool = False
     """With ``history_encoding="item"``, add a learned vector per distance from the end of the
     history (0 = the most recent item; zero at start) to each history item's embedding, so
@@ -352,9 +358,10 @@ class RetrieverConfig:
                                             and self.output_softmax in ("position", "children")),
              "item_loss_weight needs history_encoding 'item' and output_softmax 'position' or "
              "'children'"),
-            (not (self.item_id_embedding or self.recency_embedding)
+            (not (self.item_id_embedding or self.recency_embedding or self.content_embedding)
              or self.history_encoding == "item",
-             "item_id_embedding and recency_embedding need history_encoding 'item'"),
+             "item_id_embedding, recency_embedding and content_embedding need "
+             "history_encoding 'item'"),
             (self.head_distill_weight >= 0 and self.head_distill_levels >= 1,
              "head_distill_weight must be >= 0 and head_distill_levels >= 1"),
             (self.head_distill_weight == 0 or self.item_loss_weight > 0,
@@ -414,6 +421,8 @@ class RetrieverConfig:
             fields.pop("head_distill_levels")
         if not self.transition_embedding:
             fields.pop("transition_embedding")
+        if not self.content_embedding:
+            fields.pop("content_embedding")
         if not self.transition_dropout:
             fields.pop("transition_dropout")
         payload = json.dumps(fields, sort_keys=True)

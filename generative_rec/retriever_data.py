@@ -90,7 +90,7 @@ def make_retriever_data(
     transitions = (TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)
                    if cfg.priors.fit else None)
     return RetrieverData(np.asarray(codes, np.int64), list(sizes), vocab, trie, collator, examples,
-                         transitions, content if cfg.priors.fit else None)
+                         transitions, content)
 
 def train_phase(
     *, model: torch.nn.Module, cfg: RetrieverConfig, data: RetrieverData, run_dir: Path,

@@ -79,6 +79,8 @@ from recdata.layout import layout
 log = logging.getLogger(__name__)
 
 METRIC_KS = (5, 10, 20)
+CONTENT_KEY = "encoder.embed_tokens.content"
+"""Where a ``content_embedding`` model's saved weights keep the items' content vectors."""
 
 
 def evaluate(
@@ -115,8 +117,11 @@ def with_priors(*, priors: CandidatePriors, data: RetrieverData, which: str, ite
 
 
 def run_content(run_dir: Path, cfg: RetrieverConfig) -> ContentVectors | None:
-    """The run's content vectors for the content prior, or None when the priors are off or the
-    run has no cached embeddings (the transition prior is then fitted alone)."""
+    """The run's content vectors for the model (``content_embedding``) and the content prior,
+    or None when neither reads them or, for the prior alone, when the run has no cached
+    embeddings (the transition prior is then fitted alone)."""
+    if cfg.content_embedding:
+        return ContentVectors.from_run_dir(run_dir)  # the model needs them: no run without
     if not cfg.priors.fit:
         return None
     try:
@@ -193,7 +198,8 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
 
     seed_everything(seed)
     model = build_model(cfg=cfg, vocab_size=data.vocab.vocab_size,
-                        item_tokens=data.collator.item_tokens)
+                        item_tokens=data.collator.item_tokens,
+                        content=None if data.content is None else data.content.vectors)
     n_params = sum(p.numel() for p in model.parameters())
     result = train_phase(model=model, cfg=cfg, data=data, run_dir=run_dir, device=device,
                          seed=seed, ctx=ctx, phase="train")
@@ -342,8 +348,10 @@ def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module,
             "the semantic IDs changed since the retriever was trained; re-run train-retriever",
             path=layout(run_dir).semantic_ids,
         )
-    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=vocab.encode_sids(codes))
-    load_model_state(model, load_tensors(layout(run_dir).retriever_model))
+    tensors = load_tensors(layout(run_dir).retriever_model)
+    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=vocab.encode_sids(codes),
+                        content=tensors.get(CONTENT_KEY))
+    load_model_state(model, tensors)
     model.to(device).eval()
     return model, vocab, SidTrie.from_codes(codes, device=device)
 

@@ -348,7 +348,7 @@ def test_stage_writes_metrics_candidates_and_reloads(tmp_path):
     items, _ = stage.recommend_for_histories(
         model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
         user_ids=split.user_ids, top_k=25, num_beams=cfg.decode_beams,
-        max_history=cfg.max_history, normalize=cfg.normalize,
+        max_history=cfg.max_history, normalize=cfg.normalize, priors=stage.load_priors(run),
     )
     assert items.tolist() == test["items"].to_list()
     with pytest.raises(DataError, match="outside"):

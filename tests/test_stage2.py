@@ -256,8 +256,9 @@ def test_stage2_that_does_not_beat_stage1_is_not_adopted(runs, tmp_path):
     marker = json.loads((run / "stage2" / "stage2.json").read_text())
     assert marker["adopted"] is False
     stage.load_retriever(run, device="cpu")  # the saved retriever reads the stage-1 IDs
-    valid = json.loads((run / "retriever" / "metrics_valid.json").read_text())
-    assert valid["overall"]["ndcg@10"] == pytest.approx(scores["stage1"])
+    # The kept retriever's own validation lists (before the priors) are stage 1's.
+    fit = json.loads((run / "retriever" / "priors.json").read_text())
+    assert fit["valid_ndcg@10_model"] == pytest.approx(scores["stage1"], abs=1e-6)
 
 
 def test_stage2_ids_that_collapse_are_rejected_before_continued_training(runs, tmp_path):
@@ -276,8 +277,8 @@ def test_stage2_ids_that_collapse_are_rejected_before_continued_training(runs, t
     assert _stage1_table_kept(run, h1)
     marker = json.loads((run / "stage2" / "stage2.json").read_text())
     assert marker["adopted"] is False and marker["rejected"] == "collision_rate"
-    valid = json.loads((run / "retriever" / "metrics_valid.json").read_text())
-    assert valid["overall"]["ndcg@10"] == pytest.approx(s2["valid_ndcg@10"]["stage1"])
+    fit = json.loads((run / "retriever" / "priors.json").read_text())
+    assert fit["valid_ndcg@10_model"] == pytest.approx(s2["valid_ndcg@10"]["stage1"], abs=1e-6)
 
 
 def _reference_retrieval_loss(model, tokenizer, inputs, batch, item_tokens, vocab, tau):
