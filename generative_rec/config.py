@@ -157,6 +157,9 @@ LEGACY_PRIOR_KEYS = ("transition_prior_weight", "transition_candidates", "conten
                      "content_candidates", "content_history", "content_decay")
 """Flat keys of earlier versions that set the priors' weights by hand; they are now fitted on
 validation users (:class:`PriorsConfig`), so the keys are dropped with one warning."""
+REMOVED_KEYS = ("transition_embedding", "transition_dropout", "transition_score_weight")
+"""Keys of a learned item-to-item term that experiments rejected and the code no longer has;
+a config that leaves them off loads with one warning, one that turns the term on is refused."""
 
 
 @dataclass
@@ -218,22 +221,6 @@ class RetrieverConfig:
     directly as the item head does under ``item_query: last`` (the first code decides which
     items the beam keeps). Needs ``history_encoding="item"`` and the ``position`` or
     ``children`` softmax."""
-    transition_embedding: bool = False
-    """With an item head: add an item-to-item term to its logits, the dot product of a learned
-    "from" vector of the most recent history item with a learned "to" vector of the scored item
-    (a factorised first-order Markov chain, as FPMC). The head's other keys are history
-    embeddings, in which a transition i -> j can only be learned by making i's successors look
-    like i; these tables are free to memorise frequent successions. Items added after training
-    get zero vectors (no transitions). Needs an item head (``item_loss_weight`` > 0)."""
-    transition_dropout: float = 0.0
-    """Probability of leaving out a training example's whole transition term (no rescaling),
-    so that the rest of the head must also rank without it: on held-out users most targets do
-    not follow the last item in the training data, while on training prefixes every pair does."""
-    transition_score_weight: float = 1.0
-    """Weight of the transition term when the item head re-orders the beam (decoding only;
-    training always adds it whole). Every training pair is also a pair the "from" / "to" tables
-    were fitted on, so the trained head trusts the term more than held-out users warrant; a
-    weight below 1, chosen on validation users, discounts it."""
     head_distill_weight: float = 0.0
     """Weight of a loss that pulls the SID softmax of the first ``head_distill_levels`` codes
     toward the item head's catalogue distribution summed over the items under each code (the
@@ -366,10 +353,6 @@ class RetrieverConfig:
              "head_distill_weight must be >= 0 and head_distill_levels >= 1"),
             (self.head_distill_weight == 0 or self.item_loss_weight > 0,
              "head_distill_weight needs an item head (item_loss_weight > 0)"),
-            (self.transition_score_weight >= 0, "transition_score_weight must be >= 0"),
-            (0 <= self.transition_dropout <= 1, "transition_dropout must lie in [0, 1]"),
-            (not self.transition_embedding or self.item_loss_weight > 0,
-             "transition_embedding needs an item head (item_loss_weight > 0)"),
             (self.item_query in ITEM_QUERIES, f"item_query must be one of {ITEM_QUERIES}"),
             (self.decoder_start in DECODER_STARTS,
              f"decoder_start must be one of {DECODER_STARTS}"),
@@ -412,19 +395,14 @@ class RetrieverConfig:
         """Hash of the fields that change what the retriever's training produces (a checkpoint
         is resumed only when it matches); decoding-only fields and stage 2 are excluded."""
         fields = self.to_dict()
-        for name in ("stage2", "priors", "candidates_n", "eval_batch_size",
-                     "transition_score_weight"):
+        for name in ("stage2", "priors", "candidates_n", "eval_batch_size"):
             fields.pop(name)
         if not self.head_distill_weight:
             # Added later: runs trained without it keep resuming their checkpoints.
             fields.pop("head_distill_weight")
             fields.pop("head_distill_levels")
-        if not self.transition_embedding:
-            fields.pop("transition_embedding")
         if not self.content_embedding:
             fields.pop("content_embedding")
-        if not self.transition_dropout:
-            fields.pop("transition_dropout")
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -433,6 +411,15 @@ class RetrieverConfig:
         """``data`` without the hand-set prior weights of earlier versions
         (:data:`LEGACY_PRIOR_KEYS`), logging one warning: the priors are fitted on validation
         users now. Returns ``data`` itself when it holds no old key."""
+        gone = [key for key in data if key in REMOVED_KEYS]
+        if data.get("transition_embedding"):
+            raise DataError("retriever config: transition_embedding (a learned item-to-item "
+                            "term) was removed; the transition prior is fitted instead")
+        if gone:
+            logging.getLogger(__name__).warning(
+                "retriever config: %s no longer exist (the learned transition term was "
+                "removed); ignored", ", ".join(gone))
+            data = {k: v for k, v in data.items() if k not in REMOVED_KEYS}
         old = [key for key in data if key in LEGACY_PRIOR_KEYS]
         if not old:
             return data

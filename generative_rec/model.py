@@ -75,7 +75,7 @@ class ItemSidEmbedding(nn.Module):
 
     def __init__(self, shared: nn.Embedding, item_tokens: torch.Tensor, *,
                  item_id_embedding: bool = False, recency_slots: int = 0,
-                 transition: bool = False, content: torch.Tensor | None = None) -> None:
+                 content: torch.Tensor | None = None) -> None:
         super().__init__()
         self.weight = shared.weight
         self.vocab_size = int(shared.weight.shape[0])
@@ -98,25 +98,11 @@ class ItemSidEmbedding(nn.Module):
         # history, so without it the decoder cannot tell the most recent item from the others.
         self.recency = (nn.Embedding(recency_slots, self.weight.shape[1], _weight=torch.zeros(
             recency_slots, self.weight.shape[1])) if recency_slots > 0 else None)
-        # The item head's item-to-item term (``transition_embedding``): a "from" vector per
-        # item, random so that the "to" side gets a gradient, and a "to" vector per item, zero
-        # so that the term starts at 0. They are the head's only per-item parameters that no
-        # history embedding shares, so a transition i -> j need not make i and j look alike.
-        d = self.weight.shape[1]
-        self.transition_from = (nn.Embedding(len(item_tokens), d, _weight=torch.randn(
-            len(item_tokens), d) * d ** -0.5) if transition else None)
-        self.transition_to = (nn.Embedding(len(item_tokens), d, _weight=torch.zeros(
-            len(item_tokens), d)) if transition else None)
-        # Decoding's weight on the term (``RetrieverConfig.transition_score_weight``); not a
-        # weight of the model, so not saved: set from the config the model is built from.
-        self.transition_score_weight = 1.0
-        # ``RetrieverConfig.transition_dropout``, likewise set from the config.
-        self.transition_dropout = 0.0
 
     def grow(self, n_items: int) -> None:
         """Extend the per-item tables with zero rows for items added after training: a new
-        item reads as its SID and has no learned transitions, to or from it."""
-        for name in ("item_id", "transition_from", "transition_to"):
+        item reads as its SID."""
+        for name in ("item_id",):
             table = getattr(self, name)
             if table is None or n_items <= table.num_embeddings:
                 continue
@@ -135,30 +121,12 @@ class ItemSidEmbedding(nn.Module):
             self.content[items] = vectors.to(self.content)
 
     def head_table(self) -> torch.Tensor:
-        """Every catalogue item's key for the item head ``[N, d]``, or ``[N, 2d]`` with the
-        transition term: its history embedding (:meth:`item_vectors`), then its "to" vector."""
-        table = self.item_vectors()
-        if self.transition_to is None:
-            return table
-        return torch.cat([table, self.transition_to.weight[: len(self.item_tokens)]], dim=-1)
+        """Every catalogue item's key for the item head ``[N, d]``: its history embedding."""
+        return self.item_vectors()
 
     def head_rows(self, items: torch.Tensor) -> torch.Tensor:
-        """The rows of :meth:`head_table` for item indices ``items`` ``[...]`` -> ``[..., d']``."""
-        rows = self.item_rows(items)
-        if self.transition_to is None:
-            return rows
-        return torch.cat([rows, self.transition_to(items.clamp(min=0))], dim=-1)
-
-    def transition_query(self, input_ids: torch.Tensor,
-                         attention_mask: torch.Tensor) -> torch.Tensor:
-        """``[B, d]``: the "from" vector of each row's most recent history item (zero for a row
-        without one), the query half that meets :meth:`head_table`'s "to" vectors."""
-        last = input_ids[torch.arange(len(input_ids), device=input_ids.device),
-                         last_item_positions(attention_mask)] - self.vocab_size
-        has = (last >= 0) & (last < self.transition_from.num_embeddings)
-        if self.training and self.transition_dropout > 0:
-            has = has & (torch.rand(len(has), device=has.device) >= self.transition_dropout)
-        return self.transition_from(last.clamp(min=0) * has) * has[:, None]
+        """The rows of :meth:`head_table` for item indices ``items`` ``[...]`` -> ``[..., d]``."""
+        return self.item_rows(items)
 
     def item_vectors(self) -> torch.Tensor:
         """Every catalogue item's history embedding ``[N, d]`` (the rows :meth:`forward` gives
@@ -237,12 +205,9 @@ def build_model(
                                                       recency_slots=(cfg.max_history
                                                                      if cfg.recency_embedding
                                                                      else 0),
-                                                      transition=cfg.transition_embedding,
                                                       content=(torch.as_tensor(content)
                                                                if cfg.content_embedding
                                                                else None))
-        model.encoder.embed_tokens.transition_score_weight = cfg.transition_score_weight
-        model.encoder.embed_tokens.transition_dropout = cfg.transition_dropout
     return model
 
 
@@ -336,8 +301,7 @@ def item_query(model: torch.nn.Module, *, input_ids: torch.Tensor,
                                                   ids=start),
                      encoder_hidden_states=enc, encoder_attention_mask=attention_mask,
                      use_cache=False).last_hidden_state
-    return head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask,
-                      input_ids=input_ids)
+    return head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask)
 
 
 def last_item_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -375,21 +339,14 @@ def decoder_embeds(t5: torch.nn.Module, *, enc: torch.Tensor, attention_mask: to
 
 
 def head_query(t5: T5ForConditionalGeneration, *, enc: torch.Tensor, dec_start: torch.Tensor,
-               attention_mask: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+               attention_mask: torch.Tensor) -> torch.Tensor:
     """The item head's query from the encoder's output ``enc`` ``[B, T, d]`` and the decoder's
     start-token output ``[B, d]``: the latter alone, or (``item_query: last``) plus the encoder
-    output at the most recent history item (:func:`last_item_states`); with the transition
-    term, followed by the most recent item's "from" vector
-    (:meth:`ItemSidEmbedding.transition_query`), so that the query meets
+    output at the most recent history item (:func:`last_item_states`), scaled to meet
     :meth:`ItemSidEmbedding.head_table` in one product."""
     if getattr(t5.config, "item_query", "decoder") == "last":
         dec_start = dec_start + last_item_states(enc, attention_mask)
-    query = _scaled(t5, dec_start)
-    emb = t5.encoder.embed_tokens
-    if getattr(emb, "transition_from", None) is None:
-        return query
-    return torch.cat([query, emb.transition_query(input_ids, attention_mask).to(query.dtype)],
-                     dim=-1)
+    return _scaled(t5, dec_start)
 
 
 def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor,
@@ -401,9 +358,6 @@ def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor,
     # recency vector of each candidate's place in the list.
     emb = _item_embedding(unwrap(model))
     vectors = emb.head_rows(items)
-    if emb.transition_to is not None and emb.transition_score_weight != 1.0:
-        d = vectors.shape[-1] // 2
-        query = torch.cat([query[:, :d], query[:, d:] * emb.transition_score_weight], dim=-1)
     return torch.einsum("bd,bkd->bk", query.to(vectors.dtype), vectors) * (items >= 0)
 
 
@@ -466,8 +420,7 @@ class PositionHeads(nn.Module):
             return logits
         if input_ids is None:
             raise DataError("the item head reads the history's item ids, not embeddings")
-        query = head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask,
-                           input_ids=input_ids)
+        query = head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask)
         return logits, query @ _item_embedding(t5).head_table().T
 
 

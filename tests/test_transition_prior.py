@@ -159,6 +159,11 @@ def test_hand_set_weights_of_earlier_versions_are_dropped_with_a_warning(caplog)
     cfg = RetrieverConfig.from_dict({"transition_prior_weight": 8, "content_prior_weight": 12})
     assert cfg.priors.fit
     assert "fitted on validation users" in caplog.text
+    # The learned transition term of earlier versions is gone: off, it is ignored; on, refused.
+    RetrieverConfig.from_dict({"transition_embedding": False, "transition_dropout": 0.0})
+    assert "learned transition term was removed" in caplog.text
+    with pytest.raises(DataError, match="transition_embedding .* was removed"):
+        RetrieverConfig.from_dict({"transition_embedding": True})
 
 
 def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
