@@ -23,6 +23,7 @@ from recdata.metrics import STRATA, per_user_hits, target_strata
 from eval.stats import paired_comparison
 from eval.report import write_report
 from eval.sections import (
+    MODEL_ONLY,
     dataset_section,
     is_run,
     other_systems,
@@ -187,7 +188,11 @@ def run(*, cfg: EvalConfig, run_dir: Path, seed: int = 0, device: str = "auto") 
     variant_list, variant_tokenizers = variant_systems(run_dir, split, cfg, seed)
     for other, section, lists in variant_list:
         if other in systems:
-            other = f"{other} ({section['source'].split('/')[1]})"
+            # Same tokenizer as the main retriever (another retriever setting): the variant's
+            # own name, e.g. mmq_content and mmq_content_model_only.
+            variant = section['source'].split('/')[1]
+            renamed = variant + (MODEL_ONLY if other.endswith(MODEL_ONLY) else "")
+            other = renamed if renamed not in systems else f"{other} ({variant})"
         systems[other] = section
         if lists is not None:
             ranked[other] = lists

@@ -337,3 +337,25 @@ def test_removed_headline_shows_kept_figures_only_where_the_list_was_not_filtere
     assert removed["other_protocol"]["overall"] == pytest.approx(kept["overall"])
     assert kept["other_protocol"]["overall"] == pytest.approx(removed["overall"])
     assert kept["other_protocol"]["short_lists"] == removed["short_lists"]
+
+
+def test_model_only_lists_and_a_same_tokenizer_variant_get_their_own_rows(tmp_path):
+    """The model's own lists (before the priors) are reported as <name>_model_only, and a
+    variant that reuses the main tokenizer (another retriever setting) keeps its own name."""
+    import shutil
+
+    split = _write_data(tmp_path)
+    _write_stage_outputs(tmp_path, split)
+    shutil.copy(tmp_path / "retriever" / "candidates.parquet",
+                tmp_path / "retriever" / "candidates_model_only.parquet")
+    variant = tmp_path / "variants" / "mmq_content"
+    shutil.copytree(tmp_path / "retriever", variant / "retriever")
+    shutil.copytree(tmp_path / "tokenizer", variant / "tokenizer")
+    run(cfg=EvalConfig(baselines=["pop"], bootstrap_samples=20), run_dir=tmp_path, device="cpu")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"mmq_tiger", "mmq_tiger_model_only", "mmq_content",
+            "mmq_content_model_only"} <= set(metrics["retrieval"])
+    # Identical lists, identical figures: each row reads its own file.
+    assert metrics["retrieval"]["mmq_tiger_model_only"]["overall"] == \
+        metrics["retrieval"]["mmq_content"]["overall"]
+    assert "candidates_model_only" in metrics["retrieval"]["mmq_tiger_model_only"]["source"]
