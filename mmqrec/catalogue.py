@@ -148,7 +148,8 @@ def add_items(*, run_dir: Path, items_file: Path, device: str = "cpu",
     base_items = read_parquet(layout(run_dir).items)
     sids = SemanticIds.from_run_dir(run_dir)
     previous = load_additions(run_dir, sids.length)
-    new, _, missing_images = read_items_file(items_file, images_outside_folder=images_outside_folder)
+    new, _, missing_images = read_items_file(items_file, images_outside_folder=images_outside_folder,
+                                             allow_outside="pass --images-outside-folder")
     known = set(base_items["item_id"].cast(pl.String).to_list()) | set(previous.items["item_id"].to_list())
     clash = [i for i, item in enumerate(new["item_id"].to_list()) if item in known]
     if clash:

@@ -66,13 +66,16 @@ def _check_not_empty(frame: pl.DataFrame, path: Path, column: str, first_line: i
         raise DataError(f"empty {column!r}", path=path, row=bad + first_line)
 
 
-def read_items_file(path: Path, *, images_outside_folder: bool = False) -> tuple[pl.DataFrame, tuple[str, ...], int]:
+def read_items_file(path: Path, *, images_outside_folder: bool = False,
+                    allow_outside: str = "set data.images_outside_folder: true"
+                    ) -> tuple[pl.DataFrame, tuple[str, ...], int]:
     """An items table (``item_id``, text columns, optional ``image``) as strings.
 
     Returns the frame (``image`` resolved to an absolute ``image_path``, null when missing; empty
     text cells null), its text field names, and the number of named image files not found.
     Image paths are relative to the table's folder and must stay inside it unless
-    ``images_outside_folder``. Malformed rows are one-line errors naming the file and line.
+    ``images_outside_folder``; ``allow_outside`` tells the reader how to allow them (the option's
+    name where the table is read). Malformed rows are one-line errors naming the file and line.
     """
     folder = path.parent
     items, items_line = _read_table(path)
@@ -107,7 +110,7 @@ def read_items_file(path: Path, *, images_outside_folder: bool = False) -> tuple
             if escaped is not None:
                 raise DataError(
                     f"image path {items['image'][escaped]!r} leaves the dataset folder "
-                    "(set data.images_outside_folder: true to allow it)",
+                    f"({allow_outside} to allow it)",
                     path=items_path, row=escaped + items_line)
         image_path = items["image"].map_elements(resolve, return_dtype=pl.Utf8)
         named = items["image"].is_not_null() & (items["image"].str.strip_chars() != "")

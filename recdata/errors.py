@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
+# Control characters (NUL from a binary file, escape sequences) would garble a terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters written as ``\\xNN`` escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
 
 class DataError(ValueError):
     """A problem with input data or configuration that the user must fix.
@@ -19,6 +29,6 @@ class DataError(ValueError):
                                                  ".item", ".user"))
                 where += f", {'line' if text_file else 'row'} {row}"
             where += ": "
-        super().__init__(f"{where}{message}")
+        super().__init__(printable(f"{where}{message}"))
         self.path = path
         self.row = row

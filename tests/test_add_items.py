@@ -108,3 +108,18 @@ def test_assign_ids_numbers_collisions_and_moves_when_the_position_is_full() -> 
     with pytest.raises(DataError, match="no free semantic ID"):
         assign_ids(raw=np.array([[1, 2]]), alternatives=np.array([[2]]), existing=existing,
                    collision_size=2)
+
+
+def test_messages_name_the_command_option_and_never_print_binary_bytes(trained: Path, tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    outside = tmp_path / "out" / "new_items.csv"
+    outside.write_text("item_id,title,image\nz,Z,../poster.png\n")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"it\x00em\x00_id,\x00\x01title\nx\x00,y\n")
+    for path, expected in ((outside, "pass --images-outside-folder to allow it"),
+                           (binary, "missing required column 'item_id'")):
+        out = subprocess.run([sys.executable, "-m", "pipeline", "add-items", str(trained), str(path)],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert expected in out.stderr, out.stderr
+        assert "\x00" not in out.stderr and "\x01" not in out.stderr
