@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -44,6 +45,21 @@ def text_model_fingerprint(model: str) -> str:
     return f"hub:{model}"
 
 
+@contextlib.contextmanager
+def _no_loading_bar() -> Iterator[None]:
+    """transformers draws a "Loading weights" bar for a load that takes milliseconds; in a
+    command's output or log it is noise. Its setting is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 class TextEncoder:
     """sentence-transformers model → float32 unit-length embeddings."""
 
@@ -60,7 +76,8 @@ class TextEncoder:
         self.model_name = model
         source = resolve_text_model(model)
         try:
-            self.model = SentenceTransformer(source, device=device)
+            with _no_loading_bar():
+                self.model = SentenceTransformer(source, device=device)
         except Exception as exc:
             raise DataError(
                 f"cannot load text model {model!r} offline ({type(exc).__name__}: "

@@ -5,6 +5,11 @@ A worker thread takes the first waiting request, gathers more for up to ``max_wa
 :meth:`Recommender.recommend` call, so that throughput grows with concurrency instead of each
 request paying for its own beam search. A failing batch is retried request by request, so one
 bad request never fails its neighbours.
+
+With ``workers`` > 1, that many threads gather and serve batches side by side: on a CPU each
+model call then runs on one intra-op thread, and the cores are shared across requests rather
+than across the operations of one call, which holds up when another process takes a core
+(see :mod:`recdata.threads`).
 """
 
 from __future__ import annotations
@@ -29,15 +34,20 @@ class _Request:
 class MicroBatcher:
     """Batch :meth:`Recommender.recommend` calls from many threads."""
 
-    def __init__(self, rec: Recommender, *, max_batch: int = 64, max_wait_s: float = 0.005) -> None:
+    def __init__(self, rec: Recommender, *, max_batch: int = 64, max_wait_s: float = 0.005,
+                 workers: int = 1) -> None:
         self.rec = rec
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.workers = max(1, int(workers))
         self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._count_lock = threading.Lock()
         self.batches_served = 0
         self.requests_served = 0
-        self._worker = threading.Thread(target=self._run, name="mmqrec-batcher", daemon=True)
-        self._worker.start()
+        self._threads = [threading.Thread(target=self._run, name=f"mmqrec-batcher-{i}", daemon=True)
+                         for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, user_id: str, *, k: int, exclude_seen: bool) -> Future:
         request = _Request(str(user_id), int(k), bool(exclude_seen))
@@ -49,8 +59,9 @@ class MicroBatcher:
         return self.submit(user_id, k=k, exclude_seen=exclude_seen).result(timeout=timeout)
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._worker.join(timeout=5)
+        self._queue.put(None)  # each worker passes the stop signal on before it returns
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     def _gather(self, first: _Request) -> list[_Request]:
         batch = [first]
@@ -73,6 +84,7 @@ class MicroBatcher:
         while True:
             first = self._queue.get()
             if first is None:
+                self._queue.put(None)
                 return
             batch = self._gather(first)
             groups: dict[tuple[int, bool], list[_Request]] = {}
@@ -91,7 +103,8 @@ class MicroBatcher:
             for request in requests:
                 self._serve([request], k, exclude_seen)
             return
-        self.batches_served += 1
-        self.requests_served += len(requests)
+        with self._count_lock:
+            self.batches_served += 1
+            self.requests_served += len(requests)
         for request, result in zip(requests, results):
             request.future.set_result(result)

@@ -2,7 +2,8 @@
 
 One row per (user, rank): ``user_id, rank (1-based), item_id, score, p_like, semantic_id``.
 Users are processed in chunks through :class:`mmqrec.Recommender` (both models batched), with
-progress in the log. Under ``torchrun`` each process takes every world_size-th chunk, writes its
+progress in the log; ``workers`` chunks are recommended side by side, each on torch's intra-op
+threads (one by default: see :mod:`recdata.threads`). Under ``torchrun`` each process takes every world_size-th chunk, writes its
 own shard next to the output, and rank 0 merges the shards in user order once all are done; the
 final file is written atomically either way.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +60,19 @@ def _rows(results: list[Any]) -> pl.DataFrame:
 def export_recommendations(
     *, run_dir: Path, out: Path, k: int = 10, users_file: Path | None = None,
     exclude_seen: bool = True, chunk_size: int = 256, device: str = "auto",
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Write ``out`` (parquet) and return a summary ``{users, rows, seconds, out}``."""
+    """Write ``out`` (parquet) and return a summary ``{users, rows, seconds, out}``.
+
+    ``workers``: chunks recommended side by side (default: one per usable core).
+    """
+    from recdata.threads import usable_cores
+
     if chunk_size < 1:
         raise DataError(f"chunk size must be positive, got {chunk_size}")
+    if workers is not None and workers < 1:
+        raise DataError(f"workers must be positive, got {workers}")
+    workers = workers or usable_cores()
     if out.suffix != ".parquet":
         raise DataError("the export is a parquet file: give --out FILE.parquet", path=out)
     t0 = time.perf_counter()
@@ -73,13 +84,20 @@ def export_recommendations(
     users = read_user_list(users_file) if users_file is not None else list(rec.user_ids)
     for user in users:
         rec.user_idx(user)  # an unknown id fails before any work, with its name
+    # Chunks no larger than an even share per worker, so that every worker has work.
+    chunk_size = max(1, min(chunk_size, -(-len(users) // workers)))
     chunks = [users[i: i + chunk_size] for i in range(0, len(users), chunk_size)]
     mine = list(range(ctx.rank, len(chunks), ctx.world_size))
     frames = []
+    log.info("recommending for %d users in %d chunks, %d side by side", len(users), len(mine),
+             workers)
     with progress(total=len(users) if not ctx.enabled else sum(len(chunks[c]) for c in mine),
-                  desc="recommend export", unit="user") as bar:
-        for c in mine:
-            frames.append(_rows(rec.recommend(chunks[c], k=k, exclude_seen=exclude_seen)))
+                  desc="recommend export", unit="user") as bar, \
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmqrec-export") as pool:
+        running = [(c, pool.submit(rec.recommend, chunks[c], k=k, exclude_seen=exclude_seen))
+                   for c in mine]
+        for c, future in running:  # in user order, whichever finishes first
+            frames.append(_rows(future.result()))
             bar.update(len(chunks[c]))
     local = pl.concat(frames) if frames else pl.DataFrame(schema=SCHEMA)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """Serve a trained run: load it once, then recommend for many users or for ad-hoc histories.
 
-Flow for each request: history (a known user's full chronological history, or the items given)
-→ the retriever's top ``candidates_n`` items by constrained beam search (batched over users) →
+Flow for each request: history (a known user's chronological history, or the items given) →
+the retriever's top ``candidates_n`` items by constrained beam search on the history's last
+``max_history`` items (batched over users; older items only decide which items count as seen) →
 the CTR ranker's probability of a positive rating for each candidate, fused with the retriever's
 score by the weight the ranker stage tuned on validation users (``fusion_alpha``) → seen items
 dropped unless asked otherwise → top-k. When fewer than k candidates survive, the most popular
@@ -19,7 +20,6 @@ list decoded for each user's test input) and the message says so.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,15 +28,27 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
+from mmqrec.locks import ReadWriteLock
 from ranking.checkpoint import load_model, read_ranker_config
 from ranking.features import FEEDBACK_NEG, FEEDBACK_POS
 from ranking.two_stage import fuse_scores, order_candidates, score_candidates
 from recdata.errors import DataError
 from recdata.io import read_parquet
-from recdata.runtime import resolve_device
+from recdata.runtime import quiet_progress, resolve_device
 from recdata.layout import layout
 
 log = logging.getLogger(__name__)
+
+# Ids longer than this are cut in messages: a request may carry an id of any length.
+SHOWN_ID_CHARS = 64
+
+
+def shown(value: object) -> str:
+    """``repr`` of an id for a message, cut to :data:`SHOWN_ID_CHARS` characters."""
+    text = str(value)
+    if len(text) > SHOWN_ID_CHARS:
+        text = text[:SHOWN_ID_CHARS] + f"… ({len(text):,} characters)"
+    return repr(text)
 
 
 @dataclass
@@ -83,7 +95,9 @@ class _Ranker:
 class Recommender:
     """A trained run held in memory. Build it with :meth:`Recommender.load`.
 
-    Thread-safe: model calls are serialised by a lock, so a server may share one instance.
+    Thread-safe: model calls from several threads run side by side (each with torch's
+    intra-op threads), and picking up added items waits for them and runs alone, so a server
+    may share one instance between its workers.
     """
 
     def __init__(self, *, run_dir: Path, device: str, retriever: _Retriever | None,
@@ -93,7 +107,7 @@ class Recommender:
         self._retriever = retriever
         self._ranker = ranker
         self.candidates_n = candidates_n
-        self._lock = threading.Lock()
+        self._lock = ReadWriteLock()
         self._load_tables()
 
     # ------------------------------------------------------------------ loading
@@ -207,9 +221,16 @@ class Recommender:
 
         if current_version(self.run_dir) == self._additions_version:
             return False
-        with self._lock:
+        with self._lock.write():
+            if current_version(self.run_dir) == self._additions_version:
+                return False  # another thread picked them up while this one waited
             self._apply_additions()
         return True
+
+    @property
+    def catalogue_version(self) -> int:
+        """The ``add-items`` version in force (0: the trained catalogue alone)."""
+        return self._additions_version
 
     def _semantic_ids(self) -> np.ndarray | None:
         """The IDs to show: a soft-indexing ranker variant's own table, else the run's table."""
@@ -239,18 +260,19 @@ class Recommender:
         try:
             return self._user_index[str(user_id)]
         except KeyError:
-            raise DataError(f"unknown user {str(user_id)!r}") from None
+            raise DataError(f"unknown user {shown(user_id)}") from None
 
     def item_idx(self, item_id: str) -> int:
         try:
             return self._item_index[str(item_id)]
         except KeyError:
-            raise DataError(f"unknown item {str(item_id)!r}") from None
+            raise DataError(f"unknown item {shown(item_id)}") from None
 
     def item(self, item_id: str) -> dict[str, Any]:
         """``{item_id, title, semantic_id, has_image, train_count}`` of a catalogue item."""
         self.refresh()
-        return self._describe_item(self.item_idx(item_id))
+        with self._lock.read():
+            return self._describe_item(self.item_idx(item_id))
 
     def _describe_item(self, i: int) -> dict[str, Any]:
         return {
@@ -262,15 +284,19 @@ class Recommender:
 
     def image_path(self, item_id: str) -> Path | None:
         """The catalogue's own image file of an item (None when it has none)."""
-        path = self.image_paths[self.item_idx(item_id)]
+        self.refresh()
+        with self._lock.read():
+            path = self.image_paths[self.item_idx(item_id)]
         return Path(path) if path else None
 
     def history(self, user_id: str, *, last: int | None = None) -> list[dict[str, Any]]:
         """A known user's items, oldest first (the ``last`` most recent when given)."""
-        items = self._histories[self.user_idx(user_id)]
-        if last is not None:
-            items = items[-last:] if last > 0 else items[:0]
-        return [self._describe_item(int(i)) for i in items]
+        self.refresh()
+        with self._lock.read():
+            items = self._histories[self.user_idx(user_id)]
+            if last is not None:
+                items = items[-last:] if last > 0 else items[:0]
+            return [self._describe_item(int(i)) for i in items]
 
     # ------------------------------------------------------------------ recommending
     def recommend(self, user_ids: Sequence[str], *, k: int = 10,
@@ -279,12 +305,13 @@ class Recommender:
         if isinstance(user_ids, str):
             raise DataError("user_ids must be a list of ids, not one string")
         self.refresh()
-        idx = [self.user_idx(u) for u in user_ids]
-        return self._recommend(
-            user_ids=[str(u) for u in user_ids], ranker_users=idx,
-            histories=[self._histories[i] for i in idx], feedback=[self._feedback[i] for i in idx],
-            k=k, exclude_seen=exclude_seen,
-        )
+        with self._lock.read():
+            idx = [self.user_idx(u) for u in user_ids]
+            return self._recommend(
+                user_ids=[str(u) for u in user_ids], ranker_users=idx,
+                histories=[self._histories[i] for i in idx],
+                feedback=[self._feedback[i] for i in idx], k=k, exclude_seen=exclude_seen,
+            )
 
     def recommend_history(self, item_ids: Sequence[str], *, k: int = 10, exclude_seen: bool = True,
                           user_id: str | None = None) -> Recommendation:
@@ -296,13 +323,15 @@ class Recommender:
         if isinstance(item_ids, str):
             raise DataError("item_ids must be a list of ids, not one string")
         self.refresh()
-        history = np.array([self.item_idx(i) for i in item_ids], dtype=np.int64)
-        ranker_user = None if user_id is None else self.user_idx(user_id)
-        return self._recommend(
-            user_ids=[None if user_id is None else str(user_id)], ranker_users=[ranker_user],
-            histories=[history], feedback=[np.full(len(history), FEEDBACK_POS, dtype=np.int64)],
-            k=k, exclude_seen=exclude_seen,
-        )[0]
+        with self._lock.read():
+            history = np.array([self.item_idx(i) for i in item_ids], dtype=np.int64)
+            ranker_user = None if user_id is None else self.user_idx(user_id)
+            return self._recommend(
+                user_ids=[None if user_id is None else str(user_id)], ranker_users=[ranker_user],
+                histories=[history],
+                feedback=[np.full(len(history), FEEDBACK_POS, dtype=np.int64)],
+                k=k, exclude_seen=exclude_seen,
+            )[0]
 
     def _recommend(self, *, user_ids: list[str | None], ranker_users: list[int | None],
                    histories: list[np.ndarray], feedback: list[np.ndarray], k: int,
@@ -317,42 +346,42 @@ class Recommender:
             out[j] = self._popularity_fallback(user_ids[j], k)
         if not active:
             return out  # type: ignore[return-value]
-        with self._lock:
-            t0 = time.perf_counter()
-            cands, retr_scores, source = self._candidates(
-                [histories[j] for j in active], [user_ids[j] or "" for j in active],
-                [ranker_users[j] for j in active])
-            t1 = time.perf_counter()
-            ranked = [j for j in active if ranker_users[j] is not None and self._ranker is not None]
-            probs: dict[int, np.ndarray] = {}
-            tails: dict[int, np.ndarray] = {}
-            if ranked:
-                pos = {j: n for n, j in enumerate(active)}
-                limit = self._ranker_items
-                for j in ranked:
-                    # Items the ranker has no row for (added after an ItemID ranker was trained)
-                    # follow the scored candidates, in the retriever's order.
-                    n = pos[j]
-                    ok = cands[n] < limit
-                    tails[j] = cands[n][~ok]
-                    cands[n] = cands[n][ok]
-                    if retr_scores[n] is not None:
-                        retr_scores[n] = retr_scores[n][ok]
-                scored = score_candidates(
-                    model=self._ranker.model, users=np.array([ranker_users[j] for j in ranked]),
-                    histories=[histories[j][histories[j] < limit] for j in ranked],
-                    feedback=[feedback[j][histories[j] < limit] for j in ranked],
-                    candidates=[cands[pos[j]] for j in ranked],
-                    history_len=int(self._ranker.spec["history_len"]), device=self.device)
-                probs = dict(zip(ranked, scored))
-            t2 = time.perf_counter()
-            for n, j in enumerate(active):
-                out[j] = self._finish(
-                    user_id=user_ids[j], ranker_user=ranker_users[j], history=histories[j],
-                    feedback=feedback[j], candidates=cands[n], retriever_scores=retr_scores[n],
-                    probs=probs.get(j), tail=tails.get(j), source=source, k=k,
-                    exclude_seen=exclude_seen,
-                    seconds={"candidates": (t1 - t0) / len(active), "rank": (t2 - t1) / len(active)})
+        # The caller holds the read lock: an added-items refresh cannot swap the trie mid-call.
+        t0 = time.perf_counter()
+        cands, retr_scores, source = self._candidates(
+            [histories[j] for j in active], [user_ids[j] or "" for j in active],
+            [ranker_users[j] for j in active])
+        t1 = time.perf_counter()
+        ranked = [j for j in active if ranker_users[j] is not None and self._ranker is not None]
+        probs: dict[int, np.ndarray] = {}
+        tails: dict[int, np.ndarray] = {}
+        if ranked:
+            pos = {j: n for n, j in enumerate(active)}
+            limit = self._ranker_items
+            for j in ranked:
+                # Items the ranker has no row for (added after an ItemID ranker was trained)
+                # follow the scored candidates, in the retriever's order.
+                n = pos[j]
+                ok = cands[n] < limit
+                tails[j] = cands[n][~ok]
+                cands[n] = cands[n][ok]
+                if retr_scores[n] is not None:
+                    retr_scores[n] = retr_scores[n][ok]
+            scored = score_candidates(
+                model=self._ranker.model, users=np.array([ranker_users[j] for j in ranked]),
+                histories=[histories[j][histories[j] < limit] for j in ranked],
+                feedback=[feedback[j][histories[j] < limit] for j in ranked],
+                candidates=[cands[pos[j]] for j in ranked],
+                history_len=int(self._ranker.spec["history_len"]), device=self.device)
+            probs = dict(zip(ranked, scored))
+        t2 = time.perf_counter()
+        for n, j in enumerate(active):
+            out[j] = self._finish(
+                user_id=user_ids[j], ranker_user=ranker_users[j], history=histories[j],
+                feedback=feedback[j], candidates=cands[n], retriever_scores=retr_scores[n],
+                probs=probs.get(j), tail=tails.get(j), source=source, k=k,
+                exclude_seen=exclude_seen,
+                seconds={"candidates": (t1 - t0) / len(active), "rank": (t2 - t1) / len(active)})
         return out  # type: ignore[return-value]
 
     def _candidates(self, histories: list[np.ndarray], keys: list[str],
@@ -362,18 +391,20 @@ class Recommender:
             from generative_rec.stage import recommend_for_histories
 
             r = self._retriever
-            items, scores = recommend_for_histories(
-                model=r.model, vocab=r.vocab, trie=r.trie, histories=[h.tolist() for h in histories],
-                user_ids=keys, top_k=n, num_beams=max(r.cfg.num_beams, n),
-                max_history=r.cfg.max_history, batch_size=r.cfg.eval_batch_size,
-                normalize=r.cfg.normalize, item_score_weight=r.cfg.rerank_weight,
-                priors=r.priors)
+            with quiet_progress():  # one bar per request would flood a server's terminal
+                items, scores = recommend_for_histories(
+                    model=r.model, vocab=r.vocab, trie=r.trie,
+                    histories=[h.tolist() for h in histories], user_ids=keys, top_k=n,
+                    num_beams=max(r.cfg.num_beams, n), max_history=r.cfg.max_history,
+                    batch_size=r.cfg.eval_batch_size, normalize=r.cfg.normalize,
+                    item_score_weight=r.cfg.rerank_weight, priors=r.priors)
             cands, retr = [], []
             for row_items, row_scores in zip(items, scores):
                 keep = row_items >= 0
                 cands.append(np.asarray(row_items[keep], dtype=np.int64))
                 retr.append(np.asarray(row_scores[keep], dtype=np.float64))
-            return cands, retr, "the retriever (beam search on the full history)"
+            return cands, retr, (f"the retriever (beam search on the history's last "
+                                 f"{r.cfg.max_history} items)")
         path = layout(self.run_dir).candidates
         if not path.exists():
             return [np.zeros(0, np.int64)] * len(histories), [None] * len(histories), "nowhere (no retriever output)"
@@ -445,6 +476,10 @@ class Recommender:
                 items = np.concatenate([items, extra])
                 scores = np.concatenate([scores, extra_scores])
                 notes.append(f"{len(extra)} popular items appended")
+        if exclude_seen and len(items) < k:
+            unseen = self.n_items - len(np.unique(history))
+            notes.append(f"only {unseen} of the {self.n_items} catalogue items are not in the "
+                         "history, so the list is shorter than k (keep seen items to fill it)")
         notes.append("seen items excluded" if exclude_seen else "seen items kept")
         described = []
         for j, i in enumerate(items.tolist()):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from recdata.errors import DataError
 from recdata.layout import layout
+from recdata.threads import apply_threads, set_env_defaults
 
 log = logging.getLogger("mmqrec")
 
@@ -68,6 +69,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.out)
     _setup_logging(args.verbose, run_dir)
+    apply_threads(requested=args.threads, role="train")
     cfg = _load_cfg(args)
     t0 = time.perf_counter()
     outcome = run_pipeline(cfg=cfg, run_dir=run_dir, from_stage=args.from_stage, until_stage=args.until)
@@ -86,6 +88,7 @@ def _make_stage_command(stage_name: str):
 
         run_dir = Path(args.run_dir)
         _setup_logging(args.verbose, run_dir)
+        apply_threads(requested=args.threads, role="train")
         cfg = _load_cfg(args)
         for name, what in run_pipeline(cfg=cfg, run_dir=run_dir, from_stage=stage_name, until_stage=stage_name):
             print(f"{name:<16} {what}")
@@ -102,14 +105,16 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
         if not args.out:
             raise DataError("--all / --users need --out FILE.parquet")
+        apply_threads(requested=args.threads, role="serve")
         summary = export_recommendations(
             run_dir=Path(args.run_dir), out=Path(args.out), k=args.k,
             users_file=Path(args.users) if args.users else None, exclude_seen=not args.keep_seen,
-            chunk_size=args.chunk_size, device=args.device)
+            chunk_size=args.chunk_size, device=args.device, workers=args.workers)
         print(json.dumps(summary, indent=2))
         return 0
     if args.user is None and not args.history:
         raise DataError("give --user ID, --history ITEM [ITEM ...], or --all --out FILE")
+    apply_threads(requested=args.threads, role="serve")
     t0 = time.perf_counter()
     rec = Recommender.load(args.run_dir, device=args.device, variant=args.variant)
     if args.history:
@@ -129,6 +134,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 def _cmd_add_items(args: argparse.Namespace) -> int:
     from mmqrec.catalogue import add_items
 
+    apply_threads(requested=args.threads, role="train")
     summary = add_items(run_dir=Path(args.run_dir), items_file=Path(args.items_file),
                         device=args.device, images_outside_folder=args.images_outside_folder)
     print(json.dumps(summary, indent=2))
@@ -139,7 +145,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from mmqrec.server import serve
 
     serve(run_dir=Path(args.run_dir), host=args.host, port=args.port, device=args.device,
-          variant=args.variant, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+          variant=args.variant, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+          threads=args.threads, workers=args.workers)
     return 0
 
 
@@ -170,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(func=_cmd_data_stats)
 
+    def add_threads_arg(p: argparse.ArgumentParser, default: str) -> None:
+        p.add_argument("--threads", type=int, metavar="N",
+                       help=f"torch CPU threads (default: {default}, or $OMP_NUM_THREADS when set)")
+
+    train_threads = "the cores not busy with other processes when the command starts"
+    serve_threads = "1 per model worker: parallelism comes from serving requests side by side"
+
     def add_config_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. tokenizer.codebook_size=128 (repeatable)")
         p.add_argument("--data-root", help="folder with the datasets")
@@ -180,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="from_stage", choices=STAGE_NAMES, help="redo this stage and all later ones")
     run.add_argument("--until", choices=STAGE_NAMES, help="stop after this stage")
     add_config_args(run)
+    add_threads_arg(run, train_threads)
     run.set_defaults(func=_cmd_run)
 
     for stage in STAGES:
@@ -189,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config", help="YAML config")
         p.add_argument("run_dir", help="run directory")
         add_config_args(p)
+        add_threads_arg(p, train_threads)
         p.set_defaults(func=_make_stage_command(stage.name))
 
     rec = sub.add_parser("recommend", help="top-k recommendations from a trained run: one user, an "
@@ -206,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     rec.add_argument("--keep-seen", action="store_true", help="do not exclude items the user has already seen")
     rec.add_argument("--json", action="store_true")
+    add_threads_arg(rec, serve_threads)
+    rec.add_argument("--workers", type=int, metavar="N",
+                     help="export chunks recommended side by side (default: one per usable core)")
     rec.set_defaults(func=_cmd_recommend)
 
     add = sub.add_parser("add-items", help="give new items semantic IDs and add them to a trained "
@@ -216,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--device", default="cpu", help="device of the encoders (cpu, cuda, cuda:N)")
     add.add_argument("--images-outside-folder", action="store_true",
                      help="accept image paths outside the items file's folder")
+    add_threads_arg(add, train_threads)
     add.set_defaults(func=_cmd_add_items)
 
     srv = sub.add_parser("serve", help="HTTP service and web page over a trained run")
@@ -227,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-batch", type=int, default=64, help="most requests batched into one model call")
     srv.add_argument("--max-wait-ms", type=float, default=5.0,
                      help="how long a request waits for others to batch with")
+    add_threads_arg(srv, serve_threads)
+    srv.add_argument("--workers", type=int, metavar="N",
+                     help="model calls served side by side (default: one per usable core)")
     srv.set_defaults(func=_cmd_serve)
 
     report = sub.add_parser("report", help="reports")
@@ -240,12 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything imports torch: OpenMP reads its wait policy once, when it loads.
+    set_env_defaults()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command not in ("run",) and not hasattr(args, "run_dir"):
-        _setup_logging(args.verbose)
+    # Every command logs to stderr; `run` and the stage commands add the run's log file.
+    _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except DataError as exc:

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import random
 import sys
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 _log = logging.getLogger("mmqrec.progress")
+_quiet = contextvars.ContextVar("mmqrec_quiet_progress", default=False)
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No progress bars or progress lines inside the block (in this thread or task only):
+    a server answers many short requests, each of which would draw its own bar."""
+    token = _quiet.set(True)
+    try:
+        yield
+    finally:
+        _quiet.reset(token)
 
 
 def seed_everything(seed: int) -> None:
@@ -80,6 +94,8 @@ def progress(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
     loop has run that long; nothing with MMQREC_NO_PROGRESS=1."""
     from tqdm.auto import tqdm
 
+    if _quiet.get():
+        return tqdm(iterable, disable=True, **{k: v for k, v in kwargs.items() if k != "disable"})
     if progress_enabled():
         kwargs.setdefault("dynamic_ncols", True)
         return tqdm(iterable, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -58,15 +59,18 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
     port = _free_port()
     env = dict(os.environ, MMQREC_NO_PROGRESS="1")
+    # The server's output goes to a file: a pipe nobody reads would block it once full.
+    log_path = run_dir / "serve.log"
+    log_file = open(log_path, "w")  # noqa: SIM115 - open while the server runs
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "serve", str(run_dir), "--port", str(port),
          "--device", "cpu", "--max-wait-ms", "20"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("server exited: " + (proc.stdout.read() if proc.stdout else ""))
+            raise RuntimeError("server exited: " + log_path.read_text()[-3000:])
         try:
             if _call(base, "/health")[0] == 200:
                 break
@@ -81,6 +85,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log_file.close()
 
 
 def test_health_users_history_and_items(server) -> None:
@@ -196,3 +201,104 @@ def test_page_renders_history_and_recommendations_in_a_browser(server, tmp_path:
     recent = rec.history("4", last=10)
     assert dom.count('class="item"') >= len(recent)
     assert f'data-item-id="{recent[-1]["item_id"]}"' in dom
+
+
+def _raw(base: str, path: str, body: bytes | object, headers: dict[str, str] | None = None
+         ) -> tuple[int, dict]:
+    """POST raw bytes (or an iterable of chunks, sent chunked) and read the JSON answer."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        chunked = not isinstance(body, bytes)
+        conn.request("POST", path, body=body, encode_chunked=chunked,
+                     headers={"Content-Type": "application/json", **(headers or {})})
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server may answer and close before the whole body is sent
+    response = conn.getresponse()
+    answer = response.status, json.loads(response.read())
+    conn.close()
+    return answer
+
+
+def test_request_bodies_histories_and_ids_are_bounded(server) -> None:
+    base, run_dir = server
+    huge = json.dumps({"items": ["x" * (3 << 20)], "k": 3}).encode()
+    status, answer = _raw(base, "/recommendations", huge)
+    assert status == 413 and "request body over" in answer["detail"]
+    status, answer = _raw(base, "/recommendations", (huge[i: i + 65536] for i in range(0, len(huge), 65536)))
+    assert status == 413 and "request body over" in answer["detail"]  # chunked: no length announced
+
+    rec = Recommender.load(run_dir, device="cpu")
+    status, answer = _call(base, "/recommendations", {"items": rec.item_ids[:1] * 1001, "k": 3})
+    assert status == 422 and answer["detail"].startswith("items:") and "1000" in answer["detail"]
+    long_id = "7" * 5000
+    for path, body in ((f"/users/{long_id}/recommendations", None), (f"/users/{long_id}/history", None),
+                       (f"/items/{long_id}", None), (f"/items/{long_id}/image", None),
+                       ("/recommendations", {"items": [long_id]}),
+                       ("/recommendations", {"items": rec.item_ids[:2], "user_id": long_id})):
+        status, answer = _call(base, path, body)
+        assert status == 422 and "at most 256 characters" in answer["detail"], (path, answer)
+    # Within the limits an unknown id answers 404, and the detail shows only its start.
+    unknown = "q" * 250
+    for path, body in ((f"/users/{unknown}/recommendations", None), (f"/items/{unknown}", None),
+                       ("/recommendations", {"items": [unknown]})):
+        status, answer = _call(base, path, body)
+        assert status == 404 and unknown not in answer["detail"] and len(answer["detail"]) < 150
+        assert "250 characters" in answer["detail"], answer
+
+
+def test_malformed_json_gets_a_message_that_says_so(server) -> None:
+    base, _ = server
+    status, answer = _raw(base, "/recommendations", b'{"items": ["1", "2"], "k": ')
+    assert status == 422 and answer["detail"].startswith("request body is not valid JSON"), answer
+
+
+def test_integer_item_and_user_ids_are_accepted_as_in_the_python_api(server) -> None:
+    base, run_dir = server
+    rec = Recommender.load(run_dir, device="cpu")
+    history = [it["item_id"] for it in rec.history("6", last=4)]
+    want = rec.recommend_history([int(i) for i in history], k=3, user_id=6)
+    status, got = _call(base, "/recommendations", {"items": [int(i) for i in history], "k": 3, "user_id": 6})
+    assert status == 200, got
+    assert [it["item_id"] for it in got["items"]] == [it["item_id"] for it in want.items]
+    assert _call(base, "/recommendations", {"items": [True]})[0] == 422  # a boolean is no id
+
+
+def test_server_logs_where_it_serves(server) -> None:
+    _, run_dir = server
+    log = (run_dir / "serve.log").read_text()
+    assert "serving " in log and "docs at /docs" in log and "torch thread" in log, log[-2000:]
+
+
+def _dump_dom(browser: str, url: str, profile: Path) -> subprocess.CompletedProcess:
+    # Every host but the server's resolves to nothing: the page and the docs must not need
+    # the internet.
+    return subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120)
+
+
+def test_page_honours_k_in_its_address(server, tmp_path: Path) -> None:
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium on this machine (`make browser` installs Debian's package as root)")
+    base, run_dir = server
+    out = _dump_dom(browser, f"{base}/?user=4&k=3", tmp_path / "profile")
+    dom = out.stdout
+    assert 'data-user="4"' in dom, out.stderr[-2000:]
+    want = Recommender.load(run_dir, device="cpu").recommend(["4"], k=3)[0]
+    assert dom.count('class="item rec"') == 3
+    assert [f'data-item-id="{it["item_id"]}"' in dom for it in want.items] == [True] * 3
+
+
+def test_api_docs_render_without_the_internet(server, tmp_path: Path) -> None:
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium on this machine (`make browser` installs Debian's package as root)")
+    base, _ = server
+    out = _dump_dom(browser, f"{base}/docs", tmp_path / "profile")
+    # Swagger UI builds one block per operation once its script has run.
+    assert "opblock" in out.stdout and "/users/{user_id}/recommendations" in out.stdout, \
+        out.stdout[-2000:] + out.stderr[-2000:]
