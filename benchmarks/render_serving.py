@@ -1,0 +1,109 @@
+"""The README's serving figures, from ``benchmarks/results/serve_*.json`` (``benchmarks/serve.py``).
+
+    python benchmarks/render_serving.py            # rewrite the README's serving block
+    python benchmarks/render_serving.py --check    # exit 1 when it is out of date
+
+The block sits between ``<!-- serving:begin -->`` and ``<!-- serving:end -->``;
+``benchmarks/render_results.py`` renders it with the other generated blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- serving:begin -->", "<!-- serving:end -->"
+
+
+def _rate(row: dict) -> str:
+    return f"{row['requests_per_s']:,.1f} req/s ({row['p50_ms']:,.0f} / {row['p95_ms']:,.0f} ms)"
+
+
+def _label(server: str) -> str:
+    return ("no batching (`--max-batch 1`)" if server.startswith("no batching")
+            else "micro-batching (default)")
+
+
+def serving_table(path: Path) -> str:
+    """One serve result file as a paragraph and an idle / busy table."""
+    r = json.loads(path.read_text())
+    idle, busy, ratio = r["idle"], r.get("busy"), r.get("busy_slowdown", {})
+    lines = [
+        f"`python benchmarks/serve.py {r['run_dir']} --json benchmarks/results/{path.name}` "
+        f"(code {r.get('code_version', '?')}, {r.get('date', '?')}; {r['users']} users, "
+        f"k = {r['k']}, {r['machine']}; {r['threads']} torch thread per model worker, "
+        f"{r['workers']} workers, `OMP_WAIT_POLICY={r['OMP_WAIT_POLICY']}`): loading takes "
+        f"{r['load_s']:g} s. *Busy*: beside {r['busy_neighbour']}, started and stopped by the "
+        "benchmark. HTTP cells: requests/s (p50 / p95 latency).",
+        "",
+        "| measurement | idle | busy | busy / idle |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in (("python_one_by_one_users_per_s", "Python API, one user per call"),
+                       ("python_batched64_users_per_s", "Python API, calls of 64 users")):
+        cells = [f"{idle[key]:,.1f} users/s", f"{busy[key]:,.1f} users/s" if busy else "–",
+                 f"{ratio[key]:.2f}×" if key in ratio else "–"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for i, row in enumerate(idle["http"]):
+        other = busy["http"][i] if busy else None
+        key = f"http {row['server']} c={row['concurrency']}"
+        cells = [_rate(row), _rate(other) if other else "–",
+                 f"{ratio[key]:.2f}×" if key in ratio else "–"]
+        lines.append(f"| HTTP, {_label(row['server'])}, {row['concurrency']} concurrent | "
+                     + " | ".join(cells) + " |")
+    defaults = r.get("torch_defaults")
+    if defaults and defaults.get("busy"):
+        d_idle, d_busy, d_ratio = defaults["idle"], defaults["busy"], defaults["busy_slowdown"]
+        lines += ["", (
+            f"With torch's own settings instead ({defaults['threads']} threads per call, "
+            f"`OMP_WAIT_POLICY` {defaults['OMP_WAIT_POLICY']}; a fresh process, "
+            f"{defaults['users']} users), the Python API serves "
+            f"{d_idle['python_one_by_one_users_per_s']:,.1f} users/s idle and "
+            f"{d_busy['python_one_by_one_users_per_s']:,.1f} busy one user per call "
+            f"({d_ratio['python_one_by_one_users_per_s']:.1f}× slower), "
+            f"{d_idle['python_batched64_users_per_s']:,.1f} and "
+            f"{d_busy['python_batched64_users_per_s']:,.1f} in calls of 64 "
+            f"({d_ratio['python_batched64_users_per_s']:.1f}×).")]
+    return "\n".join(lines) + "\n"
+
+
+def serving_block(results: Path) -> str:
+    return "\n".join(serving_table(p) for p in sorted(results.glob("serve_*.json")))
+
+
+def rewrite(text: str, body: str) -> str:
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"no {BEGIN} ... {END} block")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{body}{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="project folder holding README.md and benchmarks/results/")
+    parser.add_argument("--check", action="store_true", help="only report whether it is current")
+    args = parser.parse_args(argv)
+    readme = args.root / "README.md"
+    text = readme.read_text()
+    try:
+        new = rewrite(text, serving_block(args.root / "benchmarks" / "results"))
+    except ValueError as err:
+        print(f"error: {readme}: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        if new != text:
+            print(f"out of date: README.md: run python benchmarks/render_serving.py")
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
