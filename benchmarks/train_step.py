@@ -20,23 +20,20 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from generative_rec.data import epoch_order, length_bucketed  # noqa: E402
-from generative_rec.model import build_model  # noqa: E402
-from generative_rec.stage import make_retriever_data, retriever_config  # noqa: E402
-from generative_rec.train import make_optimizer, step_loss, training_scorer  # noqa: E402
-from recdata.errors import DataError  # noqa: E402
-from recdata.overrides import config_with_overrides  # noqa: E402
-from recdata.split import SequentialSplit  # noqa: E402
-from tokenizer.sid import SemanticIds  # noqa: E402
+from generative_rec.data import epoch_order, length_bucketed
+from generative_rec.model import build_model
+from generative_rec.stage import make_retriever_data, retriever_config
+from generative_rec.train import make_optimizer, step_loss, training_scorer
+from recdata.errors import DataError
+from recdata.overrides import config_with_overrides
+from recdata.split import SequentialSplit
+from tokenizer.sid import SemanticIds
 
 PATHS = ("eager", "compile", "fused-adamw")
 
