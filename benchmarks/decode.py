@@ -27,14 +27,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from transformers import T5Config, T5ForConditionalGeneration
 
-from transformers import T5Config, T5ForConditionalGeneration  # noqa: E402
-
-from generative_rec.decoding import constrained_beam_search  # noqa: E402
-from generative_rec.reference_decoding import build_dict_trie, hf_trie_beam_search, unconstrained_beam_search  # noqa: E402
-from generative_rec.trie import SidTrie  # noqa: E402
-from generative_rec.vocab import SidVocab  # noqa: E402
+from generative_rec.decoding import constrained_beam_search
+from generative_rec.reference_decoding import build_dict_trie, hf_trie_beam_search, unconstrained_beam_search
+from generative_rec.trie import SidTrie
+from generative_rec.vocab import SidVocab
 
 SIZE_NAMES = {"12k": 12_101, "200k": 200_000, "1m": 1_000_000}
 CODEBOOK = 256

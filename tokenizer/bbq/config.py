@@ -7,7 +7,7 @@ Kept in its own module with no torch import so that ``tokenizer/config.py`` can 
 the enclosing :class:`tokenizer.config.TokenizerConfig`; only BBQ-specific knobs live here.
 
 The published BBQRec text is not available; every default below is our choice, made on
-MovieLens-100K with the measurements printed by ``benchmarks/bbqrec.py``.
+MovieLens-100K with the measurements printed by ``experiments/bbqrec.py``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ records validation Recall/NDCG@5/10/20, distinct items in the top-10 lists, trai
 the learning curve. Test users are never looked at. Results are appended to a JSONL file (one
 record per setting) so a sweep can be resumed and every verdict keeps its figures.
 
-    python benchmarks/retriever_sweep.py runs/base --out runs/sweep \\
+    python experiments/retriever_sweep.py runs/base --out runs/sweep \\
         --setting 'token={"history_encoding": "token"}' --setting 'item={}' \\
         --results benchmarks/results/retriever_sweep_ml-100k.jsonl
 """

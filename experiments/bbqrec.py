@@ -5,8 +5,8 @@ trains the BBQ tokenizer into ``RUN_DIR/tokenizer/`` (unless ``--skip-tokenizer`
 and its no-reweighting ablation, and prints tokenizer metrics, overall and per-stratum
 Recall@10 / NDCG@10, and wall-clock times.
 
-    python benchmarks/bbqrec.py --run-dir /work/runs/ml100k_bbq
-    python benchmarks/bbqrec.py --run-dir RUN --bbq contrastive_weight=0 --rec similarity=prefix
+    python experiments/bbqrec.py --run-dir runs/ml100k_bbq
+    python experiments/bbqrec.py --run-dir RUN --bbq contrastive_weight=0 --rec similarity=prefix
 
 ``--bbq`` / ``--rec`` take ``key=value`` overrides of BBQConfig / BBQRecConfig (values parsed as
 YAML). ``--tag`` suffixes the output folders so several settings can share one run directory.

@@ -12,31 +12,27 @@ to each list first (``transition_candidates = M``; :func:`generative_rec.transit
 add_successors`), for a grid of M. The setting with the best validation NDCG@10 is then scored
 once on the test users. Run it on lists decoded without the prior.
 
-    python benchmarks/transition_prior.py runs/quality-amazon-beauty-cpu5
+    python experiments/transition_prior.py runs/quality-amazon-beauty-cpu5
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-import numpy as np
+from generative_rec.transitions import (
+    TransitionCounts,
+    add_successors,
+    rerank_with_transitions,
+)
+from recdata.split import SequentialSplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.popularity_rerank import (  # noqa: E402
+# A sibling script: running a script of this folder puts the folder first on sys.path.
+from popularity_rerank import (
     candidate_lists,
     last_of,
     offline_args,
     summary,
 )
-from generative_rec.transitions import (  # noqa: E402
-    TransitionCounts,
-    add_successors,
-    rerank_with_transitions,
-)
-from recdata.split import SequentialSplit  # noqa: E402
 
 GAMMAS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
 SUCCESSORS = (0, 5, 10)

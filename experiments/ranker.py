@@ -1,8 +1,8 @@
 """Train the CTR rankers on a run and print ItemID vs SID, two-stage vs retriever-only, and a
 recommendation with its load time.
 
-    python benchmarks/ranker.py --source /work/runs/ml100k --work /work/runs/ml100k_rank
-    python benchmarks/ranker.py --work RUN_DIR --skip-train        # only the recommend timing
+    python experiments/ranker.py --source runs/ml100k --work runs/ml100k_rank
+    python experiments/ranker.py --work RUN_DIR --skip-train        # only the recommend timing
 
 ``--source`` is copied (data/, tokenizer/, retriever/) into ``--work`` so that the source run is
 never modified. Every figure printed here is measured by this script.
@@ -19,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def _fmt(value: object) -> str:
@@ -87,7 +85,7 @@ def recommend_timing(work: Path, user: str, k: int) -> None:
         "'first_call_s': round(t3 - t2, 3), 'second_call_s': round(t4 - t3, 3)}))\n"
     )
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     wall = time.perf_counter() - started
     if out.returncode != 0:
         print(out.stderr.strip().splitlines()[-1])

@@ -11,24 +11,21 @@ the best validation NDCG@10 is then scored once on the test users. Only the orde
 saved candidates changes (their number is ``retriever.candidates_n``), so R@K at K = that number
 cannot move.
 
-    python benchmarks/popularity_rerank.py runs/demo
+    python experiments/popularity_rerank.py runs/demo
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from recdata.io import read_parquet  # noqa: E402
-from recdata.layout import layout  # noqa: E402
-from recdata.metrics import ranking_metrics  # noqa: E402
-from recdata.split import SequentialSplit  # noqa: E402
+from recdata.io import read_parquet
+from recdata.layout import layout
+from recdata.metrics import ranking_metrics
+from recdata.split import SequentialSplit
 
 ALPHAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 

@@ -2,7 +2,7 @@
 side by side: utilisation, token entropy, collision rate, largest collision group,
 reconstruction error and training time.
 
-    python benchmarks/tokenizer_quality.py RUN_DIR [RUN_DIR ...] [--variants mmq,rqvae,rqkmeans]
+    python experiments/tokenizer_quality.py RUN_DIR [RUN_DIR ...] [--variants mmq,rqvae,rqkmeans]
         [--epochs N] [--threads T] [--seed S] [--work DIR] [--json OUT]
 
 Each variant trains in a scratch copy of the run directory (``data/`` and ``embeddings/`` are
@@ -30,12 +30,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from recdata.errors import DataError  # noqa: E402
-from recdata.io import read_json  # noqa: E402
-from tokenizer.config import TokenizerConfig  # noqa: E402
-from tokenizer.stage import run as run_stage  # noqa: E402
+from recdata.errors import DataError
+from recdata.io import read_json
+from tokenizer.config import TokenizerConfig
+from tokenizer.stage import run as run_stage
 
 VARIANTS: dict[str, dict] = {
     "mmq": {"name": "mmq"},

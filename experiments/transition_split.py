@@ -5,7 +5,7 @@ A model that memorises item-to-item transitions (SASRec does) wins the first gro
 generalises from item content wins the second. Reads a run's saved lists only (no training):
 the retriever's ``candidates.parquet`` and, for the test users, SASRec's ``ranked.parquet``.
 
-    python benchmarks/transition_split.py runs/quality-amazon-beauty-cpu --split test
+    python experiments/transition_split.py runs/quality-amazon-beauty-cpu --split test
 """
 
 from __future__ import annotations

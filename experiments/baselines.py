@@ -1,6 +1,6 @@
 """Most-popular vs SASRec (RecBole) on a run directory's split, printed side by side.
 
-    python benchmarks/baselines.py RUN_DIR [--quick] [--epochs N] [--exclude-history]
+    python experiments/baselines.py RUN_DIR [--quick] [--epochs N] [--exclude-history]
 
 Needs RUN_DIR/data (the data stage). Results are stored in RUN_DIR/baselines/<name>/ and reused
 when the config and the data are unchanged (``--fresh`` retrains).

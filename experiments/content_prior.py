@@ -15,28 +15,26 @@ It prints validation Recall/NDCG@10, distinct items in the top-10 lists and R@10
 and long-tail strata per setting, beside beta = 0 (the lists as saved), then scores the setting
 with the best validation NDCG@10 once on the test users.
 
-    python benchmarks/content_prior.py runs/quality-amazon-beauty-cpu --json out.json
+    python experiments/content_prior.py runs/quality-amazon-beauty-cpu --json out.json
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from generative_rec.content import ContentVectors
+from generative_rec.priors import CandidatePriors
+from recdata.split import SequentialSplit
 
-from benchmarks.popularity_rerank import (  # noqa: E402
+# A sibling script: running a script of this folder puts the folder first on sys.path.
+from popularity_rerank import (
     candidate_lists,
     recent_of,
     offline_args,
     summary,
 )
-from generative_rec.content import ContentVectors  # noqa: E402
-from generative_rec.priors import CandidatePriors  # noqa: E402
-from recdata.split import SequentialSplit  # noqa: E402
 
 # (beta, M, H, decay): the last item alone first, then the older items too.
 GRID = [(0.0, 0, 1, 0.5), (2.0, 0, 1, 0.5), (4.0, 0, 1, 0.5), (8.0, 0, 1, 0.5), (8.0, 10, 1, 0.5),
