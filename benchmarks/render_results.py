@@ -1,13 +1,20 @@
-"""Rewrite the README's generated results block from ``benchmarks/results/``.
+"""Rewrite the generated blocks of the README and docs/ from ``benchmarks/results/``.
 
-    python benchmarks/render_results.py            # rewrite README.md in place
-    python benchmarks/render_results.py --check    # exit 1 when README.md is out of date
+    python benchmarks/render_results.py            # rewrite the blocks in place
+    python benchmarks/render_results.py --check    # exit 1 when a block is out of date
 
-The block between ``<!-- results:begin -->`` and ``<!-- results:end -->`` is replaced by the
-quality tables (``quality_*.md``, written by ``benchmarks/quality.py``), a table of every
-retriever experiment recorded by ``benchmarks/retriever_sweep.py`` (``retriever_sweep_*.jsonl``)
-and the decoding speed tables (``decode_*.md``, ``benchmarks/decode.py --results``),
-so the figures in the README are exactly the committed results.
+Each block sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in its file:
+
+* ``README.md``, ``headline``: one table of the headline benchmarks (``HEADLINE``), every system
+  their result files hold, with each benchmark's date and code version;
+* ``docs/results.md``, ``results``: every quality table (``quality_*.md``, written by
+  ``benchmarks/quality.py``), each followed by its reading notes (``reading_<table>.md``), and
+  the decoding speed tables (``decode_*.md``, ``benchmarks/decode.py --results``);
+* ``docs/experiments.md``, ``experiments``: every retriever experiment recorded by
+  ``experiments/retriever_sweep.py`` (``retriever_sweep_*.jsonl``), the log of what was tried
+  and the verdicts (``retriever_experiments.md``), and the tokenizer and beam-width tables.
+
+So every figure in those blocks is exactly a committed result.
 """
 
 from __future__ import annotations
@@ -18,25 +25,86 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-# The order tables appear in; other quality files follow alphabetically.
+# The order quality tables appear in; other quality files follow alphabetically.
 ORDER = ("quality_ml-100k-mm_cpu", "quality_amazon-beauty_cpu", "quality_amazon-beauty_gpu",
          "quality_ml-1m-mm_gpu")
+# The benchmarks of the README's headline table, as (result file stem, column label).
+HEADLINE = (("quality_amazon-beauty_cpu", "amazon-beauty"), ("quality_ml-100k-mm_cpu", "ml-100k-mm"))
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip() + "\n"
+
+
+def _with_overrides(md: str, overrides: list[str]) -> str:
+    """A table run with ``--set`` says so in its heading and command: without them two tables
+    of one dataset and budget read alike and the command would not reproduce the table."""
+    if not overrides or "--set" in md:
+        return md
+    heading, rest = md.split("\n", 1)
+    sets = " ".join(f"--set '{s}'" if any(c in s for c in "{}[] ") else f"--set {s}"
+                    for s in overrides)
+    heading += ", with " + ", ".join(f"`{s}`" for s in overrides)
+    head, cmd_rest = rest.split("`python benchmarks/quality.py ", 1)
+    cmd, tail = cmd_rest.split("`", 1)
+    return f"{heading}\n{head}`python benchmarks/quality.py {cmd} {sets}`{tail}"
 
 
 def quality_tables(results: Path) -> list[str]:
     files = sorted(results.glob("quality_*.md"))
     rank = {name: i for i, name in enumerate(ORDER)}
     files.sort(key=lambda p: (rank.get(p.stem, len(ORDER)), p.stem))
-    return [p.read_text().strip() + "\n" for p in files]
+    parts = []
+    for p in files:
+        data = p.with_suffix(".json")
+        overrides = (json.loads(data.read_text()).get("overrides") or []) if data.exists() else []
+        parts.append(_with_overrides(_read(p), overrides))
+        reading = results / f"reading_{p.stem}.md"
+        if reading.exists():
+            parts.append(_read(reading))
+    return parts
+
+
+def _cell(row: dict | None, key: str, ci: bool = False) -> str:
+    if row is None or row.get(key) is None:
+        return "–"
+    bounds = row.get(f"{key}_ci") if ci else None
+    return f"{row[key]:.4f}" + (f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else "")
+
+
+def headline_table(results: Path) -> str:
+    """Systems come from the result files themselves (best NDCG@10 of the first benchmark
+    first), so a system added to a benchmark appears here without touching this script."""
+    benches = [(label, json.loads((results / f"{stem}.json").read_text()))
+               for stem, label in HEADLINE if (results / f"{stem}.json").exists()]
+    systems: list[str] = []
+    for _, result in benches:
+        ranked = sorted(result["systems"], key=lambda r: -(r.get("ndcg@10") or 0.0))
+        systems += [r["system"] for r in ranked if r["system"] not in systems]
+    lines = [
+        "Test users of each benchmark (leave-one-out, full-catalogue ranking, history items not "
+        "excluded; 95 % bootstrap intervals); "
+        + "; ".join(f"{label} `{r['budget']}` budget measured {r['date']} (code "
+                    f"{r['code_version']}, {r['test_users']:,} users, {r['items']:,} items)"
+                    for label, r in benches) + ".",
+        "",
+        "| system | " + " | ".join(f"{label} R@10 | {label} N@10" for label, _ in benches) + " |",
+        "|---|" + "---:|" * (2 * len(benches)),
+    ]
+    for name in systems:
+        cells = [name]
+        for _, result in benches:
+            row = next((r for r in result["systems"] if r["system"] == name), None)
+            cells += [_cell(row, "recall@10", ci=True), _cell(row, "ndcg@10", ci=True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def sweep_table(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     dataset = path.stem.removeprefix("retriever_sweep_")
     lines = [
-        f"#### Retriever experiments, {dataset} (validation users; `{path.name}`)",
+        f"## Retriever experiments, {dataset} (validation users; `{path.name}`)",
         "",
         "| setting | overrides of the base run's retriever config | valid R@10 | valid N@10 | valid R@20 | "
         "distinct@10 | steps | train s | most-popular R@10 / N@10 |",
@@ -55,43 +123,63 @@ def sweep_table(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(results: Path) -> str:
+def results_block(results: Path) -> str:
     parts = quality_tables(results)
-    reading = results / "reading.md"
-    if reading.exists():
-        parts.append(reading.read_text().strip() + "\n")
-    parts += [sweep_table(p) for p in sorted(results.glob("retriever_sweep_*.jsonl"))]
-    notes = results / "retriever_experiments.md"
-    if notes.exists():
-        parts.append(notes.read_text().strip() + "\n")
-    parts += [p.read_text().strip() + "\n" for p in sorted(results.glob("tokenizer_*.md"))]
-    parts += [p.read_text().strip() + "\n" for p in sorted(results.glob("beam_width_*.md"))]
-    parts += [f"#### Constrained decoding speed, `{p.stem.removeprefix('decode_')}` "
-              f"(`benchmarks/decode.py`; `{p.name}`)\n\n" + p.read_text().strip() + "\n"
+    parts += [f"### Constrained decoding speed, `{p.stem.removeprefix('decode_')}` "
+              f"(`benchmarks/decode.py`; `{p.name}`)\n\n" + _read(p)
               for p in sorted(results.glob("decode_*.md"))]
     return "\n".join(parts)
+
+
+def experiments_block(results: Path) -> str:
+    parts = [sweep_table(p) for p in sorted(results.glob("retriever_sweep_*.jsonl"))]
+    notes = results / "retriever_experiments.md"
+    if notes.exists():
+        parts.append(_read(notes))
+    parts += [_read(p) for p in sorted(results.glob("tokenizer_*.md"))]
+    parts += [_read(p) for p in sorted(results.glob("beam_width_*.md"))]
+    return "\n".join(parts)
+
+
+# (file relative to the root, block name, what renders the block from the results folder)
+BLOCKS = (("README.md", "headline", headline_table),
+          ("docs/results.md", "results", results_block),
+          ("docs/experiments.md", "experiments", experiments_block))
+
+
+def rewrite(text: str, name: str, body: str) -> str:
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        raise ValueError(f"no {begin} ... {end} block")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}{end}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--check", action="store_true", help="only report whether it is current")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="project folder holding README.md, docs/ and benchmarks/results/")
+    parser.add_argument("--check", action="store_true", help="only report whether they are current")
     args = parser.parse_args(argv)
-    text = args.readme.read_text()
-    if BEGIN not in text or END not in text:
-        print(f"error: {args.readme} has no {BEGIN} ... {END} block", file=sys.stderr)
-        return 2
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n{render(args.results)}{END}{tail}"
-    if args.check:
+    results = args.root / "benchmarks" / "results"
+    stale = []
+    for rel, name, render in BLOCKS:
+        path = args.root / rel
+        text = path.read_text()
+        try:
+            new = rewrite(text, name, render(results))
+        except ValueError as err:
+            print(f"error: {path}: {err}", file=sys.stderr)
+            return 2
         if new != text:
-            print(f"{args.readme} is out of date: run python benchmarks/render_results.py")
-            return 1
-        return 0
-    args.readme.write_text(new)
+            stale.append(rel)
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        print(f"out of date: {', '.join(stale)}: run python benchmarks/render_results.py")
+        return 1
     return 0
 
 
