@@ -19,6 +19,6 @@ Main modules:
   candidates, with weights fitted on validation users;
 * :mod:`~generative_rec.stage2` — behaviour-aware fine-tuning of the tokenizer through soft
   indexing;
-* :mod:`generative_rec.bbqrec` — BBQRec, the SASRec-style baseline with a SID-similarity
+* :mod:`generative_rec.bbqrec` — BBQRec, a SASRec-style recommender with a SID-similarity
   attention bias.
 """
