@@ -28,7 +28,8 @@ import torch
 
 from generative_rec.data import epoch_order, length_bucketed
 from generative_rec.model import build_model
-from generative_rec.stage import make_retriever_data, retriever_config
+from generative_rec.stage import make_retriever_data
+from generative_rec.inference import retriever_config
 from generative_rec.train import make_optimizer, step_loss, training_scorer
 from recdata.errors import DataError
 from recdata.overrides import config_with_overrides

@@ -24,7 +24,8 @@ import torch
 
 from generative_rec.model import item_query
 from generative_rec.reference_decoding import exhaustive_scores
-from generative_rec.stage import load_retriever, make_retriever_data, retriever_config
+from generative_rec.stage import make_retriever_data
+from generative_rec.inference import load_retriever, retriever_config
 from generative_rec.train import decode_examples, retrieval_metrics
 from recdata.split import SequentialSplit
 from tokenizer.sid import SemanticIds

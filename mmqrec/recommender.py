@@ -126,7 +126,7 @@ class Recommender:
         retriever = None
         if layout(run_dir).retriever_model.exists():
             # Imported here: transformers makes this the slowest import of a cold start.
-            from generative_rec.stage import load_priors, load_retriever, retriever_config
+            from generative_rec.inference import load_priors, load_retriever, retriever_config
 
             model, vocab, trie = load_retriever(run_dir, device)
             rcfg = retriever_config(run_dir)
@@ -388,7 +388,7 @@ class Recommender:
                     users: list[int | None]) -> tuple[list[np.ndarray], list[np.ndarray | None], str]:
         n = self.candidates_n
         if self._retriever is not None:
-            from generative_rec.stage import recommend_for_histories
+            from generative_rec.inference import recommend_for_histories
 
             r = self._retriever
             with quiet_progress():  # one bar per request would flood a server's terminal

@@ -76,7 +76,7 @@ def test_needs_the_vectors_and_new_items_read_as_their_sid_until_given_theirs():
 
 
 def test_stage_trains_with_the_run_embeddings_and_serving_reloads_the_same_lists(tmp_path):
-    from generative_rec import stage
+    from generative_rec import inference, stage
     from recdata.split import SequentialSplit
 
     run = write_run(tmp_path)
@@ -88,9 +88,9 @@ def test_stage_trains_with_the_run_embeddings_and_serving_reloads_the_same_lists
     cfg = tiny_cfg(max_steps=15, eval_every=15, lr=5e-3, candidates_n=20, item_loss_weight=0.5,
                    content_embedding=True, priors={"fit": False})
     stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
-    model, vocab, trie = stage.load_retriever(run, device="cpu")
+    model, vocab, trie = inference.load_retriever(run, device="cpu")
     assert unwrap(model).encoder.embed_tokens.content_proj.weight.abs().sum() > 0
-    items, _ = stage.recommend_for_histories(
+    items, _ = inference.recommend_for_histories(
         model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
         user_ids=split.user_ids, top_k=20, num_beams=cfg.decode_beams,
         max_history=cfg.max_history, normalize=cfg.normalize,

@@ -176,7 +176,7 @@ def test_priors_config_bounds_the_content_settings():
 
 
 def test_stage_saves_the_vectors_and_the_api_reproduces_its_lists(tmp_path):
-    from generative_rec import stage
+    from generative_rec import inference, stage
     from recdata.split import SequentialSplit
 
     run = write_run(tmp_path)
@@ -191,20 +191,20 @@ def test_stage_saves_the_vectors_and_the_api_reproduces_its_lists(tmp_path):
                    priors={"transition_weights": [0.0], "content_weights": [1000.0],
                            "content_candidates": [3], "content_history": [1]})
     stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
-    priors = stage.load_priors(run)
+    priors = inference.load_priors(run)
     assert priors.content is not None and priors.transitions is None
     assert np.array_equal(priors.content.neighbours,
                           ContentVectors.from_run_dir(run).neighbours)
     test = pl.read_parquet(run / "retriever" / "candidates.parquet").filter(
         pl.col("split") == "test").sort("user_idx")
-    model, vocab, trie = stage.load_retriever(run, device="cpu")
+    model, vocab, trie = inference.load_retriever(run, device="cpu")
     common = dict(model=model, vocab=vocab, trie=trie,
                   histories=[s.tolist() for s in split.test_inputs], user_ids=split.user_ids,
                   top_k=20, num_beams=cfg.decode_beams, max_history=cfg.max_history,
                   normalize=cfg.normalize)
-    items, _ = stage.recommend_for_histories(**common, priors=priors)
+    items, _ = inference.recommend_for_histories(**common, priors=priors)
     assert items.tolist() == test["items"].to_list()
-    plain, _ = stage.recommend_for_histories(**common)
+    plain, _ = inference.recommend_for_histories(**common)
     assert plain.tolist() != items.tolist()
     # At this weight the content decides: the most recent item's nearest item comes first,
     # found by the search or added.

@@ -90,7 +90,7 @@ def test_fit_off_leaves_the_model_order():
 
 
 def test_stage_fits_saves_and_applies_the_priors(tmp_path):
-    from generative_rec import stage
+    from generative_rec import inference, stage
     from recdata.io import read_json
     from recdata.layout import layout
     from recdata.split import SequentialSplit
@@ -105,7 +105,7 @@ def test_stage_fits_saves_and_applies_the_priors(tmp_path):
     assert saved_valid["overall"]["ndcg@10"] == pytest.approx(fit["valid_ndcg@10"], abs=1e-6)
     # The saved final lists are the model's own lists re-ordered by the fitted priors.
     split = SequentialSplit.from_run_dir(run)
-    priors = stage.load_priors(run)
+    priors = inference.load_priors(run)
     model_only = pl.read_parquet(layout(run).candidates_model_only).filter(
         pl.col("split") == "test").sort("user_idx")
     final = pl.read_parquet(layout(run).candidates).filter(pl.col("split") == "test").sort("user_idx")

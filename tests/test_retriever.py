@@ -313,7 +313,7 @@ def write_run(tmp: Path, *, n_users: int = 40, n_items: int = 30) -> Path:
 
 
 def test_stage_writes_metrics_candidates_and_reloads(tmp_path):
-    from generative_rec import stage
+    from generative_rec import inference, stage
     from recdata.split import SequentialSplit
 
     run = write_run(tmp_path)
@@ -344,20 +344,20 @@ def test_stage_writes_metrics_candidates_and_reloads(tmp_path):
         assert scores == sorted(scores, reverse=True)
 
     # The inference API reproduces the stage's test lists from raw histories.
-    model, vocab, trie = stage.load_retriever(run, device="cpu")
-    items, _ = stage.recommend_for_histories(
+    model, vocab, trie = inference.load_retriever(run, device="cpu")
+    items, _ = inference.recommend_for_histories(
         model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
         user_ids=split.user_ids, top_k=25, num_beams=cfg.decode_beams,
-        max_history=cfg.max_history, normalize=cfg.normalize, priors=stage.load_priors(run),
+        max_history=cfg.max_history, normalize=cfg.normalize, priors=inference.load_priors(run),
     )
     assert items.tolist() == test["items"].to_list()
     with pytest.raises(DataError, match="outside"):
-        stage.recommend_for_histories(model=model, vocab=vocab, trie=trie, histories=[[999]],
+        inference.recommend_for_histories(model=model, vocab=vocab, trie=trie, histories=[[999]],
                                       user_ids=["x"], normalize=cfg.normalize)
 
 
 def test_load_retriever_rejects_changed_ids(tmp_path):
-    from generative_rec import stage
+    from generative_rec import inference, stage
     from recdata.split import SequentialSplit
     from tokenizer.sid import SemanticIds
 
@@ -367,7 +367,7 @@ def test_load_retriever_rejects_changed_ids(tmp_path):
     codes = random_unique_codes(split.n_items, [6, 6, 4], seed=1)
     SemanticIds(codes=codes, codebook_sizes=[6, 6, 4], item_ids=split.item_ids).save(run)
     with pytest.raises(DataError, match="re-run train-retriever"):
-        stage.load_retriever(run, device="cpu")
+        inference.load_retriever(run, device="cpu")
 
 
 def test_item_id_vectors_start_at_zero_train_and_grow_with_the_catalogue():

@@ -158,7 +158,7 @@ def test_carry_over_embeddings_keeps_rows_per_position():
 
 @pytest.mark.parametrize("name", ["mmq", "rqvae"])
 def test_stage2_end_to_end_then_switch_off(runs, tmp_path, name):
-    from generative_rec import stage
+    from generative_rec import inference, stage
     from generative_rec.stage import sid_fingerprint
     from generative_rec.trie import SidTrie
     from tokenizer.sid import SemanticIds, final_ids_dir
@@ -194,7 +194,7 @@ def test_stage2_end_to_end_then_switch_off(runs, tmp_path, name):
     log = [json.loads(x) for x in (run / "retriever" / "train_log.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in log][0] == "train"
     assert {"stage2_joint", "stage2_continue"} <= {r["phase"] for r in log}
-    stage.load_retriever(run, device="cpu")  # the final IDs match the saved retriever
+    inference.load_retriever(run, device="cpu")  # the final IDs match the saved retriever
 
     # stage2/ is trusted only with its marker, and only for the tokenizer/ table it started
     # from: a run that died mid-write, or a table re-written by `tokenize` since, falls back.
@@ -215,13 +215,13 @@ def test_stage2_end_to_end_then_switch_off(runs, tmp_path, name):
     assert sid_fingerprint(restored.codes, restored.codebook_sizes) == h1
     assert not s2.exists()
     assert {p.name: p.read_bytes() for p in sorted(tok.iterdir())} == tokenize_files
-    stage.load_retriever(run, device="cpu")
+    inference.load_retriever(run, device="cpu")
 
 
 def _shaken_stage2(runs, tmp_path, **stage2):
     """Stage 2 with a tokenizer shaken hard (large learning rates) on a copy of the mmq run →
     (run dir, fingerprint of its stage-1 table, stage summary)."""
-    from generative_rec import stage
+    from generative_rec import inference, stage
     from generative_rec.stage import sid_fingerprint
     from tokenizer.sid import SemanticIds
 
@@ -246,7 +246,7 @@ def _stage1_table_kept(run, h1):
 def test_stage2_that_does_not_beat_stage1_is_not_adopted(runs, tmp_path):
     """A tokenizer shaken hard and no continued training serves validation users worse: the run
     keeps the stage-1 IDs and the stage-1 retriever."""
-    from generative_rec import stage
+    from generative_rec import inference, stage
 
     run, h1, summary = _shaken_stage2(runs, tmp_path, continue_steps=0, max_collision_increase=1.0)
     scores = summary["stage2"]["valid_ndcg@10"]
@@ -255,7 +255,7 @@ def test_stage2_that_does_not_beat_stage1_is_not_adopted(runs, tmp_path):
     assert _stage1_table_kept(run, h1)  # ...but the run's table is the stage-1 one
     marker = json.loads((run / "stage2" / "stage2.json").read_text())
     assert marker["adopted"] is False
-    stage.load_retriever(run, device="cpu")  # the saved retriever reads the stage-1 IDs
+    inference.load_retriever(run, device="cpu")  # the saved retriever reads the stage-1 IDs
     # The kept retriever's own validation lists (before the priors) are stage 1's.
     fit = json.loads((run / "retriever" / "priors.json").read_text())
     assert fit["valid_ndcg@10_model"] == pytest.approx(scores["stage1"], abs=1e-6)

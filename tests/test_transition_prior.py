@@ -167,7 +167,7 @@ def test_hand_set_weights_of_earlier_versions_are_dropped_with_a_warning(caplog)
 
 
 def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
-    from generative_rec import stage
+    from generative_rec import inference, stage
     from recdata.split import SequentialSplit
 
     run = write_run(tmp_path)
@@ -177,21 +177,21 @@ def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
                            "content_weights": [0.0]})
     stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
     split = SequentialSplit.from_run_dir(run)
-    priors = stage.load_priors(run)
+    priors = inference.load_priors(run)
     assert (priors.transition_weight, priors.transition_candidates) == (3.0, 3)
     counts = priors.transitions
     truth = TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)
     assert np.array_equal(counts.keys, truth.keys) and np.array_equal(counts.counts, truth.counts)
     test = pl.read_parquet(run / "retriever" / "candidates.parquet").filter(
         pl.col("split") == "test").sort("user_idx")
-    model, vocab, trie = stage.load_retriever(run, device="cpu")
-    items, _ = stage.recommend_for_histories(
+    model, vocab, trie = inference.load_retriever(run, device="cpu")
+    items, _ = inference.recommend_for_histories(
         model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
         user_ids=split.user_ids, top_k=25, num_beams=cfg.decode_beams,
         max_history=cfg.max_history, normalize=cfg.normalize, priors=priors)
     assert items.tolist() == test["items"].to_list()
     # The counts re-ordered the saved lists: without them the API gives other lists.
-    plain, _ = stage.recommend_for_histories(
+    plain, _ = inference.recommend_for_histories(
         model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
         user_ids=split.user_ids, top_k=25, num_beams=cfg.decode_beams,
         max_history=cfg.max_history, normalize=cfg.normalize)

@@ -1,0 +1,121 @@
+"""A trained retriever at inference time: load it from a run directory with its fitted priors,
+and recommend for any histories. Serving (:mod:`mmqrec`), the evaluate stage and the benchmarks
+read trained runs through this module, never through the training stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generative_rec.config import RetrieverConfig
+from generative_rec.content import ContentVectors
+from generative_rec.data import Collator, histories_to_examples
+from generative_rec.model import build_model, item_token_offset, load_model_state
+from generative_rec.priors import CandidatePriors
+from generative_rec.retriever_data import sid_fingerprint
+from generative_rec.train import decode_examples
+from generative_rec.transitions import TransitionCounts
+from generative_rec.trie import SidTrie
+from generative_rec.vocab import SidVocab
+from recdata.errors import DataError
+from recdata.io import load_tensors, read_json
+from recdata.layout import layout
+from recdata.runtime import resolve_device
+
+CONTENT_KEY = "encoder.embed_tokens.content"
+"""Where a ``content_embedding`` model's saved weights keep the items' content vectors."""
+
+
+def retriever_config(run_dir: Path) -> RetrieverConfig:
+    """The config a trained retriever was built with."""
+    meta = read_json(layout(run_dir).retriever_config)
+    return RetrieverConfig.from_dict(meta["retriever"])
+
+
+def load_priors(run_dir: Path) -> CandidatePriors:
+    """The priors a trained retriever re-orders its candidates by: the weights the stage fitted
+    on validation users and the transition counts and content vectors they read (none for a
+    run trained before the priors were fitted: its lists keep the model's order)."""
+    path = layout(run_dir).retriever_priors
+    if not path.exists():
+        return CandidatePriors()
+    weights = read_json(path).get("weights", {})
+    transitions = (TransitionCounts.load(layout(run_dir).retriever_transitions)
+                   if weights.get("transition_weight", 0) > 0 else None)
+    content = (ContentVectors.load(layout(run_dir).retriever_content)
+               if weights.get("content_weight", 0) > 0 else None)
+    return CandidatePriors.from_weights(weights, transitions=transitions, content=content)
+
+
+def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, SidVocab, SidTrie]:
+    """The trained retriever (eval mode), its vocabulary and the trie of the run's current IDs.
+
+    Raises DataError when ``tokenizer/semantic_ids.parquet`` no longer matches the IDs the
+    retriever was trained on (re-run ``train-retriever`` after ``tokenize``).
+    """
+    from tokenizer.sid import SemanticIds
+
+    run_dir = Path(run_dir)
+    device = resolve_device(device)
+    meta = read_json(layout(run_dir).retriever_config)
+    cfg = RetrieverConfig.from_dict(meta["retriever"])
+    vocab = SidVocab.from_dict(meta["vocab"])
+    sids = SemanticIds.from_run_dir(run_dir)
+    codes = np.asarray(sids.codes, dtype=np.int64)
+    if sid_fingerprint(codes, list(sids.codebook_sizes)) != meta["sid_hash"]:
+        raise DataError(
+            "the semantic IDs changed since the retriever was trained; re-run train-retriever",
+            path=layout(run_dir).semantic_ids,
+        )
+    tensors = load_tensors(layout(run_dir).retriever_model)
+    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=vocab.encode_sids(codes),
+                        content=tensors.get(CONTENT_KEY))
+    load_model_state(model, tensors)
+    model.to(device).eval()
+    return model, vocab, SidTrie.from_codes(codes, device=device)
+
+
+def recommend_for_histories(
+    *,
+    model: torch.nn.Module,
+    vocab: SidVocab,
+    trie: SidTrie,
+    histories: list[list[int]],
+    user_ids: list[str],
+    top_k: int = 10,
+    num_beams: int | None = None,
+    max_history: int = 20,
+    normalize: str,
+    item_score_weight: float = 0.0,
+    priors: CandidatePriors | None = None,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``top_k`` items (``[B, top_k]`` item_idx, -1 = none) and sequence log-probabilities for
+    arbitrary chronological histories of item indices; ``user_ids`` pick the hashed user tokens
+    (an unseen id simply hashes to some bucket). ``normalize`` is the trained model's scoring
+    rule (``RetrieverConfig.normalize``), never guessed; ``item_score_weight`` its
+    ``RetrieverConfig.rerank_weight``; ``priors`` (:func:`load_priors`) its transition and
+    content priors."""
+    if len(histories) != len(user_ids):
+        raise DataError(f"{len(histories)} histories but {len(user_ids)} user ids")
+    n_items = trie.n_items
+    for row, hist in enumerate(histories):
+        if any((i < 0 or i >= n_items) for i in hist):
+            raise DataError(f"history {row} holds an item index outside 0..{n_items - 1}")
+    device = str(next(model.parameters()).device)
+    codes = trie.codes.cpu().numpy()
+    collator = Collator(item_tokens=vocab.encode_sids(codes),
+                        user_tokens=vocab.user_tokens(user_ids),
+                        pad_id=vocab.pad_id, eos_id=vocab.eos_id,
+                        item_offset=item_token_offset(model))
+    examples = histories_to_examples(histories, max_history)
+    beams = max(num_beams or 20, top_k)
+    items, scores = decode_examples(
+        model=model, examples=examples, collator=collator, trie=trie, vocab=vocab,
+        num_beams=beams, top_k=top_k, batch_size=batch_size, device=device, normalize=normalize,
+        item_score_weight=item_score_weight, priors=priors,
+    )
+    return items, scores
