@@ -19,11 +19,15 @@ list decoded for each user's test input) and the message says so.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -108,6 +112,17 @@ class Recommender:
         self._ranker = ranker
         self.candidates_n = candidates_n
         self._lock = ReadWriteLock()
+        # The constrained search patches the decoder's cross-attention for the length of a call,
+        # so calls that run at once each need their own copy of the retriever. Copies are made
+        # on demand from one that never runs (a running one carries the patch).
+        self._copy_lock = threading.Lock()
+        self._idle_models: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._models: list[Any] = []
+        self._pristine = None
+        if retriever is not None:
+            self._pristine = copy.deepcopy(retriever.model)
+            self._models.append(retriever.model)
+            self._idle_models.put(retriever.model)
         self._load_tables()
 
     # ------------------------------------------------------------------ loading
@@ -204,7 +219,9 @@ class Recommender:
 
             r = self._retriever
             r.trie = SidTrie.from_codes(self.codes, device=self.device)
-            set_item_tokens(r.model, r.vocab.encode_sids(self.codes))
+            tokens = r.vocab.encode_sids(self.codes)
+            for model in [self._pristine, *self._models]:  # none is running: the write lock
+                set_item_tokens(model, tokens)
         if self._ranker is not None:
             self._ranker_items = self._extend_ranker_items()
 
@@ -384,6 +401,20 @@ class Recommender:
                 seconds={"candidates": (t1 - t0) / len(active), "rank": (t2 - t1) / len(active)})
         return out  # type: ignore[return-value]
 
+    @contextlib.contextmanager
+    def _retriever_model(self) -> Iterator[Any]:
+        """A copy of the retriever no other call is running, for the length of one call."""
+        try:
+            model = self._idle_models.get_nowait()
+        except queue.Empty:
+            with self._copy_lock:
+                model = copy.deepcopy(self._pristine)
+                self._models.append(model)
+        try:
+            yield model
+        finally:
+            self._idle_models.put(model)
+
     def _candidates(self, histories: list[np.ndarray], keys: list[str],
                     users: list[int | None]) -> tuple[list[np.ndarray], list[np.ndarray | None], str]:
         n = self.candidates_n
@@ -391,9 +422,10 @@ class Recommender:
             from generative_rec.inference import recommend_for_histories
 
             r = self._retriever
-            with quiet_progress():  # one bar per request would flood a server's terminal
+            # quiet: one bar per request would flood a server's terminal
+            with self._retriever_model() as model, quiet_progress():
                 items, scores = recommend_for_histories(
-                    model=r.model, vocab=r.vocab, trie=r.trie,
+                    model=model, vocab=r.vocab, trie=r.trie,
                     histories=[h.tolist() for h in histories], user_ids=keys, top_k=n,
                     num_beams=max(r.cfg.num_beams, n), max_history=r.cfg.max_history,
                     batch_size=r.cfg.eval_batch_size, normalize=r.cfg.normalize,

@@ -58,6 +58,23 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           env={**os.environ, **(env or {})})
 
 
+def test_calls_from_many_threads_give_the_lists_of_calls_one_at_a_time(trained: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rec = Recommender.load(trained, device="cpu")
+    users = rec.user_ids
+    # Batches of different sizes: concurrent searches must not see each other's inputs.
+    batches = [users[i: i + size] for i, size in zip(range(0, 40, 5), (1, 5, 2, 4, 3, 5, 1, 2))]
+
+    def lists(batch: list[str]) -> list[list[str]]:
+        return [[it["item_id"] for it in r.items] for r in rec.recommend(batch, k=5)]
+
+    want = [lists(b) for b in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lists, batches * 3))
+    assert got == want * 3
+
+
 def test_lists_say_the_retriever_reads_only_the_recent_history(trained: Path) -> None:
     rec = Recommender.load(trained, device="cpu")
     max_history = 5  # the fixture config's retriever.max_history
