@@ -27,23 +27,39 @@ def _label(server: str) -> str:
             else "micro-batching (default)")
 
 
+def _settings(r: dict) -> str:
+    threads = f"{r['threads']} torch thread{'' if r['threads'] == 1 else 's'}"
+    if "workers" not in r:  # a file from before the busy-machine rounds: one model worker
+        return f"{threads} per call, one model worker, torch's default wait policy"
+    return (f"{threads} per model worker, {r['workers']} workers, "
+            f"`OMP_WAIT_POLICY={r['OMP_WAIT_POLICY']}`")
+
+
 def serving_table(path: Path) -> str:
     """One serve result file as a paragraph and an idle / busy table."""
     r = json.loads(path.read_text())
-    idle, busy, ratio = r["idle"], r.get("busy"), r.get("busy_slowdown", {})
+    # Files written before the busy-machine rounds hold the idle figures at the top level.
+    idle = r.get("idle") or {**{k: v for k, v in r.items() if k.startswith("python_")},
+                             "http": r["http"]}
+    busy, ratio = r.get("busy"), r.get("busy_slowdown", {})
+    when = (f"code {r['code_version']}, {r['date']}; " if "code_version" in r else "")
+    machine = r.get("machine", "2 CPU cores")
+    neighbour = (f" *Busy*: beside {r['busy_neighbour']}, started and stopped by the benchmark."
+                 if busy else " Idle machine only: measured before the busy-machine rounds.")
     lines = [
         f"`python benchmarks/serve.py {r['run_dir']} --json benchmarks/results/{path.name}` "
-        f"(code {r.get('code_version', '?')}, {r.get('date', '?')}; {r['users']} users, "
-        f"k = {r['k']}, {r['machine']}; {r['threads']} torch thread per model worker, "
-        f"{r['workers']} workers, `OMP_WAIT_POLICY={r['OMP_WAIT_POLICY']}`): loading takes "
-        f"{r['load_s']:g} s. *Busy*: beside {r['busy_neighbour']}, started and stopped by the "
-        "benchmark. HTTP cells: requests/s (p50 / p95 latency).",
+        f"({when}{r['users']} users, k = {r['k']}, {machine}; {_settings(r)}): loading takes "
+        f"{r['load_s']:g} s.{neighbour} HTTP cells: requests/s (p50 / p95 latency).",
         "",
         "| measurement | idle | busy | busy / idle |",
         "|---|---:|---:|---:|",
     ]
     for key, label in (("python_one_by_one_users_per_s", "Python API, one user per call"),
-                       ("python_batched64_users_per_s", "Python API, calls of 64 users")):
+                       ("python_batched64_users_per_s", "Python API, calls of 64 users"),
+                       ("python_batched64_all_cores_users_per_s",
+                        "Python API, calls of 64 users, one torch thread per core")):
+        if key not in idle:
+            continue
         cells = [f"{idle[key]:,.1f} users/s", f"{busy[key]:,.1f} users/s" if busy else "–",
                  f"{ratio[key]:.2f}×" if key in ratio else "–"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")

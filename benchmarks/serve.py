@@ -37,6 +37,8 @@ from recdata.threads import set_env_defaults, usable_cores
 # --torch-defaults child process measures without them.
 if "--torch-defaults" not in sys.argv:
     set_env_defaults()
+# What OpenMP reads when torch loads just below (importing mmqrec later sets it too late).
+WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY", "unset (torch default)")
 
 import torch  # noqa: E402
 
@@ -95,14 +97,26 @@ def _python_rates(rec: Recommender, users: list[str], k: int) -> dict:
     for lo in range(0, len(users), 64):
         rec.recommend(users[lo: lo + 64], k=k)
     batched = time.perf_counter() - t0
-    return {"python_one_by_one_users_per_s": round(len(users) / one_by_one, 1),
-            "python_batched64_users_per_s": round(len(users) / batched, 1)}
+    out = {"python_one_by_one_users_per_s": round(len(users) / one_by_one, 1),
+           "python_batched64_users_per_s": round(len(users) / batched, 1)}
+    # A Python caller that leaves torch's thread count alone runs one call on every core.
+    threads, cores = torch.get_num_threads(), usable_cores()
+    if cores != threads:
+        torch.set_num_threads(cores)
+        t0 = time.perf_counter()
+        for lo in range(0, len(users), 64):
+            rec.recommend(users[lo: lo + 64], k=k)
+        out["python_batched64_all_cores_users_per_s"] = round(len(users) / (time.perf_counter() - t0), 1)
+        torch.set_num_threads(threads)
+    return out
 
 
 def _measure(rec: Recommender, users: list[str], args: argparse.Namespace, condition: str) -> dict:
     out = {"condition": condition, **_python_rates(rec, users, args.k), "http": []}
     print(f"[{condition}] Python API: one user per call {out['python_one_by_one_users_per_s']} "
-          f"users/s, batches of 64 {out['python_batched64_users_per_s']} users/s")
+          f"users/s, batches of 64 {out['python_batched64_users_per_s']} users/s"
+          + (f" ({out['python_batched64_all_cores_users_per_s']} on {usable_cores()} threads)"
+             if "python_batched64_all_cores_users_per_s" in out else ""))
     if args.python_only:
         return out
     for max_batch, label in ((1, "no batching (max_batch=1)"), (64, "micro-batching (max_batch=64)")):
@@ -121,8 +135,8 @@ def _measure(rec: Recommender, users: list[str], args: argparse.Namespace, condi
 
 def _ratios(idle: dict, busy: dict) -> dict:
     """How many times slower each measurement ran beside the busy process."""
-    out = {key: round(idle[key] / busy[key], 2) for key in
-           ("python_one_by_one_users_per_s", "python_batched64_users_per_s")}
+    out = {key: round(idle[key] / busy[key], 2) for key in idle
+           if key.startswith("python_") and key in busy}
     for a, b in zip(idle["http"], busy["http"]):
         out[f"http {a['server']} c={a['concurrency']}"] = round(a["requests_per_s"] / b["requests_per_s"], 2)
     return out
@@ -179,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     users = rec.user_ids[: args.users]
     rec.recommend(users[:4], k=args.k)  # warm-up
     settings = {"threads": torch.get_num_threads(), "workers": args.workers,
-                "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset (torch default)")}
+                "OMP_WAIT_POLICY": WAIT_POLICY}
     print(f"load {load_s:.2f} s; {settings}; {usable_cores()} usable cores")
     result = {"run_dir": str(args.run_dir), "device": args.device, **settings,
               "code_version": code_version(), "date": datetime.date.today().isoformat(),
