@@ -24,6 +24,8 @@ import json
 import sys
 from pathlib import Path
 
+from render_serving import serving_block  # the README's serving figures (serve_*.json)
+
 ROOT = Path(__file__).resolve().parents[1]
 # The order quality tables appear in; other quality files follow alphabetically.
 ORDER = ("quality_ml-100k-mm_cpu", "quality_amazon-beauty_cpu", "quality_amazon-beauty_gpu",
@@ -143,6 +145,7 @@ def experiments_block(results: Path) -> str:
 
 # (file relative to the root, block name, what renders the block from the results folder)
 BLOCKS = (("README.md", "headline", headline_table),
+          ("README.md", "serving", serving_block),
           ("docs/results.md", "results", results_block),
           ("docs/experiments.md", "experiments", experiments_block))
 
