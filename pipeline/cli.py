@@ -179,9 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_threads_arg(p: argparse.ArgumentParser, default: str) -> None:
         p.add_argument("--threads", type=int, metavar="N",
-                       help=f"torch CPU threads (default: {default}, or $OMP_NUM_THREADS when set)")
+                       help=f"torch CPU threads (default: $OMP_NUM_THREADS when set, else {default})")
 
-    train_threads = "the cores not busy with other processes when the command starts"
+    train_threads = ("the cores not busy with other processes when the command starts; the count "
+                     "moves results in their last bits, so fix it for bit-identical reruns")
     serve_threads = "1 per model worker: parallelism comes from serving requests side by side"
 
     def add_config_args(p: argparse.ArgumentParser) -> None:

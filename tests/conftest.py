@@ -13,6 +13,10 @@ SHARED_DATA = Path(os.environ.get("MMQREC_DATA", REPO_ROOT.parent / "shared" / "
 os.environ.setdefault("MMQREC_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Commands the tests start choose their thread count from the cores free at that moment; a fixed
+# count keeps runs that are compared bit for bit (a resumed run against a straight one) equal
+# whatever else the machine is doing.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Tests use tiny tensors, for which one thread is much faster than several on a busy 2-core box.
 import torch  # noqa: E402
