@@ -114,7 +114,11 @@ class Recommender:
         self._lock = ReadWriteLock()
         # The constrained search patches the decoder's cross-attention for the length of a call,
         # so calls that run at once each need their own copy of the retriever. Copies are made
-        # on demand from one that never runs (a running one carries the patch).
+        # on demand from one that never runs (a running one carries the patch), at most one per
+        # usable core: more calls at once would only share the cores, so they wait their turn.
+        from recdata.threads import usable_cores
+
+        self._max_models = usable_cores()
         self._copy_lock = threading.Lock()
         self._idle_models: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._models: list[Any] = []
@@ -408,8 +412,12 @@ class Recommender:
             model = self._idle_models.get_nowait()
         except queue.Empty:
             with self._copy_lock:
-                model = copy.deepcopy(self._pristine)
-                self._models.append(model)
+                model = None
+                if len(self._models) < self._max_models:
+                    model = copy.deepcopy(self._pristine)
+                    self._models.append(model)
+            if model is None:
+                model = self._idle_models.get()
         try:
             yield model
         finally:
