@@ -7,8 +7,8 @@ Runs ``benchmarks/train_step.py RUN --paths eager`` in a fresh process per setti
 its wait policy once per process), first idle, then beside one CPU-burning process this script
 starts and stops itself (``busy.py`` beside this script):
 
-* ``mmqrec``: ``OMP_WAIT_POLICY=PASSIVE`` and as many threads as :func:`recdata.threads.free_cores`
-  finds free when the step starts, as ``mmqrec run`` and the stage commands do;
+* ``mmqrec``: as many threads as :func:`recdata.threads.free_cores` finds free when the step
+  starts, as ``mmqrec run`` and the stage commands do (OpenMP's own wait policy);
 * ``torch defaults``: one thread per core, OpenMP's default (spinning) wait policy.
 """
 
@@ -44,7 +44,6 @@ def _settings(name: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in (*ENV_DEFAULTS, "OMP_NUM_THREADS")}
     if name == "mmqrec":
-        env.update(ENV_DEFAULTS)
         env["OMP_NUM_THREADS"] = str(free_cores())  # measured now: idle, or beside the neighbour
     return env
 

@@ -6,9 +6,11 @@ at every barrier for a member the scheduler has put aside, and small tensor oper
 serving is made of, slow down 20 to 50 times. Two rules keep the slowdown to the share of the
 cores actually lost:
 
-* OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``). libgomp reads the
-  variable once, when torch is first imported, so :func:`set_env_defaults` runs at the top of
-  the command line and of ``import mmqrec``; an explicit setting in the environment wins.
+* When serving, OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``). libgomp
+  reads the variable once, when torch is first imported, so :func:`set_env_defaults` runs
+  before that in the serving commands and in ``import mmqrec``; an explicit setting in the
+  environment wins. Training keeps the spinning waits, faster on an idle machine, and takes
+  one thread on a busy one, where the policy does not matter.
 * Serving uses one intra-op thread per model worker and takes its parallelism across requests;
   training uses as many threads as there are cores not already busy when it starts
   (:func:`free_cores`). ``--threads`` (or ``OMP_NUM_THREADS``) overrides either.
