@@ -70,6 +70,8 @@ def serving_table(path: Path) -> str:
                  f"{ratio[key]:.2f}×" if key in ratio else "–"]
         lines.append(f"| HTTP, {_label(row['server'])}, {row['concurrency']} concurrent | "
                      + " | ".join(cells) + " |")
+    if r.get("note"):
+        lines += ["", f"Note: {r['note']}"]
     defaults = r.get("torch_defaults")
     if defaults and defaults.get("busy"):
         d_idle, d_busy, d_ratio = defaults["idle"], defaults["busy"], defaults["busy_slowdown"]
