@@ -1,21 +1,15 @@
 """The README's serving figures, from ``benchmarks/results/serve_*.json`` (``benchmarks/serve.py``).
 
-    python benchmarks/render_serving.py            # rewrite the README's serving block
-    python benchmarks/render_serving.py --check    # exit 1 when it is out of date
-
 The block sits between ``<!-- serving:begin -->`` and ``<!-- serving:end -->``;
-``benchmarks/render_results.py`` renders it with the other generated blocks.
+``python benchmarks/render_results.py`` writes it with the other generated blocks (and
+``--check`` checks it).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- serving:begin -->", "<!-- serving:end -->"
 
 
 def _rate(row: dict) -> str:
@@ -90,38 +84,3 @@ def serving_table(path: Path) -> str:
 
 def serving_block(results: Path) -> str:
     return "\n".join(serving_table(p) for p in sorted(results.glob("serve_*.json")))
-
-
-def rewrite(text: str, body: str) -> str:
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{body}{END}{tail}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=ROOT,
-                        help="project folder holding README.md and benchmarks/results/")
-    parser.add_argument("--check", action="store_true", help="only report whether it is current")
-    args = parser.parse_args(argv)
-    readme = args.root / "README.md"
-    text = readme.read_text()
-    try:
-        new = rewrite(text, serving_block(args.root / "benchmarks" / "results"))
-    except ValueError as err:
-        print(f"error: {readme}: {err}", file=sys.stderr)
-        return 2
-    if args.check:
-        if new != text:
-            print(f"out of date: README.md: run python benchmarks/render_serving.py")
-            return 1
-        return 0
-    readme.write_text(new)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
