@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                for i in range(n)]
     torch.manual_seed(0)
     initial = build_model(cfg=cfg, vocab_size=data.vocab.vocab_size,
-                          item_tokens=data.collator.item_tokens,
-                          content=None if data.content is None else data.content.vectors)
+                          item_tokens=data.collator.item_tokens)
     offsets = torch.tensor(data.vocab.offsets)
     trie = data.trie
     print(f"{args.run_dir}: batch {cfg.batch_size}, d_model {cfg.d_model}, "

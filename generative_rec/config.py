@@ -157,9 +157,11 @@ LEGACY_PRIOR_KEYS = ("transition_prior_weight", "transition_candidates", "conten
                      "content_candidates", "content_history", "content_decay")
 """Flat keys of earlier versions that set the priors' weights by hand; they are now fitted on
 validation users (:class:`PriorsConfig`), so the keys are dropped with one warning."""
-REMOVED_KEYS = ("transition_embedding", "transition_dropout", "transition_score_weight")
-"""Keys of a learned item-to-item term that experiments rejected and the code no longer has;
-a config that leaves them off loads with one warning, one that turns the term on is refused."""
+REMOVED_KEYS = ("transition_embedding", "transition_dropout", "transition_score_weight",
+                "content_embedding")
+"""Keys of options that experiments rejected and the code no longer has (a learned item-to-item
+term, retriever experiments 48-50; the items' content vectors in the embeddings, experiment 58):
+a config that leaves them off loads with one warning, one that turns one on is refused."""
 
 
 @dataclass
@@ -193,12 +195,6 @@ class RetrieverConfig:
     """With ``history_encoding="item"``, add a learned per-item vector (zero at start) to each
     history item's SID embedding, as an ItemID model has. The decoder still generates SIDs; an
     item added after training reads as its SID alone."""
-    content_embedding: bool = False
-    """With ``history_encoding="item"``, add a learned linear projection (zero at start) of each
-    item's frozen content vector (the encoders' cached embeddings, every modality, as the
-    content prior reads them) to its SID embedding: history items and the item head's keys
-    then carry what the item is, not only the codes learned for it, so rare items are as
-    describable as popular ones. The vectors are saved with the weights."""
     recency_embedding: bool = False
     """With ``history_encoding="item"``, add a learned vector per distance from the end of the
     history (0 = the most recent item; zero at start) to each history item's embedding, so
@@ -345,10 +341,9 @@ class RetrieverConfig:
                                             and self.output_softmax in ("position", "children")),
              "item_loss_weight needs history_encoding 'item' and output_softmax 'position' or "
              "'children'"),
-            (not (self.item_id_embedding or self.recency_embedding or self.content_embedding)
+            (not (self.item_id_embedding or self.recency_embedding)
              or self.history_encoding == "item",
-             "item_id_embedding, recency_embedding and content_embedding need "
-             "history_encoding 'item'"),
+             "item_id_embedding and recency_embedding need history_encoding 'item'"),
             (self.head_distill_weight >= 0 and self.head_distill_levels >= 1,
              "head_distill_weight must be >= 0 and head_distill_levels >= 1"),
             (self.head_distill_weight == 0 or self.item_loss_weight > 0,
@@ -401,8 +396,6 @@ class RetrieverConfig:
             # Added later: runs trained without it keep resuming their checkpoints.
             fields.pop("head_distill_weight")
             fields.pop("head_distill_levels")
-        if not self.content_embedding:
-            fields.pop("content_embedding")
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -415,10 +408,13 @@ class RetrieverConfig:
         if data.get("transition_embedding"):
             raise DataError("retriever config: transition_embedding (a learned item-to-item "
                             "term) was removed; the transition prior is fitted instead")
+        if data.get("content_embedding"):
+            raise DataError("retriever config: content_embedding was removed (no gain on "
+                            "validation users); the content prior is fitted instead")
         if gone:
             logging.getLogger(__name__).warning(
-                "retriever config: %s no longer exist (the learned transition term was "
-                "removed); ignored", ", ".join(gone))
+                "retriever config: %s no longer exist (options experiments rejected: the learned "
+                "transition term was removed); ignored", ", ".join(gone))
             data = {k: v for k, v in data.items() if k not in REMOVED_KEYS}
         old = [key for key in data if key in LEGACY_PRIOR_KEYS]
         if not old:

@@ -25,10 +25,6 @@ from recdata.io import load_tensors, read_json
 from recdata.layout import layout
 from recdata.runtime import resolve_device
 
-CONTENT_KEY = "encoder.embed_tokens.content"
-"""Where a ``content_embedding`` model's saved weights keep the items' content vectors."""
-
-
 def retriever_config(run_dir: Path) -> RetrieverConfig:
     """The config a trained retriever was built with."""
     meta = read_json(layout(run_dir).retriever_config)
@@ -70,10 +66,8 @@ def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module,
             "the semantic IDs changed since the retriever was trained; re-run train-retriever",
             path=layout(run_dir).semantic_ids,
         )
-    tensors = load_tensors(layout(run_dir).retriever_model)
-    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=vocab.encode_sids(codes),
-                        content=tensors.get(CONTENT_KEY))
-    load_model_state(model, tensors)
+    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=vocab.encode_sids(codes))
+    load_model_state(model, load_tensors(layout(run_dir).retriever_model))
     model.to(device).eval()
     return model, vocab, SidTrie.from_codes(codes, device=device)
 

@@ -74,22 +74,11 @@ class ItemSidEmbedding(nn.Module):
     """
 
     def __init__(self, shared: nn.Embedding, item_tokens: torch.Tensor, *,
-                 item_id_embedding: bool = False, recency_slots: int = 0,
-                 content: torch.Tensor | None = None) -> None:
+                 item_id_embedding: bool = False, recency_slots: int = 0) -> None:
         super().__init__()
         self.weight = shared.weight
         self.vocab_size = int(shared.weight.shape[0])
         self.register_buffer("item_tokens", item_tokens.long(), persistent=False)
-        # ``content_embedding``: each item's frozen content vector (saved with the weights, so
-        # a served model needs no embeddings beside it) and a projection that starts at zero,
-        # so training begins from the pure SID embedding.
-        if content is not None:
-            self.register_buffer("content", torch.as_tensor(content, dtype=torch.float32))
-            self.content_proj = nn.Linear(self.content.shape[1], self.weight.shape[1], bias=False)
-            nn.init.zeros_(self.content_proj.weight)
-        else:
-            self.content = None
-            self.content_proj = None
         # Zero at start: training begins from the pure SID embedding and learns per-item
         # corrections; items added later keep a zero row and read as their SID.
         self.item_id = (nn.Embedding(len(item_tokens), self.weight.shape[1], _weight=torch.zeros(
@@ -110,15 +99,6 @@ class ItemSidEmbedding(nn.Module):
             new = torch.zeros(n_items, old.shape[1], dtype=old.dtype, device=old.device)
             new[: len(old)] = old
             setattr(self, name, nn.Embedding(n_items, old.shape[1], _weight=new))
-        if self.content is not None and n_items > len(self.content):
-            grown = torch.zeros(n_items, self.content.shape[1], device=self.content.device)
-            grown[: len(self.content)] = self.content
-            self.content = grown
-
-    def set_content(self, items: torch.Tensor, vectors: torch.Tensor) -> None:
-        """Give items (added after training) their content vectors."""
-        if self.content is not None:
-            self.content[items] = vectors.to(self.content)
 
     def head_table(self) -> torch.Tensor:
         """Every catalogue item's key for the item head ``[N, d]``: its history embedding."""
@@ -148,8 +128,6 @@ class ItemSidEmbedding(nn.Module):
         pooled = torch.sparse.mm(self._pool, self.weight)
         if self.item_id is not None:
             pooled = pooled + self.item_id.weight[: len(self.item_tokens)]
-        if self.content_proj is not None:
-            pooled = pooled + self.content_proj(self.content[: len(self.item_tokens)])
         return pooled
 
     def recency_term(self, ids: torch.Tensor) -> torch.Tensor | float:
@@ -171,8 +149,6 @@ class ItemSidEmbedding(nn.Module):
             self.item_tokens.shape[1] ** -0.5)
         if self.item_id is not None:
             pooled = pooled + self.item_id(items)
-        if self.content_proj is not None:
-            pooled = pooled + self.content_proj(self.content[items])
         return pooled
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -183,18 +159,13 @@ class ItemSidEmbedding(nn.Module):
 
 
 def build_model(
-    *, cfg: RetrieverConfig, vocab_size: int, item_tokens: np.ndarray | torch.Tensor | None = None,
-    content: np.ndarray | torch.Tensor | None = None,
+    *, cfg: RetrieverConfig, vocab_size: int, item_tokens: np.ndarray | torch.Tensor | None = None
 ) -> T5ForConditionalGeneration:
     """A freshly initialised retriever (seed the global RNG first for reproducible weights).
 
     With ``cfg.history_encoding == "item"`` the encoder reads one position per history item and
-    ``item_tokens`` (``[N, L]`` vocabulary ids of every item's SID) is required; with
-    ``cfg.content_embedding``, so is ``content`` (``[N, D]`` frozen content vectors).
+    ``item_tokens`` (``[N, L]`` vocabulary ids of every item's SID) is required.
     """
-    if cfg.content_embedding and content is None:
-        raise DataError("content_embedding needs the items' content vectors (the encode "
-                        "stage's embeddings)")
     # T5 initialises token embeddings with std 1 for its scaled tied head; keep that.
     model = T5ForConditionalGeneration(t5_config(cfg=cfg, vocab_size=vocab_size))
     if cfg.history_encoding == "item":
@@ -204,16 +175,8 @@ def build_model(
                                                       item_id_embedding=cfg.item_id_embedding,
                                                       recency_slots=(cfg.max_history
                                                                      if cfg.recency_embedding
-                                                                     else 0),
-                                                      content=(torch.as_tensor(content)
-                                                               if cfg.content_embedding
-                                                               else None))
+                                                                     else 0))
     return model
-
-
-def item_content(model: torch.nn.Module) -> torch.Tensor | None:
-    """The content vectors an item-level encoder reads (``content_embedding``), else None."""
-    return getattr(unwrap(model).encoder.embed_tokens, "content", None)
 
 
 def item_token_offset(model: torch.nn.Module) -> int | None:

@@ -106,11 +106,8 @@ def with_priors(*, priors: CandidatePriors, data: RetrieverData, which: str, ite
 
 
 def run_content(run_dir: Path, cfg: RetrieverConfig) -> ContentVectors | None:
-    """The run's content vectors for the model (``content_embedding``) and the content prior,
-    or None when neither reads them or, for the prior alone, when the run has no cached
-    embeddings (the transition prior is then fitted alone)."""
-    if cfg.content_embedding:
-        return ContentVectors.from_run_dir(run_dir)  # the model needs them: no run without
+    """The run's content vectors for the content prior, or None when the priors are off or the
+    run has no cached embeddings (the transition prior is then fitted alone)."""
     if not cfg.priors.fit:
         return None
     try:
@@ -187,8 +184,7 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
 
     seed_everything(seed)
     model = build_model(cfg=cfg, vocab_size=data.vocab.vocab_size,
-                        item_tokens=data.collator.item_tokens,
-                        content=None if data.content is None else data.content.vectors)
+                        item_tokens=data.collator.item_tokens)
     n_params = sum(p.numel() for p in model.parameters())
     result = train_phase(model=model, cfg=cfg, data=data, run_dir=run_dir, device=device,
                          seed=seed, ctx=ctx, phase="train")

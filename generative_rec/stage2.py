@@ -58,7 +58,6 @@ from generative_rec.ddp import DistContext, barrier
 from generative_rec.model import (
     build_model,
     decoder_embeds,
-    item_content,
     item_token_offset,
     load_model_state,
     model_state,
@@ -248,8 +247,7 @@ def carry_over_embeddings(*, model: torch.nn.Module, old: SidVocab, new: SidVoca
             old.n_user_buckets == new.n_user_buckets:
         set_item_tokens(model, item_tokens)
         return model
-    fresh = build_model(cfg=cfg, vocab_size=new.vocab_size, item_tokens=item_tokens,
-                        content=item_content(model))
+    fresh = build_model(cfg=cfg, vocab_size=new.vocab_size, item_tokens=item_tokens)
     state = model_state(model)
     table = fresh.shared.weight.detach().clone()
     src = state["shared.weight"]

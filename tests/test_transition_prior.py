@@ -164,6 +164,8 @@ def test_hand_set_weights_of_earlier_versions_are_dropped_with_a_warning(caplog)
     assert "learned transition term was removed" in caplog.text
     with pytest.raises(DataError, match="transition_embedding .* was removed"):
         RetrieverConfig.from_dict({"transition_embedding": True})
+    with pytest.raises(DataError, match="content_embedding was removed"):
+        RetrieverConfig.from_dict({"content_embedding": True})
 
 
 def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
