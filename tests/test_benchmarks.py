@@ -70,14 +70,14 @@ def test_a_new_result_makes_check_fail_and_every_system_of_it_is_rendered(tmp_pa
         shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
     path = tmp_path / "benchmarks" / "results" / "quality_amazon-beauty_cpu.json"
     result = json.loads(path.read_text())
-    row = dict(result["systems"][0], system="heuristic", **{"recall@10": 0.4321})
+    row = dict(result["systems"][0], system="new_system", **{"recall@10": 0.4321})
     result["systems"].append(row)
     path.write_text(json.dumps(result))
     out = render("--check", root=tmp_path)
     assert out.returncode == 1 and "README.md" in out.stdout, out.stdout + out.stderr
     assert render(root=tmp_path).returncode == 0
     readme = (tmp_path / "README.md").read_text()
-    assert re.search(r"^\| heuristic \| 0\.4321 ", readme, re.M), readme
+    assert re.search(r"^\| new_system \| 0\.4321 ", readme, re.M), readme
     assert render("--check", root=tmp_path).returncode == 0
 
 
