@@ -4,9 +4,7 @@ how they were made."""
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,41 +13,12 @@ import urllib.request
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from mmqrec import Recommender
 from tests.conftest import REPO_ROOT
-from tests.test_resume import CONFIG
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("served")
-    config = root / "tiny.yaml"
-    config.write_text(CONFIG.split("variants:")[0])
-    run_dir = root / "run"
-    out = subprocess.run([sys.executable, "-m", "pipeline", "run", str(config), "--out", str(run_dir)],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                         env={"MMQREC_NO_PROGRESS": "1", "PATH": "/usr/bin:/bin"})
-    assert out.returncode == 0, out.stderr[-3000:]
-    return run_dir
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _call(base: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+# The same tiny trained run as the add-items tests, and the same HTTP helpers as the server's.
+from tests.test_add_items import trained  # noqa: F401  (a module-scoped fixture)
+from tests.test_server import _call, _free_port
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
