@@ -62,20 +62,20 @@ def main(argv: list[str] | None = None) -> int:
                                sizes=list(sids.codebook_sizes), cfg=cfg)
     train = data.examples["train"]
     order = epoch_order(len(train), epoch=0, seed=0)
-    if cfg.length_buckets:
+    if cfg.schedule.length_buckets:
         order = length_bucketed(order, (train.history >= 0).sum(axis=1),
-                                batch_size=cfg.batch_size, window=cfg.length_buckets, seed=0,
+                                batch_size=cfg.schedule.batch_size, window=cfg.schedule.length_buckets, seed=0,
                                 epoch=0)
     n = args.warmup + args.steps
-    batches = [data.collator(train, order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+    batches = [data.collator(train, order[i * cfg.schedule.batch_size:(i + 1) * cfg.schedule.batch_size])
                for i in range(n)]
     torch.manual_seed(0)
     initial = build_model(cfg=cfg, vocab_size=data.vocab.vocab_size,
                           item_tokens=data.collator.item_tokens)
     offsets = torch.tensor(data.vocab.offsets)
     trie = data.trie
-    print(f"{args.run_dir}: batch {cfg.batch_size}, d_model {cfg.d_model}, "
-          f"item_loss_weight {cfg.item_loss_weight}, {torch.get_num_threads()} threads")
+    print(f"{args.run_dir}: batch {cfg.schedule.batch_size}, d_model {cfg.d_model}, "
+          f"item_loss_weight {cfg.item_head.loss_weight}, {torch.get_num_threads()} threads")
     print("| path | first steps s | ms/step | forward+loss | backward | optimiser | "
           "mean loss |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         net.train()
         scorer = training_scorer(net, cfg=cfg, vocab=data.vocab)
         runner = torch.compile(scorer, dynamic=True) if path == "compile" else scorer
-        optimizer = make_optimizer(net, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(net, lr=cfg.schedule.lr, weight_decay=cfg.schedule.weight_decay)
         if path == "fused-adamw":
-            optimizer = torch.optim.AdamW(optimizer.param_groups, lr=cfg.lr, betas=(0.9, 0.98),
+            optimizer = torch.optim.AdamW(optimizer.param_groups, lr=cfg.schedule.lr, betas=(0.9, 0.98),
                                           eps=1e-8, fused=True)
         times = np.zeros((n, 3))
         losses = []
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             t2 = time.perf_counter()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            if cfg.schedule.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.schedule.grad_clip)
             optimizer.step()
             t3 = time.perf_counter()
             times[i] = (t1 - t0, t2 - t1, t3 - t2)

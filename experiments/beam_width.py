@@ -5,7 +5,7 @@ training with ``num_beams``. This measures what the width does to Recall/NDCG on
 and the same validation users: several beam widths, and the exact ranking by the same score
 over the whole catalogue (teacher-forced scoring of every item, which a small catalogue allows)
 as the limit of an infinitely wide beam. For a retriever trained with an item head
-(``item_loss_weight``), ``--item-score-weights`` re-orders every beam of each width with each
+(``item_head.loss_weight``), ``--item-score-weights`` re-orders every beam of each width with each
 weight, and adds the item head alone over the whole catalogue. Test users are never looked at.
 
     python experiments/beam_width.py runs/demo --beams 10,20,50,100 --exhaustive-users 943
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         items, _ = decode_examples(model=model, examples=valid, collator=data.collator, trie=trie,
                                    vocab=vocab, num_beams=max(beams, 20), top_k=20,
-                                   batch_size=cfg.eval_batch_size, device="cpu",
+                                   batch_size=cfg.schedule.eval_batch_size, device="cpu",
                                    normalize=cfg.normalize)
         report(f"beam {max(beams, 20)}", items, valid.targets, time.perf_counter() - t0)
     weights = [float(w) for w in args.item_score_weights.split(",") if w]
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             items, _ = decode_examples(model=model, examples=valid, collator=data.collator,
                                        trie=trie, vocab=vocab, num_beams=beams, top_k=beams,
-                                       batch_size=cfg.eval_batch_size, device="cpu",
+                                       batch_size=cfg.schedule.eval_batch_size, device="cpu",
                                        normalize=cfg.normalize, item_score_weight=weight)
             report(f"beam {beams}, item head x {weight:g}", items, valid.targets,
                    time.perf_counter() - t0)

@@ -8,7 +8,7 @@ Re-ranks each user's saved candidates (``retriever/candidates.parquet``, valid a
 alpha, and prints validation Recall/NDCG@10, distinct items in the top-10 lists and R@10 of the
 middle and long-tail strata per alpha, beside alpha = 0 (the retriever as it is). The alpha with
 the best validation NDCG@10 is then scored once on the test users. Only the order inside the
-saved candidates changes (their number is ``retriever.candidates_n``), so R@K at K = that number
+saved candidates changes (their number is ``retriever.decoding.candidates_n``), so R@K at K = that number
 cannot move.
 
     python experiments/popularity_rerank.py runs/demo

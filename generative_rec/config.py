@@ -1,17 +1,13 @@
 """Configuration of the generative retriever (TIGER-style T5 over semantic-ID tokens).
 
-Every field maps 1:1 onto the ``retriever:`` section of a run's YAML config. Two presets exist:
-
-* ``"default"`` — the TIGER sizes (4 + 4 layers, 6 heads x 64, d_model 128, d_ff 1024,
-  dropout 0.1), meant for a GPU.
-* ``"quick"`` — a CPU profile (d_model 64, 2 + 2 layers, 4 heads x 16, d_ff 256, no dropout,
-  the last 10 items as history, 2000 steps of 256 examples, validation on every user) that
-  trains on ml-100k-mm in about three and a half minutes on two CPU cores.
-
-Both read one encoder position per history item and train one softmax per SID position
-(``history_encoding``, ``output_softmax``); the TIGER layout is ``history_encoding="token"``.
-
-``RetrieverConfig.from_profile("quick", lr=...)`` returns a preset with overrides applied.
+``RetrieverConfig`` is the ``retriever:`` section of a run's YAML config: the T5's size at the
+top level, and one section per component — ``history`` (what the encoder reads), ``item_head``
+(a catalogue softmax that re-orders the beam), ``schedule`` (training and model selection),
+``decoding`` (the constrained beam search), ``priors`` (transition and content priors fitted on
+validation users) and ``stage2`` (behaviour-aware tokenizer fine-tuning). The defaults are the
+TIGER sizes; the shipped profiles live in ``configs/`` (``ml-100k-mm.quick.yaml`` is the small
+CPU setting of the demo and the tests). Flat keys of earlier versions (``max_history``,
+``lr``, ``item_loss_weight``, ...) still load, moved into their section with one warning.
 """
 
 from __future__ import annotations
@@ -24,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recdata.errors import DataError
+from recdata.overrides import move_flat_keys
 
 # Nearest items kept per item for the content prior's extra candidates (content_candidates <= it).
 CONTENT_NEIGHBOURS = 32
@@ -153,6 +150,139 @@ class PriorsConfig:
                 raise DataError(f"retriever config: {message}")
 
 
+@dataclass
+class HistoryConfig:
+    """How the encoder reads a user's history."""
+
+    encoding: str = "item"
+    """"item" — one encoder position per history item, the scaled sum of its SID token
+    embeddings (L times shorter input, several times cheaper per step); "token" — one position
+    per SID token, as TIGER does."""
+    max_length: int = 20
+    """Most recent items of the history fed to the encoder (left-truncated)."""
+    item_id_embedding: bool = False
+    """Add a learned per-item vector (zero at start) to each history item's SID embedding, as an
+    ItemID model has. The decoder still generates SIDs; an item added after training reads as
+    its SID alone. Needs ``encoding: item``."""
+    recency_embedding: bool = False
+    """Add a learned vector per distance from the end of the history (0 = the most recent item;
+    zero at start), so the model can single out the last items, whose successors are the most
+    predictable. Needs ``encoding: item``."""
+
+
+@dataclass
+class ItemHeadConfig:
+    """A softmax over the whole catalogue beside the SID softmax, used only to re-order the
+    beam's candidates, so decoding cost does not grow with the catalogue. It scores every item
+    by the dot product of a query (the decoder's start-token output) with the item's history
+    embedding (its SID rows, plus its learned vector under ``history.item_id_embedding``)."""
+
+    loss_weight: float = 0.0
+    """Weight of the head's cross-entropy in the training loss (0 = no item head). Needs
+    ``history.encoding: item`` and ``output_softmax`` ``position`` or ``children``."""
+    query: str = "decoder"
+    """"decoder" — the decoder's start-token output; "last" — that plus the encoder's output at
+    the most recent history item, a direct path from the last item to the scores of its likely
+    successors (as SASRec reads its last position)."""
+    score_weight: float = 1.0
+    """Each candidate's final score is ``log p(SID) + score_weight * item-head logit``."""
+    distill_weight: float = 0.0
+    """Weight of a loss that pulls the SID softmax of the first ``distill_levels`` codes toward
+    the head's catalogue distribution summed over the items under each code (the head as
+    teacher, its gradient stopped; 0 = off). The beam keeps only the prefixes the SID softmax
+    ranks high, so items the head ranks high under an unlikely first code never reach the
+    re-ordering; this teaches the search where the head's mass lies, at no decoding cost."""
+    distill_levels: int = 2
+    """SID positions that ``distill_weight`` trains (from the first), each under the target's
+    own prefix as in teacher forcing."""
+
+
+@dataclass
+class ScheduleConfig:
+    """Training examples, optimisation and model selection."""
+
+    batch_size: int = 256
+    """Training examples (history prefix -> next item) per optimiser step."""
+    max_train_prefixes: int = 0
+    """Training examples per user: only the targets of the most recent N prefixes of each
+    training sequence (0 = every prefix, as TIGER). Recent targets resemble the held-out ones
+    more, and an epoch gets shorter."""
+    length_buckets: int = 0
+    """Group training examples of similar history length into the same batch: examples are
+    sorted by length within windows of this many batches of the shuffled epoch, and the batches
+    shuffled (0 = off). Each batch is padded to its longest history, so this makes steps cheaper
+    where most histories are short."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (linear warmup, then linear decay to 0 at ``max_steps``)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases, norms and embeddings)."""
+    warmup_steps: int = 1000
+    """Steps of linear warmup to ``lr``."""
+    max_steps: int = 20000
+    """Most optimiser steps; the schedule runs ``min(max_steps, max_epochs x batches per
+    epoch)`` steps, the learning rate decaying to 0 at the last (early stopping may end it
+    sooner)."""
+    max_epochs: int = 200
+    """Length of the schedule in passes over the training examples, so that it follows the
+    catalogue's size (its users, their history lengths and ``max_train_prefixes``);
+    ``max_steps`` caps it."""
+    max_minutes: float = 0.0
+    """Wall-clock cap on training, in minutes (0 = none): training stops at the first step past
+    it, is validated, and keeps its best weights. A safety net for a fixed budget: a run that
+    hits it depends on the machine's speed, so set ``max_steps`` to fit and the cap above it."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping (0 disables)."""
+    amp: str = "auto"
+    """Mixed precision: "auto" (bf16 on a GPU that supports it, else fp16; off on CPU), "off",
+    "bf16" or "fp16"."""
+    eval_every: int = 1000
+    """Steps between validation runs (NDCG@10 on validation users) and checkpoints."""
+    patience: int = 5
+    """Stop after this many evaluations without a better validation NDCG@10 (0 = never)."""
+    val_max_users: int = 0
+    """Validate on a fixed random subset of this many users (0 = all validation users)."""
+    eval_batch_size: int = 64
+    """Users decoded together by beam search."""
+
+
+@dataclass
+class DecodingConfig:
+    """Beam search over the trie of real IDs."""
+
+    num_beams: int = 20
+    """Beam width for evaluation; must be >= the largest K evaluated (20)."""
+    score: str = "joint"
+    """Score of a decoded item when ``output_softmax`` is not "children": "joint" — the model's
+    joint log-likelihood of the whole SID; "children" — log-softmax over the trie's valid
+    children only, under which a step with one child adds exactly 0."""
+    candidates_n: int = 50
+    """Candidates per user saved to ``candidates.parquet`` for the ranker; the final decoding
+    uses ``max(num_beams, candidates_n)`` beams."""
+
+
+SECTION_CLASSES: dict[str, type] = {
+    "history": HistoryConfig, "item_head": ItemHeadConfig, "schedule": ScheduleConfig,
+    "decoding": DecodingConfig, "priors": PriorsConfig, "stage2": Stage2Config,
+}
+"""The nested sections of ``retriever:``, by key."""
+
+LEGACY_KEYS: dict[str, tuple[str, str]] = {
+    "history_encoding": ("history", "encoding"),
+    "max_history": ("history", "max_length"),
+    "item_id_embedding": ("history", "item_id_embedding"),
+    "recency_embedding": ("history", "recency_embedding"),
+    "item_loss_weight": ("item_head", "loss_weight"),
+    "item_query": ("item_head", "query"),
+    "item_score_weight": ("item_head", "score_weight"),
+    "head_distill_weight": ("item_head", "distill_weight"),
+    "head_distill_levels": ("item_head", "distill_levels"),
+    **{key: ("schedule", key) for key in (
+        "batch_size", "max_train_prefixes", "length_buckets", "lr", "weight_decay",
+        "warmup_steps", "max_steps", "max_epochs", "max_minutes", "grad_clip", "amp",
+        "eval_every", "patience", "val_max_users", "eval_batch_size")},
+    **{key: ("decoding", key) for key in ("num_beams", "score", "candidates_n")},
+}
+"""Flat keys of earlier versions -> (section, key): they still load, with one warning."""
 LEGACY_PRIOR_KEYS = ("transition_prior_weight", "transition_candidates", "content_prior_weight",
                      "content_candidates", "content_history", "content_decay")
 """Flat keys of earlier versions that set the priors' weights by hand; they are now fitted on
@@ -160,15 +290,14 @@ validation users (:class:`PriorsConfig`), so the keys are dropped with one warni
 REMOVED_KEYS = ("transition_embedding", "transition_dropout", "transition_score_weight",
                 "content_embedding")
 """Keys of options that experiments rejected and the code no longer has (a learned item-to-item
-term, retriever experiments 48-50; the items' content vectors in the embeddings, experiment 58):
-a config that leaves them off loads with one warning, one that turns one on is refused."""
+term; the items' content vectors in the history embeddings): a config that leaves them off
+loads with one warning, one that turns one on is refused."""
 
 
 @dataclass
 class RetrieverConfig:
-    """Generative retriever: model size, data, optimisation, decoding and stage 2."""
+    """Generative retriever: the T5's size at the top level, the rest by component."""
 
-    # -- model (T5 encoder-decoder, trained from scratch) --
     d_model: int = 128
     """Width of the token embeddings and of every layer's residual stream (TIGER: 128)."""
     num_layers: int = 4
@@ -185,176 +314,86 @@ class RetrieverConfig:
     """Dropout on attention, feed-forward and embeddings during training (TIGER: 0.1)."""
     feed_forward_proj: str = "relu"
     """T5 feed-forward activation: "relu" (T5 v1.0) or "gated-gelu" (T5 v1.1)."""
-
-    # -- data --
-    history_encoding: str = "item"
-    """How the encoder reads the history: "item" — one position per history item, the scaled
-    sum of its SID token embeddings (L times shorter input, several times cheaper per step);
-    "token" — one position per SID token, as TIGER does."""
-    item_id_embedding: bool = False
-    """With ``history_encoding="item"``, add a learned per-item vector (zero at start) to each
-    history item's SID embedding, as an ItemID model has. The decoder still generates SIDs; an
-    item added after training reads as its SID alone."""
-    recency_embedding: bool = False
-    """With ``history_encoding="item"``, add a learned vector per distance from the end of the
-    history (0 = the most recent item; zero at start) to each history item's embedding, so
-    the decoder can single out the last items, whose successors are the most predictable."""
-    item_loss_weight: float = 0.0
-    """Weight of the item head's loss (0 = no item head). The item head scores every catalogue
-    item by the dot product of the decoder's start-token output (the state that predicts the
-    first code) with the item's history embedding (its SID rows, plus its learned vector under
-    ``item_id_embedding``): a softmax over the catalogue, trained beside the SID softmax and
-    used only to re-order the beam's candidates (``item_score_weight``), so decoding cost does
-    not grow with the catalogue. Needs ``history_encoding="item"`` and the ``position`` or
-    ``children`` softmax."""
-    item_query: str = "decoder"
-    """The item head's query: "decoder" — the decoder's start-token output; "last" — that plus
-    the encoder's output at the most recent history item, a direct path from the last item to
-    the scores of its likely successors (as SASRec reads its last position)."""
-    decoder_start: str = "token"
-    """The decoder's first input: "token" — the start token's embedding; "last" — that plus the
-    encoder's output at the most recent history item, so the SID search reads the last item as
-    directly as the item head does under ``item_query: last`` (the first code decides which
-    items the beam keeps). Needs ``history_encoding="item"`` and the ``position`` or
-    ``children`` softmax."""
-    head_distill_weight: float = 0.0
-    """Weight of a loss that pulls the SID softmax of the first ``head_distill_levels`` codes
-    toward the item head's catalogue distribution summed over the items under each code (the
-    head as teacher, its gradient stopped; 0 = off). The beam keeps only the prefixes the SID
-    softmax ranks high, so items the head ranks high under an unlikely first code never reach
-    the re-ordering; this teaches the search where the head's mass lies, at no decoding cost.
-    Needs an item head (``item_loss_weight`` > 0)."""
-    head_distill_levels: int = 2
-    """SID positions that ``head_distill_weight`` trains (from the first), each under the
-    target's own prefix as in teacher forcing."""
-    item_score_weight: float = 1.0
-    """With an item head: each candidate's final score is ``log p(SID) + item_score_weight *
-    item-head logit``."""
-    max_history: int = 20
-    """Most recent items of the history fed to the encoder (left-truncated)."""
-    max_train_prefixes: int = 0
-    """Training examples per user: only the targets of the most recent N prefixes of each
-    training sequence (0 = every prefix, as TIGER). Recent targets resemble the held-out ones
-    more, and an epoch gets shorter, so a CPU budget buys more passes over them."""
     n_user_buckets: int = 2000
     """Hashed user-token buckets (TIGER: 2000)."""
-
-    # -- optimisation --
-    batch_size: int = 256
-    """Training examples (history prefix -> next item) per optimiser step."""
-    length_buckets: int = 0
-    """Group training examples of similar history length into the same batch: examples are
-    sorted by length within windows of this many batches of the shuffled epoch, and the batches
-    shuffled (0 = off, plain shuffled batches). Each batch is padded to its longest history, so
-    this makes steps cheaper where most histories are short."""
-    lr: float = 1e-3
-    """Peak AdamW learning rate (linear warmup, then linear decay to 0 at ``max_steps``)."""
-    weight_decay: float = 0.01
-    warmup_steps: int = 1000
-    max_steps: int = 20000
-    """Step budget; training also stops after ``max_epochs`` or early stopping."""
-    max_epochs: int = 200
-    max_minutes: float = 0.0
-    """Wall-clock cap on training, in minutes (0 = none): training stops at the first step past
-    it, is validated, and keeps its best weights. A safety net for a fixed budget: a run that
-    hits it depends on the machine's speed, so set ``max_steps`` to fit and the cap above it."""
-    grad_clip: float = 1.0
-    """Gradient-norm clipping (0 disables)."""
-    amp: str = "auto"
-    """Mixed precision: "auto" (bf16 on a GPU that supports it, else fp16; off on CPU), "off",
-    "bf16" or "fp16"."""
-
-    # -- validation / model selection --
-    eval_every: int = 1000
-    """Steps between validation runs (NDCG@10 on validation users) and checkpoints."""
-    patience: int = 5
-    """Stop after this many evaluations without a better validation NDCG@10 (0 = never)."""
-    val_max_users: int = 0
-    """Validate on a fixed random subset of this many users (0 = all validation users)."""
-    eval_batch_size: int = 64
-    """Users decoded together by beam search."""
-
-    # -- decoding --
-    num_beams: int = 20
-    """Beam width for evaluation; must be >= the largest K evaluated (20)."""
     output_softmax: str = "children"
     """What each decoding step's softmax runs over, in training and in scoring: "position" —
-    that SID position's own codebook (a step's head costs K rows, not the whole vocabulary);
-    "vocab" — the whole vocabulary (user tokens and the other positions' codes included), as
-    a plain T5 language-model head does; "children" — only the codes that continue the target's
-    prefix to a real item (the trie's children: a hierarchical softmax over the catalogue, so no
-    probability is spent on IDs that do not exist and a step with one child costs nothing).
-    Scoring then uses the same normalisation (``score`` is ignored)."""
-    score: str = "joint"
-    """Score of a decoded item: "joint" — the model's joint log-likelihood of the whole SID
-    under ``output_softmax``; "children" — log-softmax over the trie's valid children only,
-    under which a step with one child adds exactly 0, so the tokens after the first unique
-    prefix never rank anything."""
-    candidates_n: int = 50
-    """Candidates per user saved to ``candidates.parquet`` for the ranker; the final decoding
-    uses ``max(num_beams, candidates_n)`` beams."""
-
-    # -- decoding priors --
+    that SID position's own codebook; "vocab" — the whole vocabulary, as a plain T5 language
+    model head does; "children" — only the codes that continue the prefix to a real item (the
+    trie's children: a hierarchical softmax over the catalogue, so no probability is spent on
+    IDs that do not exist and a step with one child costs nothing)."""
+    decoder_start: str = "token"
+    """The decoder's first input: "token" — the start token's embedding; "last" — that plus the
+    encoder's output at the most recent history item, so the SID search reads the last item
+    directly (the first code decides which items the beam keeps). Needs
+    ``history.encoding: item`` and ``output_softmax`` ``position`` or ``children``."""
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    """How the encoder reads a user's history."""
+    item_head: ItemHeadConfig = field(default_factory=ItemHeadConfig)
+    """A catalogue softmax that re-orders the beam's candidates (off by default)."""
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """Training examples, optimisation and model selection."""
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    """Beam search and the candidates kept."""
     priors: PriorsConfig = field(default_factory=PriorsConfig)
-
-    # -- stage 2 --
+    """Transition and content priors re-ordering the final candidates, fitted on validation."""
     stage2: Stage2Config = field(default_factory=Stage2Config)
+    """Behaviour-aware fine-tuning of the tokenizer (off by default)."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.stage2, dict):
-            self.stage2 = Stage2Config(**self.stage2)
-        if isinstance(self.priors, dict):
-            unknown = sorted(set(self.priors) - {f.name for f in dataclasses.fields(PriorsConfig)})
-            if unknown:
-                raise DataError(f"retriever config: unknown priors field(s) {unknown}")
-            self.priors = PriorsConfig(**self.priors)
-        _floats_as_floats(self)
-        _floats_as_floats(self.stage2)
+        for name, cls in SECTION_CLASSES.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
+                if unknown:
+                    raise DataError(f"retriever config: unknown {name} field(s) {unknown}")
+                setattr(self, name, cls(**value))
+        for obj in [self] + [getattr(self, name) for name in SECTION_CLASSES]:
+            _floats_as_floats(obj)
         self.validate()
 
     def validate(self) -> None:
+        h, head, sch, dec = self.history, self.item_head, self.schedule, self.decoding
+        per_position = self.output_softmax in ("position", "children")
         checks = [
             (self.d_model > 0 and self.d_kv > 0 and self.d_ff > 0, "model sizes must be positive"),
             (self.num_layers > 0 and self.num_decoder_layers > 0, "need at least one layer each"),
             (self.num_heads > 0, "num_heads must be positive"),
             (0.0 <= self.dropout < 1.0, "dropout must lie in [0, 1)"),
-            (self.max_history > 0, "max_history must be positive"),
-            (self.max_train_prefixes >= 0, "max_train_prefixes must be >= 0"),
             (self.n_user_buckets > 0, "n_user_buckets must be positive"),
-            (self.batch_size > 0 and self.eval_batch_size > 0, "batch sizes must be positive"),
-            (self.length_buckets >= 0, "length_buckets must be >= 0"),
-            (self.lr > 0, "lr must be positive"),
-            (self.max_steps > 0 and self.max_epochs > 0, "max_steps and max_epochs must be > 0"),
-            (self.max_minutes >= 0, "max_minutes must be >= 0"),
-            (self.eval_every > 0, "eval_every must be positive"),
-            (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),
-            (self.history_encoding in HISTORY_ENCODINGS,
-             f"history_encoding must be one of {HISTORY_ENCODINGS}"),
-            (self.score in SCORES, f"score must be one of {SCORES}"),
             (self.output_softmax in OUTPUT_SOFTMAX,
              f"output_softmax must be one of {OUTPUT_SOFTMAX}"),
-            (self.num_beams >= 20, "num_beams must be >= 20 (the largest K evaluated)"),
-            (self.candidates_n > 0, "candidates_n must be positive"),
-            (self.item_loss_weight >= 0 and self.item_score_weight >= 0,
-             "item_loss_weight and item_score_weight must be >= 0"),
-            (self.item_loss_weight == 0 or (self.history_encoding == "item"
-                                            and self.output_softmax in ("position", "children")),
-             "item_loss_weight needs history_encoding 'item' and output_softmax 'position' or "
-             "'children'"),
-            (not (self.item_id_embedding or self.recency_embedding)
-             or self.history_encoding == "item",
-             "item_id_embedding and recency_embedding need history_encoding 'item'"),
-            (self.head_distill_weight >= 0 and self.head_distill_levels >= 1,
-             "head_distill_weight must be >= 0 and head_distill_levels >= 1"),
-            (self.head_distill_weight == 0 or self.item_loss_weight > 0,
-             "head_distill_weight needs an item head (item_loss_weight > 0)"),
-            (self.item_query in ITEM_QUERIES, f"item_query must be one of {ITEM_QUERIES}"),
             (self.decoder_start in DECODER_STARTS,
              f"decoder_start must be one of {DECODER_STARTS}"),
-            (self.decoder_start == "token" or (self.history_encoding == "item"
-                                                and self.output_softmax in ("position", "children")),
-             "decoder_start 'last' needs history_encoding 'item' and output_softmax 'position' or "
-             "'children'"),
+            (self.decoder_start == "token" or (h.encoding == "item" and per_position),
+             "decoder_start 'last' needs history.encoding 'item' and output_softmax 'position' "
+             "or 'children'"),
+            (h.encoding in HISTORY_ENCODINGS, f"history.encoding must be one of {HISTORY_ENCODINGS}"),
+            (h.max_length > 0, "history.max_length must be positive"),
+            (not (h.item_id_embedding or h.recency_embedding) or h.encoding == "item",
+             "history.item_id_embedding and history.recency_embedding need history.encoding 'item'"),
+            (head.loss_weight >= 0 and head.score_weight >= 0,
+             "item_head.loss_weight and item_head.score_weight must be >= 0"),
+            (head.loss_weight == 0 or (h.encoding == "item" and per_position),
+             "item_head.loss_weight needs history.encoding 'item' and output_softmax 'position' "
+             "or 'children'"),
+            (head.query in ITEM_QUERIES, f"item_head.query must be one of {ITEM_QUERIES}"),
+            (head.distill_weight >= 0 and head.distill_levels >= 1,
+             "item_head.distill_weight must be >= 0 and item_head.distill_levels >= 1"),
+            (head.distill_weight == 0 or head.loss_weight > 0,
+             "item_head.distill_weight needs an item head (item_head.loss_weight > 0)"),
+            (sch.max_train_prefixes >= 0, "schedule.max_train_prefixes must be >= 0"),
+            (sch.batch_size > 0 and sch.eval_batch_size > 0, "batch sizes must be positive"),
+            (sch.length_buckets >= 0, "schedule.length_buckets must be >= 0"),
+            (sch.lr > 0, "schedule.lr must be positive"),
+            (sch.max_steps > 0 and sch.max_epochs > 0,
+             "schedule.max_steps and schedule.max_epochs must be > 0"),
+            (sch.max_minutes >= 0, "schedule.max_minutes must be >= 0"),
+            (sch.eval_every > 0, "schedule.eval_every must be positive"),
+            (sch.amp in AMP_MODES, f"schedule.amp must be one of {AMP_MODES}"),
+            (dec.score in SCORES, f"decoding.score must be one of {SCORES}"),
+            (dec.num_beams >= 20, "decoding.num_beams must be >= 20 (the largest K evaluated)"),
+            (dec.candidates_n > 0, "decoding.candidates_n must be positive"),
             (self.stage2.tau > 0, "stage2.tau must be positive"),
             (0 <= self.stage2.max_collision_increase <= 1,
              "stage2.max_collision_increase must be in [0, 1]"),
@@ -369,31 +408,33 @@ class RetrieverConfig:
     @property
     def normalize(self) -> str:
         """The constrained search's ``normalize`` argument for this config's scoring rule."""
-        if self.score == "children" or self.output_softmax == "children":
+        if self.decoding.score == "children" or self.output_softmax == "children":
             return "children"
         return self.output_softmax
 
     @property
     def rerank_weight(self) -> float:
         """Weight of the item head when re-ordering the beam (0 = no item head trained)."""
-        return self.item_score_weight if self.item_loss_weight > 0 else 0.0
+        return self.item_head.score_weight if self.item_head.loss_weight > 0 else 0.0
 
     @property
     def decode_beams(self) -> int:
         """Beams of the final decoding (never fewer than the candidates requested)."""
-        return max(self.num_beams, self.candidates_n)
+        return max(self.decoding.num_beams, self.decoding.candidates_n)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
         """Hash of the fields that change what the retriever's training produces (a checkpoint
-        is resumed only when it matches); decoding-only fields and stage 2 are excluded."""
-        fields = self.to_dict()
-        for name in ("stage2", "priors", "candidates_n", "eval_batch_size"):
+        is resumed only when it matches); decoding-only fields and stage 2 are excluded. Hashed
+        in the flat spelling of earlier versions, so their checkpoints keep resuming."""
+        fields = {k: v for k, v in self.to_dict().items() if k not in SECTION_CLASSES}
+        for old, (section, key) in LEGACY_KEYS.items():
+            fields[old] = getattr(getattr(self, section), key)
+        for name in ("candidates_n", "eval_batch_size"):
             fields.pop(name)
-        if not self.head_distill_weight:
-            # Added later: runs trained without it keep resuming their checkpoints.
+        if not self.item_head.distill_weight:
             fields.pop("head_distill_weight")
             fields.pop("head_distill_levels")
         payload = json.dumps(fields, sort_keys=True)
@@ -401,73 +442,43 @@ class RetrieverConfig:
 
     @staticmethod
     def upgrade_legacy_keys(data: dict[str, Any]) -> dict[str, Any]:
-        """``data`` without the hand-set prior weights of earlier versions
-        (:data:`LEGACY_PRIOR_KEYS`), logging one warning: the priors are fitted on validation
-        users now. Returns ``data`` itself when it holds no old key."""
-        gone = [key for key in data if key in REMOVED_KEYS]
+        """``data`` with the flat keys of earlier versions (:data:`LEGACY_KEYS`) moved into their
+        sections and the hand-set prior weights (:data:`LEGACY_PRIOR_KEYS`) and removed options
+        (:data:`REMOVED_KEYS`) dropped, logging one warning for each kind. Returns ``data``
+        itself when it holds no old key."""
+        warn = logging.getLogger(__name__).warning
         if data.get("transition_embedding"):
             raise DataError("retriever config: transition_embedding (a learned item-to-item "
                             "term) was removed; the transition prior is fitted instead")
         if data.get("content_embedding"):
             raise DataError("retriever config: content_embedding was removed (no gain on "
                             "validation users); the content prior is fitted instead")
+        gone = [key for key in data if key in REMOVED_KEYS]
         if gone:
-            logging.getLogger(__name__).warning(
-                "retriever config: %s no longer exist (options experiments rejected: the learned "
-                "transition term was removed); ignored", ", ".join(gone))
+            warn("retriever config: %s no longer exist (options experiments rejected: the learned "
+                 "transition term was removed); ignored", ", ".join(gone))
             data = {k: v for k, v in data.items() if k not in REMOVED_KEYS}
         old = [key for key in data if key in LEGACY_PRIOR_KEYS]
-        if not old:
-            return data
-        logging.getLogger(__name__).warning(
-            "retriever config: %s no longer set the priors by hand; their weights are fitted "
-            "on validation users (retriever.priors), so these keys are ignored", ", ".join(old))
-        return {k: v for k, v in data.items() if k not in LEGACY_PRIOR_KEYS}
+        if old:
+            warn("retriever config: %s no longer set the priors by hand; their weights are "
+                 "fitted on validation users (retriever.priors), so these keys are ignored",
+                 ", ".join(old))
+            data = {k: v for k, v in data.items() if k not in LEGACY_PRIOR_KEYS}
+        data, moved = move_flat_keys(data, LEGACY_KEYS, component="retriever")
+        if moved:
+            warn("retriever config: old flat key(s) of an earlier version read in their section "
+                 "(old -> new spelling): %s", ", ".join(moved))
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RetrieverConfig":
+        """A validated config from a mapping (YAML section, ``retriever/config.json``); old
+        flat keys are accepted (:meth:`upgrade_legacy_keys`), unknown keys refused."""
+        if not isinstance(data, dict):
+            raise DataError(f"the retriever config must be a mapping, got {type(data).__name__}")
         data = cls.upgrade_legacy_keys(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise DataError(f"retriever config: unknown field(s) {unknown}")
         return cls(**data)
-
-    @classmethod
-    def from_profile(cls, name: str, **overrides: Any) -> "RetrieverConfig":
-        if name not in PROFILES:
-            raise DataError(f"unknown retriever profile {name!r}; choose from {sorted(PROFILES)}")
-        base = PROFILES[name].to_dict()
-        stage2 = dict(base.pop("stage2"))
-        stage2.update(overrides.pop("stage2", {}) or {})
-        base.update(overrides)
-        return cls(**base, stage2=Stage2Config(**stage2))
-
-
-PROFILES: dict[str, RetrieverConfig] = {
-    # TIGER sizes; a GPU trains this in minutes on ml-1m, hours on Amazon Beauty.
-    "default": RetrieverConfig(),
-    # Two CPU cores, ml-100k-mm (~97k training prefixes): the settings of
-    # configs/ml-100k-mm.quick.yaml (measured in benchmarks/results/retriever_sweep_ml-100k.jsonl).
-    # Deviations from the method, for speed: the encoder sees the last 10 items (not 20) and no
-    # dropout (training stays within a few epochs, where dropout only slows learning down).
-    "quick": RetrieverConfig(
-        d_model=64,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        d_kv=16,
-        d_ff=256,
-        dropout=0.0,
-        max_history=10,
-        batch_size=256,
-        lr=3e-3,
-        warmup_steps=100,
-        max_steps=2000,
-        eval_every=500,
-        patience=0,
-        val_max_users=0,
-        eval_batch_size=128,
-        stage2=Stage2Config(steps=100, continue_steps=300),
-    ),
-}

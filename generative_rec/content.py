@@ -1,5 +1,5 @@
 """Content similarity to the most recent item: the content prior that re-orders the retriever's
-candidates (``RetrieverConfig.content_prior_weight``).
+candidates (``RetrieverConfig.priors``).
 
 On Beauty the retriever's own scores favour popular items: most long-tail targets are not even
 among its 50 candidates, yet one in seven is among the 50 items whose frozen text embedding is

@@ -423,7 +423,7 @@ def rerank_with_item_head(
     ``score + weight * item-head logit`` (:func:`generative_rec.model.item_head_scores`).
 
     The search decides which items are candidates; the item head, trained beside the SID
-    softmax (``RetrieverConfig.item_loss_weight``), only re-orders them, so the cost is one more
+    softmax (``RetrieverConfig.item_head``), only re-orders them, so the cost is one more
     encoder pass and one decoder step per query, whatever the catalogue size.
     """
     from generative_rec.model import item_head_scores, item_query

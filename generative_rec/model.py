@@ -56,7 +56,7 @@ def t5_config(*, cfg: RetrieverConfig, vocab_size: int) -> T5Config:
         decoder_start_token_id=PAD_ID,
         tie_word_embeddings=True,
         use_cache=True,
-        item_query=cfg.item_query,
+        item_query=cfg.item_head.query,
         decoder_start=cfg.decoder_start,
     )
 
@@ -163,18 +163,18 @@ def build_model(
 ) -> T5ForConditionalGeneration:
     """A freshly initialised retriever (seed the global RNG first for reproducible weights).
 
-    With ``cfg.history_encoding == "item"`` the encoder reads one position per history item and
+    With ``cfg.history.encoding == "item"`` the encoder reads one position per history item and
     ``item_tokens`` (``[N, L]`` vocabulary ids of every item's SID) is required.
     """
     # T5 initialises token embeddings with std 1 for its scaled tied head; keep that.
     model = T5ForConditionalGeneration(t5_config(cfg=cfg, vocab_size=vocab_size))
-    if cfg.history_encoding == "item":
+    if cfg.history.encoding == "item":
         if item_tokens is None:
             raise DataError("history_encoding 'item' needs the item -> SID token table")
         model.encoder.embed_tokens = ItemSidEmbedding(model.shared, torch.as_tensor(item_tokens),
-                                                      item_id_embedding=cfg.item_id_embedding,
-                                                      recency_slots=(cfg.max_history
-                                                                     if cfg.recency_embedding
+                                                      item_id_embedding=cfg.history.item_id_embedding,
+                                                      recency_slots=(cfg.history.max_length
+                                                                     if cfg.history.recency_embedding
                                                                      else 0))
     return model
 
@@ -348,7 +348,7 @@ class PositionHeads(nn.Module):
 
     With ``with_items=True`` it also returns the item head's logits over the whole catalogue
     ``[B, N]``: the start-token output (:func:`item_query`) against every item's history
-    embedding, the training side of ``RetrieverConfig.item_loss_weight``.
+    embedding, the training side of ``RetrieverConfig.item_head.loss_weight``.
     """
 
     def __init__(self, model: T5ForConditionalGeneration, *, offsets: tuple[int, ...],
@@ -403,7 +403,7 @@ def position_loss(logits: torch.Tensor, codes: torch.Tensor,
 def head_distill_loss(logits: torch.Tensor, item_logits: torch.Tensor, codes: torch.Tensor,
                       trie: Any, *, levels: int, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of the SID softmax of the first ``levels`` positions against the item
-    head's distribution summed per code (``RetrieverConfig.head_distill_weight``).
+    head's distribution summed per code (``RetrieverConfig.item_head.distill_weight``).
 
     ``logits`` ``[B, L, K]`` are :class:`PositionHeads` logits (masked by ``mask`` as in
     :func:`position_loss`), ``item_logits`` ``[B, N]`` the head's catalogue logits (the teacher:

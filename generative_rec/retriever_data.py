@@ -75,7 +75,7 @@ def make_retriever_data(
         user_tokens=vocab.user_tokens(split.user_ids),
         pad_id=vocab.pad_id,
         eos_id=vocab.eos_id,
-        item_offset=vocab.vocab_size if cfg.history_encoding == "item" else None,
+        item_offset=vocab.vocab_size if cfg.history.encoding == "item" else None,
     )
     if examples is None:
         examples = build_examples(
@@ -84,8 +84,8 @@ def make_retriever_data(
             valid_targets=split.valid_targets,
             test_inputs=split.test_inputs,
             test_targets=split.test_targets,
-            max_history=cfg.max_history,
-            max_train_prefixes=cfg.max_train_prefixes,
+            max_history=cfg.history.max_length,
+            max_train_prefixes=cfg.schedule.max_train_prefixes,
         )
     transitions = (TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)
                    if cfg.priors.fit else None)

@@ -22,7 +22,7 @@ retriever/
   checkpoint/            resumable training state (one safetensors file per phase)
 ```
 
-Evaluation protocol: full-catalogue ranking by trie-constrained beam search (``num_beams``
+Evaluation protocol: full-catalogue ranking by trie-constrained beam search (``decoding.num_beams``
 beams for validation, ``max(num_beams, candidates_n)`` for the final lists), history items not
 excluded, metrics overall and per popularity stratum of the target item. The final validation
 lists also fit the priors' weights (:func:`generative_rec.priors.fit_priors`), which then
@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
+import yaml
 
 from generative_rec.config import RetrieverConfig
 from generative_rec.ddp import DistContext, barrier, init_distributed, rank_device
@@ -61,7 +62,7 @@ from generative_rec.content import ContentVectors
 from generative_rec.priors import CandidatePriors, fit_priors
 from generative_rec.transitions import recent_items
 from recdata.errors import DataError
-from recdata.overrides import config_with_overrides
+from recdata.overrides import build_dataclass, deep_merge, parse_overrides
 from recdata.io import save_tensors, write_json, write_parquet, write_text
 from recdata.runtime import resolve_device, seed_everything
 from recdata.split import SequentialSplit
@@ -81,11 +82,11 @@ def evaluate(
     test users (no priors: :func:`with_priors` applies them)."""
     ex = data.examples[which]
     beams = num_beams or cfg.decode_beams
-    k = top_k or max(max(METRIC_KS), cfg.candidates_n)
+    k = top_k or max(max(METRIC_KS), cfg.decoding.candidates_n)
     items, scores = decode_examples(
         model=model, examples=ex, collator=data.collator, trie=data.trie, vocab=data.vocab,
-        num_beams=max(beams, k), top_k=k, batch_size=cfg.eval_batch_size, device=device, ctx=ctx,
-        amp=amp_dtype(cfg.amp, device), desc=f"{which} decode", normalize=cfg.normalize,
+        num_beams=max(beams, k), top_k=k, batch_size=cfg.schedule.eval_batch_size, device=device, ctx=ctx,
+        amp=amp_dtype(cfg.schedule.amp, device), desc=f"{which} decode", normalize=cfg.normalize,
         item_score_weight=cfg.rerank_weight,
     )
     return _metrics(items, ex.targets, split), items, scores
@@ -259,14 +260,14 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
         "test_model_only": {k: model_test["overall"][k] for k in ("recall@10", "ndcg@10")},
         "priors": priors.weights(),
         "decode_beams": cfg.decode_beams,
-        "candidates_n": cfg.candidates_n,
+        "candidates_n": cfg.decoding.candidates_n,
         "seconds": round(time.perf_counter() - t_start, 1),
     })
     if ctx.is_main:
         # metrics.json last: its presence means every other artefact is complete.
         save_retriever(run_dir=run_dir, model=model, cfg=cfg, data=data, summary=summary)
         write_json(layout(run_dir).retriever_priors, {k: v for k, v in prior_fit.items()})
-        n = cfg.candidates_n
+        n = cfg.decoding.candidates_n
         users = {which: data.examples[which].users for which in ("valid", "test")}
         write_parquet(layout(run_dir).candidates_model_only, pl.concat([
             _candidates_frame(users[which], which, *raw[which], n) for which in ("valid", "test")]))
@@ -289,26 +290,46 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
     return summary
 
 
+def stage_config(run_dir: Path, *, config: Path | None, overrides: list[str]) -> RetrieverConfig:
+    """The ``retriever:`` section of ``config`` (default: the run's ``config.yaml``, written
+    by ``mmqrec run``; the built-in defaults when the run has none) with ``--set`` strings
+    applied on top; old flat keys are read in their section with one warning."""
+    path = config if config is not None else run_dir / "config.yaml"
+    base: dict[str, Any] = {}
+    if config is not None or path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise DataError(f"cannot read the config: {str(exc).splitlines()[0]}", path=path) from None
+        if not isinstance(raw, dict) or "extends" in raw:
+            raise DataError("expected a resolved run config (a run's config.yaml, no 'extends')",
+                            path=path)
+        base = RetrieverConfig.upgrade_legacy_keys(dict(raw.get("retriever") or {}))
+    extra = RetrieverConfig.upgrade_legacy_keys(parse_overrides(overrides))
+    return build_dataclass(RetrieverConfig, deep_merge(base, extra), "retriever")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m generative_rec.stage RUN_DIR``: this stage alone, e.g. under
-    ``torchrun --nproc_per_node 2 -m generative_rec.stage RUN_DIR --profile default``."""
+    ``torchrun --nproc_per_node 2 -m generative_rec.stage RUN_DIR``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m generative_rec.stage",
                                      description=main.__doc__)
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--profile", default="quick", help="retriever preset (quick | default)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="a resolved run config whose retriever: section to use (default: "
+                             "RUN_DIR/config.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a RetrieverConfig field over the profile, as for mmqrec --set "
-                             "(without the retriever. prefix), e.g. max_steps=500 or "
+                        help="a RetrieverConfig field over the config, as for mmqrec --set "
+                             "(without the retriever. prefix), e.g. schedule.max_steps=500 or "
                              "stage2.enabled=true (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        base = RetrieverConfig.from_profile(args.profile).to_dict()
-        cfg = config_with_overrides(RetrieverConfig, args.set, "retriever", **base)
+        cfg = stage_config(args.run_dir, config=args.config, overrides=args.set)
         summary = run(cfg=cfg, run_dir=args.run_dir, seed=args.seed, device=args.device)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

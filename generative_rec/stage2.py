@@ -288,18 +288,18 @@ def joint_finetune(
     net.train()
     tokenizer.eval()  # no EMA codebook updates, identical on every rank
     ret_params = [p for p in net.parameters() if p.requires_grad]
-    opt_ret = make_optimizer(net, lr=s2.retriever_lr, weight_decay=cfg.weight_decay)
+    opt_ret = make_optimizer(net, lr=s2.retriever_lr, weight_decay=cfg.schedule.weight_decay)
     opt_tok = torch.optim.AdamW(tok_params, lr=s2.tokenizer_lr, weight_decay=0.0)
     item_tokens = data.collator.item_tokens
     item_tokens_t = torch.as_tensor(item_tokens, device=device)
-    amp = amp_dtype(cfg.amp, device)
+    amp = amp_dtype(cfg.schedule.amp, device)
     # fp16 needs loss scaling; bf16 has fp32's range and does not.
     use_scaler = amp == torch.float16 and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
     records: list[dict[str, Any]] = []
     sums = {"total": 0.0, "retrieval": 0.0, "recon": 0.0, "aux": 0.0}
-    every = max(1, min(cfg.eval_every, max(1, s2.steps // 5)))
+    every = max(1, min(cfg.schedule.eval_every, max(1, s2.steps // 5)))
     step, epoch = 0, 0
     t0 = time.perf_counter()
     bar = progress(total=s2.steps, desc="stage2 joint", leave=False)
@@ -307,10 +307,10 @@ def joint_finetune(
         # Offset the epoch index so this phase does not replay the first phase's batch order.
         order = epoch_order(len(train), epoch=10_000 + epoch, seed=seed, rank=ctx.rank,
                             world_size=ctx.world_size)
-        for start in range(0, len(order), cfg.batch_size):
+        for start in range(0, len(order), cfg.schedule.batch_size):
             if step >= s2.steps:
                 break
-            batch = data.collator(train, order[start : start + cfg.batch_size]).to(device)
+            batch = data.collator(train, order[start : start + cfg.schedule.batch_size]).to(device)
             with autocast(device, amp):
                 losses = joint_loss(model=net, tokenizer=tokenizer, inputs=inputs, batch=batch,
                                     item_tokens=item_tokens_t, vocab=data.vocab, cfg=cfg)
@@ -324,9 +324,9 @@ def joint_finetune(
                 losses["total"].backward()
             if ctx.enabled:
                 _all_reduce_grads(ret_params + tok_params, ctx)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(ret_params, cfg.grad_clip)
-                torch.nn.utils.clip_grad_norm_(tok_params, cfg.grad_clip)
+            if cfg.schedule.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(ret_params, cfg.schedule.grad_clip)
+                torch.nn.utils.clip_grad_norm_(tok_params, cfg.schedule.grad_clip)
             if scaler is not None:
                 scaler.step(opt_ret)
                 scaler.step(opt_tok)
@@ -438,8 +438,8 @@ def run_stage2(
             model=model, cfg=cfg, data=new_data, run_dir=run_dir, device=device, seed=seed,
             ctx=ctx, phase="stage2_continue", log_before=history,
             max_steps=s2.continue_steps,
-            peak_lr=s2.continue_lr if s2.continue_lr is not None else cfg.lr / 3,
-            warmup_steps=min(cfg.warmup_steps, max(1, s2.continue_steps // 10)),
+            peak_lr=s2.continue_lr if s2.continue_lr is not None else cfg.schedule.lr / 3,
+            warmup_steps=min(cfg.schedule.warmup_steps, max(1, s2.continue_steps // 10)),
         )
         history += result.log
         phases["stage2_continue"] = phase_summary(result)

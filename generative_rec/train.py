@@ -292,11 +292,11 @@ def step_loss(ddp_model: torch.nn.Module, *, batch: Any, cfg: RetrieverConfig, p
     """One training batch's loss: the SID cross-entropy (``plain``: T5's full-vocabulary head;
     else :class:`PositionHeads`, masked to the ``trie``'s children under ``output_softmax:
     children``) plus
-    ``item_loss_weight`` times the item head's catalogue cross-entropy plus
-    ``head_distill_weight`` times :func:`~generative_rec.model.head_distill_loss`."""
+    ``item_head.loss_weight`` times the item head's catalogue cross-entropy plus
+    ``item_head.distill_weight`` times :func:`~generative_rec.model.head_distill_loss`."""
     item_logits = None
     with autocast(device, amp):
-        if cfg.item_loss_weight > 0:
+        if cfg.item_head.loss_weight > 0:
             logits, item_logits = ddp_model(
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                 decoder_input_ids=shift_right(batch.labels), with_items=True)
@@ -312,12 +312,74 @@ def step_loss(ddp_model: torch.nn.Module, *, batch: Any, cfg: RetrieverConfig, p
                 else None)
         loss = position_loss(logits, codes, mask=mask)
     if item_logits is not None:
-        loss = loss + cfg.item_loss_weight * F.cross_entropy(
+        loss = loss + cfg.item_head.loss_weight * F.cross_entropy(
             item_logits.float(), batch.targets, ignore_index=-1)
-    if item_logits is not None and cfg.head_distill_weight > 0:
-        loss = loss + cfg.head_distill_weight * head_distill_loss(
-            logits, item_logits, codes, trie, levels=cfg.head_distill_levels, mask=mask)
+    if item_logits is not None and cfg.item_head.distill_weight > 0:
+        loss = loss + cfg.item_head.distill_weight * head_distill_loss(
+            logits, item_logits, codes, trie, levels=cfg.item_head.distill_levels, mask=mask)
     return loss
+
+
+def schedule_steps(cfg: RetrieverConfig, batches_per_epoch: int) -> int:
+    """Length of the training schedule: ``schedule.max_epochs`` passes over the training
+    examples, at most ``schedule.max_steps`` steps (the learning rate decays to 0 there)."""
+    return max(1, min(cfg.schedule.max_steps, cfg.schedule.max_epochs * batches_per_epoch))
+
+
+def resume_state(
+    ckpt_path: Path, *, fingerprint: str, net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer, phase: str,
+) -> tuple[TrainerState, dict[str, torch.Tensor], int]:
+    """The trainer's state, best weights and resumed step: from the checkpoint at ``ckpt_path``
+    when it was written for the same ``fingerprint`` (the model, optimiser and RNG restored in
+    place), else a fresh state with the current weights as the best."""
+    state = TrainerState(fingerprint=fingerprint)
+    best = {k: v.detach().cpu().clone() for k, v in model_state(net).items()}
+    if not ckpt_path.exists():
+        return state, best, 0
+    saved, tensors, meta = load_checkpoint(ckpt_path)
+    if saved.fingerprint != fingerprint:
+        log.warning("%s: ignoring checkpoint %s written for a different configuration",
+                    phase, ckpt_path)
+        return state, best, 0
+    load_model_state(net, _prefixed(tensors, "model."))
+    _optimizer_from_tensors(optimizer, tensors, meta["optim_groups"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        cuda_states = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count())
+                       if f"rng.cuda.{i}" in tensors]
+        if cuda_states:
+            torch.cuda.set_rng_state_all(cuda_states)
+    log.info("%s: resuming from step %d (%s)", phase, saved.step, ckpt_path)
+    return saved, _prefixed(tensors, "best."), saved.step
+
+
+def validation_subset(valid: Examples, *, max_users: int, seed: int) -> Examples:
+    """A fixed random subset of ``max_users`` validation examples (all when 0 or fewer):
+    model selection stays cheap on large catalogues and sees the same users at every check."""
+    if not max_users or len(valid) <= max_users:
+        return valid
+    rng = np.random.Generator(np.random.PCG64([seed, 0x7A11D]))
+    return valid.subset(np.sort(rng.choice(len(valid), max_users, replace=False)))
+
+
+def optimizer_step(loss: torch.Tensor, *, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler | None, params: Any, grad_clip: float) -> None:
+    """Backward, gradient-norm clipping (``grad_clip`` > 0) and one optimiser step, through the
+    fp16 loss scaler when there is one."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
 
 
 def train_retriever(
@@ -353,11 +415,13 @@ def train_retriever(
     training like a crash would).
     """
     ctx = ctx or DistContext()
-    total = int(max_steps if max_steps is not None else cfg.max_steps)
-    peak = float(peak_lr if peak_lr is not None else cfg.lr)
-    warmup = int(warmup_steps if warmup_steps is not None else cfg.warmup_steps)
+    n_batches = math.ceil(len(epoch_order(len(train), epoch=0, seed=seed, rank=ctx.rank,
+                                          world_size=ctx.world_size)) / cfg.schedule.batch_size)
+    total = int(max_steps if max_steps is not None else schedule_steps(cfg, n_batches))
+    peak = float(peak_lr if peak_lr is not None else cfg.schedule.lr)
+    warmup = int(warmup_steps if warmup_steps is not None else cfg.schedule.warmup_steps)
     warmup = min(warmup, max(total - 1, 0))
-    amp = amp_dtype(cfg.amp, device)
+    amp = amp_dtype(cfg.schedule.amp, device)
     fingerprint = json.dumps(
         {"cfg": cfg.fingerprint(), "phase": phase, "total": total, "peak": peak,
          "warmup": warmup, "seed": seed, "n_train": len(train), "n_valid": len(valid),
@@ -376,47 +440,24 @@ def train_retriever(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ddp_model = DDP(scorer, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
-    optimizer = make_optimizer(net, lr=peak, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(net, lr=peak, weight_decay=cfg.schedule.weight_decay)
     # fp16 needs loss scaling; bf16 has fp32's range and does not.
     use_scaler = amp == torch.float16 and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
-    state = TrainerState(fingerprint=fingerprint)
-    best = {k: v.detach().cpu().clone() for k, v in model_state(net).items()}
-    resumed_from = 0
-    if ckpt_path.exists():
-        saved, tensors, meta = load_checkpoint(ckpt_path)
-        if saved.fingerprint == fingerprint:
-            load_model_state(net, _prefixed(tensors, "model."))
-            best = _prefixed(tensors, "best.")
-            _optimizer_from_tensors(optimizer, tensors, meta["optim_groups"])
-            torch.set_rng_state(tensors["rng.torch"])
-            if torch.cuda.is_available():
-                cuda_states = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count())
-                               if f"rng.cuda.{i}" in tensors]
-                if cuda_states:
-                    torch.cuda.set_rng_state_all(cuda_states)
-            state = saved
-            resumed_from = state.step
-            log.info("%s: resuming from step %d (%s)", phase, state.step, ckpt_path)
-        else:
-            log.warning("%s: ignoring checkpoint %s written for a different configuration",
-                        phase, ckpt_path)
-
+    state, best, resumed_from = resume_state(ckpt_path, fingerprint=fingerprint, net=net,
+                                             optimizer=optimizer, phase=phase)
     if state.done:
         load_model_state(net, best)
         return TrainResult(state.step, state.best_step, state.best_metric, state.stop_reason,
                            state.seconds, state.log, resumed_from)
 
-    # Validation on a fixed subset of users keeps model selection cheap on large catalogues.
-    if cfg.val_max_users and len(valid) > cfg.val_max_users:
-        rng = np.random.Generator(np.random.PCG64([seed, 0x7A11D]))
-        valid = valid.subset(np.sort(rng.choice(len(valid), cfg.val_max_users, replace=False)))
+    valid = validation_subset(valid, max_users=cfg.schedule.val_max_users, seed=seed)
 
     def evaluate() -> float:
         items, _ = decode_examples(
             model=net, examples=valid, collator=collator, trie=trie, vocab=vocab,
-            num_beams=cfg.num_beams, top_k=20, batch_size=cfg.eval_batch_size, device=device,
+            num_beams=cfg.decoding.num_beams, top_k=20, batch_size=cfg.schedule.eval_batch_size, device=device,
             ctx=ctx, amp=amp, desc=f"{phase} valid", normalize=cfg.normalize,
             item_score_weight=cfg.rerank_weight,
         )
@@ -436,14 +477,14 @@ def train_retriever(
     interval: dict[str, Any] = {"loss": 0.0, "n": 0}
 
     def time_is_up(step: int) -> bool:
-        if not cfg.max_minutes:
+        if not cfg.schedule.max_minutes:
             return False
         if not ctx.enabled:
-            return time.perf_counter() - t0 > 60.0 * cfg.max_minutes
+            return time.perf_counter() - t0 > 60.0 * cfg.schedule.max_minutes
         # Every rank must stop at the same step: rank 0's clock decides, read every 50 steps.
         if step % 50:
             return False
-        return broadcast_flag(time.perf_counter() - t0 > 60.0 * cfg.max_minutes, ctx)
+        return broadcast_flag(time.perf_counter() - t0 > 60.0 * cfg.schedule.max_minutes, ctx)
 
     def run_eval() -> None:
         nonlocal best
@@ -468,41 +509,28 @@ def train_retriever(
 
     bar = progress(total=total, initial=state.step, desc=f"{phase}", leave=False)
     net.train()
-    n_batches = math.ceil(len(epoch_order(len(train), epoch=0, seed=seed, rank=ctx.rank,
-                                          world_size=ctx.world_size)) / cfg.batch_size)
     history_lengths = (train.history >= 0).sum(axis=1)
     stop_reason = ""
     if n_batches == 0:
         stop_reason = "no training examples"
     while not stop_reason:
-        if state.epoch >= cfg.max_epochs:
+        if state.epoch >= cfg.schedule.max_epochs:
             stop_reason = "max_epochs"
             break
         order = epoch_order(len(train), epoch=state.epoch, seed=seed, rank=ctx.rank,
                             world_size=ctx.world_size)
-        if cfg.length_buckets:
-            order = length_bucketed(order, history_lengths, batch_size=cfg.batch_size,
-                                    window=cfg.length_buckets, seed=seed, epoch=state.epoch)
+        if cfg.schedule.length_buckets:
+            order = length_bucketed(order, history_lengths, batch_size=cfg.schedule.batch_size,
+                                    window=cfg.schedule.length_buckets, seed=seed, epoch=state.epoch)
         while state.batch_in_epoch < n_batches:
             b = state.batch_in_epoch
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            idx = order[b * cfg.schedule.batch_size : (b + 1) * cfg.schedule.batch_size]
             batch = collator(train, idx).to(device)
             set_lr(optimizer, lr_at(state.step, peak=peak, warmup=warmup, total=total))
             loss = step_loss(ddp_model, batch=batch, cfg=cfg, plain=scorer is net,
                              offsets=offsets, trie=trie_here, device=device, amp=amp)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            optimizer_step(loss, optimizer=optimizer, scaler=scaler, params=net.parameters(),
+                           grad_clip=cfg.schedule.grad_clip)
             state.step += 1
             state.batch_in_epoch += 1
             # Summed on the device: reading the loss every step would stall a GPU's queue.
@@ -512,13 +540,13 @@ def train_retriever(
 
             out_of_time = time_is_up(state.step)
             last = state.step >= total or out_of_time
-            if state.step % cfg.eval_every == 0 or last:
+            if state.step % cfg.schedule.eval_every == 0 or last:
                 run_eval()
                 if out_of_time:
                     stop_reason = "max_minutes"
                 elif last:
                     stop_reason = "max_steps"
-                elif cfg.patience and state.evals_since_best >= cfg.patience:
+                elif cfg.schedule.patience and state.evals_since_best >= cfg.schedule.patience:
                     stop_reason = "early_stopping"
                 if stop_reason:
                     break

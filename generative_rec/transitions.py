@@ -1,5 +1,5 @@
 """How often one item directly followed another in the training sequences: the transition prior
-that re-orders the retriever's candidates (``RetrieverConfig.transition_prior_weight``).
+that re-orders the retriever's candidates (``RetrieverConfig.priors``).
 
 The retriever's item head learns successions, but on Beauty it still ranks the most recent
 item's known successors too low (retriever experiments 36 and 48): adding

@@ -23,7 +23,7 @@ class ServerLimits:
     ``max_id_chars`` characters needs at most about 260 KB."""
     max_history_items: int = 1000
     """Most item ids in a posted history (422 above it). The retriever reads only the last
-    ``max_history`` of them; the rest only mark items as seen."""
+    ``retriever.history.max_length`` of them; the rest only mark items as seen."""
     max_id_chars: int = 256
     """Longest user or item id in a path or a body (422 above it)."""
     max_detail_chars: int = 300

@@ -1,8 +1,8 @@
 """Serve a trained run: load it once, then recommend for many users or for ad-hoc histories.
 
 Flow for each request: history (a known user's chronological history, or the items given) →
-the retriever's top ``candidates_n`` items by constrained beam search on the history's last
-``max_history`` items (batched over users; older items only decide which items count as seen) →
+the retriever's top ``decoding.candidates_n`` items by constrained beam search on the history's last
+``history.max_length`` items (batched over users; older items only decide which items count as seen) →
 the CTR ranker's probability of a positive rating for each candidate, fused with the retriever's
 score by the weight the ranker stage tuned on validation users (``fusion_alpha``) → seen items
 dropped unless asked otherwise → top-k. When fewer than k candidates survive, the most popular
@@ -151,7 +151,7 @@ class Recommender:
             rcfg = retriever_config(run_dir)
             retriever = _Retriever(model, vocab, trie, rcfg, load_priors(run_dir))
         ranker = None
-        chosen_n = retriever.cfg.candidates_n if retriever is not None else 50
+        chosen_n = retriever.cfg.decoding.candidates_n if retriever is not None else 50
         if layout(run_dir).ranker_config.exists():
             model, spec, cfg, chosen = load_model(run_dir=run_dir, variant=variant, device=device)
             alpha = float(read_ranker_config(run_dir)["variants"][chosen].get("fusion_alpha", 1.0))
@@ -435,8 +435,8 @@ class Recommender:
                 items, scores = recommend_for_histories(
                     model=model, vocab=r.vocab, trie=r.trie,
                     histories=[h.tolist() for h in histories], user_ids=keys, top_k=n,
-                    num_beams=max(r.cfg.num_beams, n), max_history=r.cfg.max_history,
-                    batch_size=r.cfg.eval_batch_size, normalize=r.cfg.normalize,
+                    num_beams=max(r.cfg.decoding.num_beams, n), max_history=r.cfg.history.max_length,
+                    batch_size=r.cfg.schedule.eval_batch_size, normalize=r.cfg.normalize,
                     item_score_weight=r.cfg.rerank_weight, priors=r.priors)
             cands, retr = [], []
             for row_items, row_scores in zip(items, scores):
@@ -444,7 +444,7 @@ class Recommender:
                 cands.append(np.asarray(row_items[keep], dtype=np.int64))
                 retr.append(np.asarray(row_scores[keep], dtype=np.float64))
             return cands, retr, (f"the retriever (beam search on the history's last "
-                                 f"{r.cfg.max_history} items)")
+                                 f"{r.cfg.history.max_length} items)")
         path = layout(self.run_dir).candidates
         if not path.exists():
             return [np.zeros(0, np.int64)] * len(histories), [None] * len(histories), "nowhere (no retriever output)"

@@ -93,3 +93,29 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def move_flat_keys(data: dict[str, Any], moves: dict[str, tuple[str, str]], *,
+                   component: str) -> tuple[dict[str, Any], list[str]]:
+    """``data`` with the flat keys of an earlier version (``moves``: old key -> (section, new
+    key)) moved into their sections, and the list of ``"old -> section.new"`` moves made (empty:
+    ``data`` itself is returned). A setting given both ways is a one-line DataError."""
+    old = [key for key in data if key in moves]
+    if not old:
+        return data, []
+    out = dict(data)
+    moved = []
+    for key in old:
+        section, new = moves[key]
+        target = out.get(section)
+        if target is None:
+            target = {}
+        if not isinstance(target, dict):
+            raise DataError(f"{component}.{section} must be a mapping to take the old key {key}, "
+                            f"got {type(target).__name__}")
+        if new in target:
+            raise DataError(f"{component}.{key} and {component}.{section}.{new} are the same "
+                            f"setting given twice; keep only {component}.{section}.{new}")
+        out[section] = {**target, new: out.pop(key)}
+        moved.append(f"{key} -> {section}.{new}")
+    return out, moved

@@ -190,13 +190,13 @@ def test_quality_profile_extends_the_budget_config_and_labels_its_results(tmp_pa
     bench.mkdir(parents=True)
     (bench / "amazon-beauty.cpu-wide.yaml").write_text(
         f"extends: {quality.config_path('amazon-beauty', 'cpu')}\n"
-        "retriever:\n  candidates_n: 80\n")
+        "retriever:\n  decoding:\n    candidates_n: 80\n")
     monkeypatch.setattr(quality, "ROOT", tmp_path)
     path = quality.config_path("amazon-beauty", "cpu", "wide")
     assert path == bench / "amazon-beauty.cpu-wide.yaml"
     cfg = load_config(path)
     base = load_config(ROOT / "configs" / "bench" / "amazon-beauty.cpu.yaml")
-    assert cfg.section("retriever").candidates_n == 80
+    assert cfg.section("retriever").decoding.candidates_n == 80
     assert cfg.variants == base.variants
     assert quality.budget_label("cpu", "wide") == "cpu-wide" and quality.budget_label("cpu", None) == "cpu"
     result = {"dataset": "amazon-beauty", "budget": "cpu", "profile": "wide", "config": "c.yaml",

@@ -187,9 +187,8 @@ def test_stage_saves_the_vectors_and_the_api_reproduces_its_lists(tmp_path):
     emb = base + 0.05 * rng.normal(size=base.shape)
     save_tensors(layout(run).embeddings("text"), {"embeddings": emb.astype(np.float32),
                                                   "mask": np.ones(split.n_items, dtype=bool)})
-    cfg = tiny_cfg(max_steps=15, eval_every=15, lr=5e-3, candidates_n=20,
-                   priors={"transition_weights": [0.0], "content_weights": [1000.0],
-                           "content_candidates": [3], "content_history": [1]})
+    cfg = tiny_cfg(priors={"transition_weights": [0.0], "content_weights": [1000.0],
+                           "content_candidates": [3], "content_history": [1]}, schedule=dict(max_steps=15, eval_every=15, lr=5e-3), decoding=dict(candidates_n=20))
     stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
     priors = inference.load_priors(run)
     assert priors.content is not None and priors.transitions is None
@@ -200,7 +199,7 @@ def test_stage_saves_the_vectors_and_the_api_reproduces_its_lists(tmp_path):
     model, vocab, trie = inference.load_retriever(run, device="cpu")
     common = dict(model=model, vocab=vocab, trie=trie,
                   histories=[s.tolist() for s in split.test_inputs], user_ids=split.user_ids,
-                  top_k=20, num_beams=cfg.decode_beams, max_history=cfg.max_history,
+                  top_k=20, num_beams=cfg.decode_beams, max_history=cfg.history.max_length,
                   normalize=cfg.normalize)
     items, _ = inference.recommend_for_histories(**common, priors=priors)
     assert items.tolist() == test["items"].to_list()

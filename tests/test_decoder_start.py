@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 def _setup(decoder_start: str = "last", seed: int = 0):
     ex, vocab, collator, trie = cyclic_problem()
     torch.manual_seed(seed)
-    cfg = tiny_cfg(decoder_start=decoder_start, item_id_embedding=True, recency_embedding=True)
+    cfg = tiny_cfg(decoder_start=decoder_start, history=dict(item_id_embedding=True, recency_embedding=True))
     model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=collator.item_tokens)
     with torch.no_grad():  # non-zero vectors, so the most recent item stands out
         model.encoder.embed_tokens.item_id.weight.normal_(0, 0.5)
@@ -104,7 +104,7 @@ def test_config_checks():
     assert RetrieverConfig().decoder_start == "token"
     with pytest.raises(DataError, match="decoder_start must be one of"):
         RetrieverConfig(decoder_start="first")
-    with pytest.raises(DataError, match="decoder_start 'last' needs history_encoding 'item'"):
-        RetrieverConfig(decoder_start="last", history_encoding="token")
+    with pytest.raises(DataError, match="decoder_start 'last' needs history.encoding 'item'"):
+        RetrieverConfig(decoder_start="last", history=dict(encoding="token"))
     with pytest.raises(DataError, match="decoder_start 'last' needs"):
         RetrieverConfig(decoder_start="last", output_softmax="vocab")

@@ -43,15 +43,17 @@ retriever:
   num_heads: 2
   d_kv: 16
   d_ff: 64
-  batch_size: 64
-  lr: 0.003
-  warmup_steps: 5
-  max_steps: 40
-  eval_every: 20
-  patience: 2
-  num_beams: 20
-  candidates_n: 20
-  eval_batch_size: 64
+  schedule:
+    batch_size: 64
+    lr: 0.003
+    warmup_steps: 5
+    max_steps: 40
+    eval_every: 20
+    patience: 2
+    eval_batch_size: 64
+  decoding:
+    num_beams: 20
+    candidates_n: 20
 ranker:
   epochs: 1
   batch_size: 256

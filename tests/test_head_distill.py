@@ -13,6 +13,7 @@ from generative_rec.config import RetrieverConfig
 from generative_rec.model import PositionHeads, build_model, head_distill_loss, shift_right
 from generative_rec.train import step_loss
 from recdata.errors import DataError
+from recdata.overrides import deep_merge
 from tests.test_retriever import _train, cyclic_problem, tiny_cfg
 
 torch.set_num_threads(1)
@@ -38,7 +39,7 @@ def _slow_distill(logits, item_logits, codes, item_codes, levels, mask):
 def _batch_and_heads(seed: int = 0):
     ex, vocab, collator, trie = cyclic_problem()
     torch.manual_seed(seed)
-    cfg = tiny_cfg(item_id_embedding=True, item_loss_weight=0.2, head_distill_weight=1.0)
+    cfg = tiny_cfg(history=dict(item_id_embedding=True), item_head=dict(loss_weight=0.2, distill_weight=1.0))
     model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=collator.item_tokens)
     heads = PositionHeads(model, offsets=vocab.offsets, sizes=tuple(vocab.codebook_sizes))
     return cfg, heads, vocab, trie, collator(ex["train"])
@@ -84,33 +85,36 @@ def test_step_loss_adds_the_weighted_term():
     kwargs = dict(batch=batch, plain=False, offsets=offsets, trie=trie, device="cpu", amp=None)
     with torch.no_grad():
         with_term = step_loss(heads, cfg=cfg, **kwargs)
-        without = step_loss(heads, cfg=tiny_cfg(item_id_embedding=True, item_loss_weight=0.2),
+        without = step_loss(heads, cfg=tiny_cfg(history=dict(item_id_embedding=True), item_head=dict(loss_weight=0.2)),
                             **kwargs)
         logits, item_logits = heads(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                     decoder_input_ids=shift_right(batch.labels), with_items=True)
         codes = batch.labels - offsets
-        term = head_distill_loss(logits, item_logits, codes, trie, levels=cfg.head_distill_levels,
+        term = head_distill_loss(logits, item_logits, codes, trie, levels=cfg.item_head.distill_levels,
                                  mask=trie.sibling_mask(codes, logits.size(-1)))
     assert float(with_term - without) == pytest.approx(float(term), rel=1e-4)
     assert float(term) > 0
 
 
 def test_training_with_the_term_learns_and_its_checkpoints_are_distinct(tmp_path):
-    cfg = tiny_cfg(lr=1e-2, max_steps=150, eval_every=150, d_model=48, d_ff=96,
-                   item_id_embedding=True, item_loss_weight=0.5, head_distill_weight=0.5)
+    cfg = tiny_cfg(d_model=48, d_ff=96, schedule=dict(lr=1e-2, max_steps=150, eval_every=150),
+                   history=dict(item_id_embedding=True),
+                   item_head=dict(loss_weight=0.5, distill_weight=0.5))
     model, result, (ex, vocab, collator, trie) = _train(tmp_path, cfg)
     assert result.best_valid_ndcg10 > 0.3  # NDCG@10 on the cyclic successor task (chance ~ .03)
-    base = RetrieverConfig.from_dict({**cfg.to_dict(), "head_distill_weight": 0.0})
+    base = tiny_cfg(d_model=48, d_ff=96, schedule=dict(lr=1e-2, max_steps=150, eval_every=150),
+                    history=dict(item_id_embedding=True), item_head=dict(loss_weight=0.5))
     assert cfg.fingerprint() != base.fingerprint()
-    # Runs trained before the option existed keep their fingerprint (and resume).
-    old = base.to_dict()
-    old.pop("head_distill_weight"), old.pop("head_distill_levels")
-    assert base.fingerprint() == RetrieverConfig.from_dict(old).fingerprint()
+    # Without the term, the levels setting does not enter the fingerprint: runs trained before
+    # the option existed keep their fingerprint (and resume).
+    other_levels = RetrieverConfig.from_dict(
+        deep_merge(base.to_dict(), {"item_head": {"distill_levels": 3}}))
+    assert base.fingerprint() == other_levels.fingerprint()
 
 
 def test_config_checks():
     with pytest.raises(DataError, match="needs an item head"):
-        RetrieverConfig(head_distill_weight=0.5)
-    with pytest.raises(DataError, match="head_distill_levels"):
-        RetrieverConfig(item_loss_weight=0.2, head_distill_weight=0.5, head_distill_levels=0)
-    assert np.isclose(RetrieverConfig().head_distill_weight, 0.0)
+        RetrieverConfig(item_head=dict(distill_weight=0.5))
+    with pytest.raises(DataError, match="distill_levels"):
+        RetrieverConfig(item_head=dict(loss_weight=0.2, distill_weight=0.5, distill_levels=0))
+    assert np.isclose(RetrieverConfig().item_head.distill_weight, 0.0)

@@ -21,8 +21,7 @@ torch.set_num_threads(1)
 def _model_and_batch(seed: int = 0, item_query: str = "decoder", recency: bool = False):
     ex, vocab, collator, trie = cyclic_problem()
     torch.manual_seed(seed)
-    model = build_model(cfg=tiny_cfg(item_id_embedding=True, item_query=item_query,
-                                     recency_embedding=recency),
+    model = build_model(cfg=tiny_cfg(history=dict(item_id_embedding=True, recency_embedding=recency), item_head=dict(query=item_query)),
                         vocab_size=vocab.vocab_size,
                         item_tokens=collator.item_tokens)
     with torch.no_grad():  # non-zero per-item vectors, so the reference must add them
@@ -132,9 +131,8 @@ def test_rerank_orders_the_beam_by_the_combined_score():
 
 
 def test_trained_item_head_learns_the_next_item_and_its_lists_stay_valid(tmp_path):
-    cfg = tiny_cfg(lr=1e-2, max_steps=150, eval_every=150, d_model=48, d_ff=96,
-                   item_id_embedding=True, item_loss_weight=0.5)
-    assert cfg.rerank_weight == cfg.item_score_weight == 1.0
+    cfg = tiny_cfg(d_model=48, d_ff=96, schedule=dict(lr=1e-2, max_steps=150, eval_every=150), history=dict(item_id_embedding=True), item_head=dict(loss_weight=0.5))
+    assert cfg.rerank_weight == cfg.item_head.score_weight == 1.0
     model, result, (ex, vocab, collator, trie) = _train(tmp_path, cfg)
     batch = collator(ex["train"])
     with torch.no_grad():
@@ -153,10 +151,10 @@ def test_trained_item_head_learns_the_next_item_and_its_lists_stay_valid(tmp_pat
 
 
 def test_item_head_needs_an_item_level_encoder():
-    assert RetrieverConfig(item_score_weight=2.0).rerank_weight == 0.0  # no head trained
-    with pytest.raises(DataError, match="item_loss_weight needs history_encoding 'item'"):
-        RetrieverConfig(item_loss_weight=0.2, history_encoding="token")
+    assert RetrieverConfig(item_head=dict(score_weight=2.0)).rerank_weight == 0.0  # no head trained
+    with pytest.raises(DataError, match="item_head.loss_weight needs history.encoding 'item'"):
+        RetrieverConfig(item_head=dict(loss_weight=0.2), history=dict(encoding="token"))
     with pytest.raises(DataError, match="output_softmax"):
-        RetrieverConfig(item_loss_weight=0.2, output_softmax="vocab")
+        RetrieverConfig(output_softmax="vocab", item_head=dict(loss_weight=0.2))
     with pytest.raises(DataError, match=">= 0"):
-        RetrieverConfig(item_loss_weight=-1.0)
+        RetrieverConfig(item_head=dict(loss_weight=-1.0))

@@ -28,7 +28,7 @@ def test_copied_custom_config_extends_a_shipped_profile(tmp_path):
     copy.write_text((REPO_ROOT / "configs" / "custom.example.yaml").read_text())
     cfg = load_config(copy, ["data.path=/somewhere"])
     assert cfg.section("data").dataset == "custom"
-    assert cfg.section("retriever").history_encoding == "item"  # inherited from the quick profile
+    assert cfg.section("retriever").history.encoding == "item"  # inherited from the quick profile
     (tmp_path / "bad.yaml").write_text("extends: no-such-profile.yaml\n")
     with pytest.raises(DataError, match="no shipped profile"):
         load_config(tmp_path / "bad.yaml")
@@ -121,8 +121,8 @@ def test_stage_alone_commands_take_the_same_set_syntax(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: config retriever.stage2: unknown key(s) enable;")
     assert "\n" not in err
-    cfg = config_with_overrides(RetrieverConfig, ["max_steps=7", "stage2.enabled=true"],
-                                "retriever", **RetrieverConfig.from_profile("quick").to_dict())
-    assert cfg.max_steps == 7 and cfg.stage2.enabled and cfg.d_model == 64
+    cfg = config_with_overrides(RetrieverConfig, ["schedule.max_steps=7", "stage2.enabled=true"],
+                                "retriever", **RetrieverConfig(d_model=64).to_dict())
+    assert cfg.schedule.max_steps == 7 and cfg.stage2.enabled and cfg.d_model == 64
     with pytest.raises(DataError, match="expected int"):
-        config_with_overrides(RetrieverConfig, ["max_steps=lots"], "retriever")
+        config_with_overrides(RetrieverConfig, ["schedule.max_steps=lots"], "retriever")

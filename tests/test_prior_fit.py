@@ -96,7 +96,7 @@ def test_stage_fits_saves_and_applies_the_priors(tmp_path):
     from recdata.split import SequentialSplit
 
     run = write_run(tmp_path)
-    cfg = tiny_cfg(max_steps=15, eval_every=15, lr=5e-3, candidates_n=20)
+    cfg = tiny_cfg(schedule=dict(max_steps=15, eval_every=15, lr=5e-3), decoding=dict(candidates_n=20))
     stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
     fit = read_json(layout(run).retriever_priors)
     assert fit["fitted"] and fit["trials"] and set(fit["weights"]) == set(CandidatePriors.WEIGHTS)
@@ -114,7 +114,7 @@ def test_stage_fits_saves_and_applies_the_priors(tmp_path):
     # The toy sequences are cyclic: the last item's successor is the target, so the fit keeps
     # the transition prior.
     assert priors.transition_weight > 0
-    hist = histories_to_examples([s.tolist() for s in split.test_inputs], cfg.max_history).history
+    hist = histories_to_examples([s.tolist() for s in split.test_inputs], cfg.history.max_length).history
     want, _ = priors.apply(items=raw_items, scores=raw_scores,
                            recent=recent_items(hist, priors.history_needed), top_k=20)
     assert want.tolist() != raw_items.tolist()

@@ -47,16 +47,19 @@ retriever:
   num_heads: 2
   d_kv: 8
   d_ff: 32
-  max_history: 5
-  batch_size: 32
-  lr: 0.003
-  warmup_steps: 2
-  max_steps: 12
-  eval_every: 4
-  patience: 0
-  num_beams: 20
-  candidates_n: 20
-  eval_batch_size: 64
+  history:
+    max_length: 5
+  schedule:
+    batch_size: 32
+    lr: 0.003
+    warmup_steps: 2
+    max_steps: 12
+    eval_every: 4
+    patience: 0
+    eval_batch_size: 64
+  decoding:
+    num_beams: 20
+    candidates_n: 20
 ranker:
   epochs: 2
   patience: 2

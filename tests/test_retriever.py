@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import polars as pl
 import pytest
 import torch
 
-from generative_rec.config import PROFILES, RetrieverConfig
+from generative_rec.config import RetrieverConfig
 from generative_rec.data import (
     Collator,
     Examples,
@@ -20,20 +21,26 @@ from generative_rec.data import (
     right_aligned_windows,
 )
 from generative_rec.model import build_model, model_state
-from generative_rec.train import decode_examples, lr_at, retrieval_metrics, train_retriever
+from generative_rec.train import (decode_examples, lr_at, retrieval_metrics, schedule_steps,
+                                  train_retriever)
 from generative_rec.trie import SidTrie
 from generative_rec.vocab import SidVocab
 from recdata.errors import DataError
+from recdata.overrides import deep_merge
 
 torch.set_num_threads(1)
 
+# The quick profile's shape (configs/ml-100k-mm.quick.yaml), shrunk to a test's size.
 TINY = dict(d_model=32, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16, d_ff=64,
-            dropout=0.0, n_user_buckets=16, batch_size=16, warmup_steps=5, eval_batch_size=64,
-            val_max_users=0, patience=0, candidates_n=20)
+            dropout=0.0, n_user_buckets=16, history=dict(max_length=10),
+            schedule=dict(batch_size=16, lr=3e-3, warmup_steps=5, max_steps=2000, eval_every=500,
+                          patience=0, val_max_users=0, eval_batch_size=64),
+            decoding=dict(candidates_n=20), stage2=dict(steps=100, continue_steps=300))
 
 
 def tiny_cfg(**overrides) -> RetrieverConfig:
-    return RetrieverConfig.from_profile("quick", **{**TINY, **overrides})
+    """A tiny retriever config: :data:`TINY` with ``overrides`` merged in, section by section."""
+    return RetrieverConfig.from_dict(deep_merge(TINY, overrides))
 
 
 def random_unique_codes(n: int, sizes: list[int], seed: int = 0) -> np.ndarray:
@@ -170,16 +177,38 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lr_at(100, peak=1.0, warmup=10, total=100) == 0.0
 
 
-def test_config_validation_and_profiles():
-    assert PROFILES["default"].d_model == 128 and PROFILES["default"].num_layers == 4
-    assert PROFILES["default"].num_heads == 6 and PROFILES["default"].d_ff == 1024
-    cfg = RetrieverConfig.from_profile("quick", candidates_n=50)
+def test_config_validation_and_sections():
+    default = RetrieverConfig()
+    assert default.d_model == 128 and default.num_layers == 4  # the TIGER sizes
+    assert default.num_heads == 6 and default.d_ff == 1024
+    cfg = tiny_cfg(decoding=dict(candidates_n=50))
     assert cfg.decode_beams == 50
     with pytest.raises(DataError, match="num_beams"):
-        RetrieverConfig(num_beams=10)
+        RetrieverConfig(decoding=dict(num_beams=10))
     with pytest.raises(DataError, match="unknown"):
         RetrieverConfig.from_dict({"d_modle": 3})
+    with pytest.raises(DataError, match="unknown schedule"):
+        RetrieverConfig.from_dict({"schedule": {"max_step": 3}})
     assert RetrieverConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_flat_keys_of_earlier_versions_load_in_their_section_with_one_warning(caplog):
+    """A config or a run's config.json from before the sections still loads, each old key in
+    its section, with one warning; the checkpoints it wrote keep their fingerprint (resume)."""
+    flat = {"max_history": 10, "lr": 3e-3, "item_loss_weight": 0.2, "candidates_n": 30,
+            "num_beams": 25, "batch_size": 64}
+    with caplog.at_level(logging.WARNING):
+        cfg = RetrieverConfig.from_dict(flat)
+    warnings = [r for r in caplog.records if "old flat key" in r.getMessage()]
+    assert len(warnings) == 1 and "max_history -> history.max_length" in warnings[0].getMessage()
+    assert cfg == RetrieverConfig(history=dict(max_length=10), item_head=dict(loss_weight=0.2),
+                                  schedule=dict(lr=3e-3, batch_size=64),
+                                  decoding=dict(candidates_n=30, num_beams=25))
+    # The fingerprints these configs had before the sections existed.
+    assert cfg.fingerprint() == "62a770b54f5c7d73"
+    assert RetrieverConfig().fingerprint() == "9ad74fe3c1b69419"
+    with pytest.raises(DataError, match="same setting given twice"):
+        RetrieverConfig.from_dict({"lr": 1e-3, "schedule": {"lr": 2e-3}})
 
 
 # --------------------------------------------------------------------------- training
@@ -205,7 +234,7 @@ def cyclic_problem(n_users: int = 12, n_items: int = 40, length: int = 14,
 
 
 def _train(tmp: Path, cfg: RetrieverConfig, *, seed: int = 0, on_step=None):
-    ex, vocab, collator, trie = cyclic_problem(history_encoding=cfg.history_encoding)
+    ex, vocab, collator, trie = cyclic_problem(history_encoding=cfg.history.encoding)
     torch.manual_seed(seed)
     model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=collator.item_tokens)
     result = train_retriever(
@@ -219,8 +248,7 @@ def _train(tmp: Path, cfg: RetrieverConfig, *, seed: int = 0, on_step=None):
 @pytest.mark.parametrize("history_encoding, length_buckets",
                          [("item", 0), ("token", 0), ("item", 4)])
 def test_tiny_model_overfits_tiny_data(tmp_path, history_encoding, length_buckets):
-    cfg = tiny_cfg(lr=1e-2, max_steps=150, eval_every=50, d_model=48, d_ff=96,
-                   history_encoding=history_encoding, length_buckets=length_buckets)
+    cfg = tiny_cfg(d_model=48, d_ff=96, schedule=dict(lr=1e-2, max_steps=150, eval_every=50, length_buckets=length_buckets), history=dict(encoding=history_encoding))
     model, result, (ex, vocab, collator, trie) = _train(tmp_path, cfg)
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [50, 100, 150]
@@ -236,22 +264,39 @@ def test_tiny_model_overfits_tiny_data(tmp_path, history_encoding, length_bucket
 
 def test_an_integer_for_a_float_field_is_the_same_setting():
     # YAML writes `max_minutes: 0` or `lr: 1`; a checkpoint must resume under either spelling.
-    a = RetrieverConfig.from_dict({"max_minutes": 0, "lr": 1, "stage2": {"tau": 1}})
-    b = RetrieverConfig.from_dict({"max_minutes": 0.0, "lr": 1.0, "stage2": {"tau": 1.0}})
+    a = RetrieverConfig.from_dict({"schedule": {"max_minutes": 0, "lr": 1}, "stage2": {"tau": 1}})
+    b = RetrieverConfig.from_dict({"schedule": {"max_minutes": 0.0, "lr": 1.0},
+                                   "stage2": {"tau": 1.0}})
     assert a.fingerprint() == b.fingerprint() and a == b
-    assert isinstance(a.lr, float) and isinstance(a.stage2.tau, float)
+    assert isinstance(a.schedule.lr, float) and isinstance(a.stage2.tau, float)
     assert RetrieverConfig.from_dict({"lr": 2}).fingerprint() != a.fingerprint()
 
 
 def test_wall_clock_cap_stops_training_validates_and_keeps_the_best(tmp_path):
-    cfg = tiny_cfg(lr=5e-3, max_steps=10_000, eval_every=1_000, max_minutes=1e-9)
+    cfg = tiny_cfg(schedule=dict(lr=5e-3, max_steps=10_000, eval_every=1_000, max_minutes=1e-9))
     model, result, _ = _train(tmp_path, cfg)
     assert result.stop_reason == "max_minutes"
     assert result.steps == 1  # the first step is already past a cap this small
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1]  # the stopped run is still validated
     with pytest.raises(DataError, match="max_minutes"):
-        tiny_cfg(max_minutes=-1)
+        tiny_cfg(schedule=dict(max_minutes=-1))
+
+
+def test_the_schedule_is_sized_in_epochs_of_the_catalogue(tmp_path):
+    """``max_epochs`` sets the schedule's length from the data: 3 passes over the 132 training
+    examples at 16 per batch are 27 steps, where the learning rate reaches 0; ``max_steps``
+    caps it."""
+    cfg = tiny_cfg(schedule=dict(lr=5e-3, warmup_steps=2, max_steps=10_000, max_epochs=3,
+                                 eval_every=1_000))
+    ex, *_ = cyclic_problem()
+    batches = -(-len(ex["train"]) // 16)
+    _, result, _ = _train(tmp_path, cfg)
+    assert result.steps == 3 * batches and result.stop_reason == "max_steps"
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 3 * batches and log[-1]["lr"] < 5e-3 / batches
+    capped = tiny_cfg(schedule=dict(max_steps=5, max_epochs=3))
+    assert schedule_steps(capped, batches) == 5 and schedule_steps(cfg, batches) == 3 * batches
 
 
 class Crash(RuntimeError):
@@ -260,7 +305,7 @@ class Crash(RuntimeError):
 
 def test_resume_after_crash_gives_identical_weights(tmp_path):
     # Length buckets too: a resumed epoch must replay the same bucketed batches.
-    cfg = tiny_cfg(lr=5e-3, max_steps=40, eval_every=10, dropout=0.1, length_buckets=2)
+    cfg = tiny_cfg(dropout=0.1, schedule=dict(lr=5e-3, max_steps=40, eval_every=10, length_buckets=2))
     ref_model, ref, _ = _train(tmp_path / "a", cfg)
 
     def crash_at_25(step: int) -> None:
@@ -289,9 +334,9 @@ def test_resume_after_crash_gives_identical_weights(tmp_path):
 
 
 def test_checkpoint_of_another_config_is_ignored(tmp_path):
-    cfg = tiny_cfg(max_steps=10, eval_every=10)
+    cfg = tiny_cfg(schedule=dict(max_steps=10, eval_every=10))
     _train(tmp_path, cfg)
-    _, res, _ = _train(tmp_path, tiny_cfg(max_steps=12, eval_every=6))
+    _, res, _ = _train(tmp_path, tiny_cfg(schedule=dict(max_steps=12, eval_every=6)))
     assert res.resumed_from == 0 and res.steps == 12
 
 
@@ -317,7 +362,7 @@ def test_stage_writes_metrics_candidates_and_reloads(tmp_path):
     from recdata.split import SequentialSplit
 
     run = write_run(tmp_path)
-    cfg = tiny_cfg(max_steps=30, eval_every=15, lr=5e-3, candidates_n=25)
+    cfg = tiny_cfg(schedule=dict(max_steps=30, eval_every=15, lr=5e-3), decoding=dict(candidates_n=25))
     summary = stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
     out = run / "retriever"
     for name in ("model.safetensors", "config.json", "train_log.jsonl", "metrics.json",
@@ -348,7 +393,7 @@ def test_stage_writes_metrics_candidates_and_reloads(tmp_path):
     items, _ = inference.recommend_for_histories(
         model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
         user_ids=split.user_ids, top_k=25, num_beams=cfg.decode_beams,
-        max_history=cfg.max_history, normalize=cfg.normalize, priors=inference.load_priors(run),
+        max_history=cfg.history.max_length, normalize=cfg.normalize, priors=inference.load_priors(run),
     )
     assert items.tolist() == test["items"].to_list()
     with pytest.raises(DataError, match="outside"):
@@ -362,7 +407,7 @@ def test_load_retriever_rejects_changed_ids(tmp_path):
     from tokenizer.sid import SemanticIds
 
     run = write_run(tmp_path)
-    stage.run(cfg=tiny_cfg(max_steps=5, eval_every=5), run_dir=run, seed=0, device="cpu")
+    stage.run(cfg=tiny_cfg(schedule=dict(max_steps=5, eval_every=5)), run_dir=run, seed=0, device="cpu")
     split = SequentialSplit.from_run_dir(run)
     codes = random_unique_codes(split.n_items, [6, 6, 4], seed=1)
     SemanticIds(codes=codes, codebook_sizes=[6, 6, 4], item_ids=split.item_ids).save(run)
@@ -378,7 +423,7 @@ def test_item_id_vectors_start_at_zero_train_and_grow_with_the_catalogue():
     torch.manual_seed(0)
     plain = build_model(cfg=tiny_cfg(), vocab_size=vocab.vocab_size, item_tokens=tokens)
     torch.manual_seed(0)
-    with_ids = build_model(cfg=tiny_cfg(item_id_embedding=True), vocab_size=vocab.vocab_size,
+    with_ids = build_model(cfg=tiny_cfg(history=dict(item_id_embedding=True)), vocab_size=vocab.vocab_size,
                            item_tokens=tokens)
     ids = torch.tensor([[vocab.vocab_size + 0, vocab.vocab_size + 2]])
     emb_plain, emb_ids = plain.encoder.embed_tokens, with_ids.encoder.embed_tokens
@@ -394,7 +439,7 @@ def test_item_id_vectors_start_at_zero_train_and_grow_with_the_catalogue():
     set_item_tokens(with_ids, more)
     assert emb_ids.item_id.num_embeddings == 4
     assert float(emb_ids.item_id.weight[3].detach().abs().sum()) == 0  # a new item reads as its SID
-    again = build_model(cfg=tiny_cfg(item_id_embedding=True), vocab_size=vocab.vocab_size,
+    again = build_model(cfg=tiny_cfg(history=dict(item_id_embedding=True)), vocab_size=vocab.vocab_size,
                         item_tokens=tokens)
     load_model_state(again, saved)
     assert torch.equal(again.encoder.embed_tokens.item_id.weight, saved["encoder.embed_tokens.item_id.weight"])
@@ -404,10 +449,10 @@ def test_recency_vectors_start_at_zero_and_mark_the_most_recent_item():
     vocab = SidVocab([4, 4, 2], n_user_buckets=4)
     tokens = vocab.encode_sids(np.array([[0, 1, 0], [3, 2, 1], [1, 1, 0]]))
     torch.manual_seed(0)
-    plain = build_model(cfg=tiny_cfg(max_history=3), vocab_size=vocab.vocab_size,
+    plain = build_model(cfg=tiny_cfg(history=dict(max_length=3)), vocab_size=vocab.vocab_size,
                         item_tokens=tokens)
     torch.manual_seed(0)
-    model = build_model(cfg=tiny_cfg(max_history=3, recency_embedding=True),
+    model = build_model(cfg=tiny_cfg(history=dict(max_length=3, recency_embedding=True)),
                         vocab_size=vocab.vocab_size, item_tokens=tokens)
     emb = model.encoder.embed_tokens
     v = vocab.vocab_size
@@ -420,5 +465,5 @@ def test_recency_vectors_start_at_zero_and_mark_the_most_recent_item():
     # Slot 0 = most recent item; items older than max_history share the last slot.
     assert torch.allclose(added, torch.tensor([[0.0, 3, 3, 2, 1, 0], [0, 1, 0, 0, 0, 0]]),
                           atol=1e-5)
-    with pytest.raises(DataError, match="history_encoding 'item'"):
-        tiny_cfg(history_encoding="token", recency_embedding=True)
+    with pytest.raises(DataError, match="need history.encoding 'item'"):
+        tiny_cfg(history=dict(encoding="token", recency_embedding=True))

@@ -37,7 +37,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     ctx = init_distributed("cpu")
     assert ctx.enabled and ctx.rank == rank
     ex, vocab, collator, trie = cyclic_problem()
-    cfg = tiny_cfg(max_steps=12, eval_every=6, lr=5e-3, dropout=0.1)
+    cfg = tiny_cfg(dropout=0.1, schedule=dict(max_steps=12, eval_every=6, lr=5e-3))
     torch.manual_seed(0)
     model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=collator.item_tokens)
     init = {k: v.clone() for k, v in model_state(model).items()}

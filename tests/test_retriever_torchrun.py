@@ -30,8 +30,9 @@ def test_torchrun_runs_the_stage_with_stage2(tmp_path):
 
     run = _tokenized_run(tmp_path, "mmq")
     overrides = ["d_model=32", "num_layers=1", "num_decoder_layers=1", "num_heads=2",
-                 "d_kv=16", "d_ff=64", "batch_size=16", "max_steps=6", "eval_every=3",
-                 "warmup_steps=2", "val_max_users=0", "candidates_n=20",
+                 "d_kv=16", "d_ff=64", "schedule.batch_size=16", "schedule.max_steps=6",
+                 "schedule.eval_every=3", "schedule.warmup_steps=2", "schedule.val_max_users=0",
+                 "decoding.candidates_n=20",
                  "stage2.enabled=true", "stage2.steps=4", "stage2.continue_steps=4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MMQREC_NO_PROGRESS": "1"}
     proc = subprocess.run(

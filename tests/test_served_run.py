@@ -46,7 +46,7 @@ def test_calls_from_many_threads_give_the_lists_of_calls_one_at_a_time(trained: 
 
 def test_lists_say_the_retriever_reads_only_the_recent_history(trained: Path) -> None:
     rec = Recommender.load(trained, device="cpu")
-    max_history = 5  # the fixture config's retriever.max_history
+    max_history = 5  # the fixture config's retriever.history.max_length
     recent = [it["item_id"] for it in rec.history(rec.user_ids[0])][-max_history:]
     older_a = [i for i in rec.item_ids if i not in recent][:3]
     older_b = [i for i in rec.item_ids if i not in recent and i not in older_a][:3]

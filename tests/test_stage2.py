@@ -169,7 +169,7 @@ def test_stage2_end_to_end_then_switch_off(runs, tmp_path, name):
     h1 = sid_fingerprint(before.codes, before.codebook_sizes)
     tok = run / "tokenizer"
     tokenize_files = {p.name: p.read_bytes() for p in sorted(tok.iterdir())}
-    cfg = tiny_cfg(max_steps=10, eval_every=10, lr=5e-3, stage2=STAGE2)
+    cfg = tiny_cfg(stage2=STAGE2, schedule=dict(max_steps=10, eval_every=10, lr=5e-3))
     summary = stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
 
     # Stage 2 writes its own folder; the tokenize stage's artefacts are left byte for byte.
@@ -209,7 +209,7 @@ def test_stage2_end_to_end_then_switch_off(runs, tmp_path, name):
     assert sid_fingerprint(again.codes, again.codebook_sizes) == summary["stage2"]["final_sid_hash"]
 
     # Switching stage 2 off removes its folder: the stage-1 table is the run's again.
-    cfg_off = tiny_cfg(max_steps=10, eval_every=10, lr=5e-3)
+    cfg_off = tiny_cfg(schedule=dict(max_steps=10, eval_every=10, lr=5e-3))
     stage.run(cfg=cfg_off, run_dir=run, seed=0, device="cpu")
     restored = SemanticIds.from_run_dir(run)
     assert sid_fingerprint(restored.codes, restored.codebook_sizes) == h1
@@ -228,9 +228,8 @@ def _shaken_stage2(runs, tmp_path, **stage2):
     run = tmp_path / "mmq"
     shutil.copytree(runs["mmq"], run)
     before = SemanticIds.from_run_dir(run)
-    cfg = tiny_cfg(max_steps=60, eval_every=60, lr=1e-2,
-                   stage2=dict(enabled=True, steps=20, tokenizer_lr=0.5, retriever_lr=0.5,
-                               **stage2))
+    cfg = tiny_cfg(stage2=dict(enabled=True, steps=20, tokenizer_lr=0.5, retriever_lr=0.5,
+                               **stage2), schedule=dict(max_steps=60, eval_every=60, lr=1e-2))
     summary = stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
     return run, sid_fingerprint(before.codes, before.codebook_sizes), summary
 

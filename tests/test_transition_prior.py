@@ -174,9 +174,8 @@ def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
 
     run = write_run(tmp_path)
     # One-value grids fix the weights.
-    cfg = tiny_cfg(max_steps=15, eval_every=15, lr=5e-3, candidates_n=25,
-                   priors={"transition_weights": [3.0], "transition_candidates": [3],
-                           "content_weights": [0.0]})
+    cfg = tiny_cfg(priors={"transition_weights": [3.0], "transition_candidates": [3],
+                           "content_weights": [0.0]}, schedule=dict(max_steps=15, eval_every=15, lr=5e-3), decoding=dict(candidates_n=25))
     stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
     split = SequentialSplit.from_run_dir(run)
     priors = inference.load_priors(run)
@@ -190,13 +189,13 @@ def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
     items, _ = inference.recommend_for_histories(
         model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
         user_ids=split.user_ids, top_k=25, num_beams=cfg.decode_beams,
-        max_history=cfg.max_history, normalize=cfg.normalize, priors=priors)
+        max_history=cfg.history.max_length, normalize=cfg.normalize, priors=priors)
     assert items.tolist() == test["items"].to_list()
     # The counts re-ordered the saved lists: without them the API gives other lists.
     plain, _ = inference.recommend_for_histories(
         model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
         user_ids=split.user_ids, top_k=25, num_beams=cfg.decode_beams,
-        max_history=cfg.max_history, normalize=cfg.normalize)
+        max_history=cfg.history.max_length, normalize=cfg.normalize)
     assert plain.tolist() != items.tolist()
     # The serving API loads the counts with the model and gives the same candidates.
     from mmqrec.recommender import Recommender
@@ -206,6 +205,5 @@ def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
                                    list(split.user_ids), [None] * split.n_users)
     assert [c.tolist() for c in served] == test["items"].to_list()
     # A later run without the priors leaves no stale counts behind.
-    stage.run(cfg=tiny_cfg(max_steps=15, eval_every=15, lr=5e-3, candidates_n=25,
-                           priors={"fit": False}), run_dir=run, seed=0, device="cpu")
+    stage.run(cfg=tiny_cfg(priors={"fit": False}, schedule=dict(max_steps=15, eval_every=15, lr=5e-3), decoding=dict(candidates_n=25)), run_dir=run, seed=0, device="cpu")
     assert not (run / "retriever" / "transitions.safetensors").exists()

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recdata.errors import DataError
+from recdata.overrides import move_flat_keys
 from tokenizer.bbq.config import BBQConfig
 from tokenizer.mmq_config import MMQConfig
 from tokenizer.rq_config import RQConfig
@@ -199,26 +200,10 @@ class TokenizerConfig:
         """``data`` with the flat keys of earlier versions (:data:`LEGACY_KEYS`) moved into their
         sections, logging one warning that names the new spellings; a setting given both ways
         is a one-line DataError. Returns ``data`` itself when it holds no old key."""
-        old = [key for key in data if key in LEGACY_KEYS]
-        if not old:
-            return data
-        out = dict(data)
-        moved = []
-        for key in old:
-            section, new = LEGACY_KEYS[key]
-            target = out.get(section)
-            if target is None:
-                target = {}
-            if not isinstance(target, dict):
-                raise DataError(f"tokenizer.{section} must be a mapping to take the old key {key}, "
-                                f"got {type(target).__name__}")
-            if new in target:
-                raise DataError(f"tokenizer.{key} and tokenizer.{section}.{new} are the same setting "
-                                f"given twice; keep only tokenizer.{section}.{new}")
-            out[section] = {**target, new: out.pop(key)}
-            moved.append(f"{key} -> {section}.{new}")
-        log.warning("tokenizer config: old flat key(s) of an earlier version read in their "
-                    "section (old -> new spelling): %s", ", ".join(moved))
+        out, moved = move_flat_keys(data, LEGACY_KEYS, component="tokenizer")
+        if moved:
+            log.warning("tokenizer config: old flat key(s) of an earlier version read in their "
+                        "section (old -> new spelling): %s", ", ".join(moved))
         return out
 
     @classmethod
