@@ -29,7 +29,7 @@ def test_quick_profile_is_the_demo():
     assert "configs/ml-100k-mm.quick.yaml" in makefile
     cfg = load_config(REPO_ROOT / "configs" / "ml-100k-mm.quick.yaml")
     assert cfg.section("data").dataset == "ml-100k-mm"
-    assert cfg.section("retriever").num_beams >= 20
+    assert cfg.section("retriever").decoding.num_beams >= 20
 
 
 def test_ablation_switches_reach_the_tokenizer():
