@@ -82,6 +82,20 @@ def rank_heuristic(
                          exclude_history=cfg.exclude_history, depth=cfg.depth, seed=seed)
 
 
+def rank_content_knn(
+    *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, run_dir: Path, seed: int,
+    device: str,
+) -> tuple[Lists, dict[str, Any]]:
+    """Content-only nearest neighbours of the recent history over the whole catalogue, cold
+    items included: the heuristic's content term alone, its history length and decay fitted on
+    validation users (:class:`eval.config.ContentKnnConfig`)."""
+    from eval.heuristic import fit_heuristic
+
+    return fit_heuristic(split=split, run_dir=run_dir, cfg=cfg.content_knn.as_heuristic(),
+                         exclude_history=cfg.exclude_history, depth=cfg.depth, seed=seed,
+                         name="content_knn")
+
+
 def rank_sasrec_priors(
     *, split: SequentialSplit, cfg: EvalConfig, work_dir: Path, run_dir: Path, seed: int,
     device: str,
@@ -140,7 +154,12 @@ def _recent_row(history: np.ndarray, depth: int) -> np.ndarray:
 
 
 BASELINES: dict[str, RankFn] = {"pop": rank_popularity, "heuristic": rank_heuristic,
-                                "sasrec": rank_sasrec, "sasrec_priors": rank_sasrec_priors}
+                                "content_knn": rank_content_knn, "sasrec": rank_sasrec,
+                                "sasrec_priors": rank_sasrec_priors}
+
+CONFIG_SECTION = {"sasrec": "sasrec", "sasrec_priors": "sasrec", "heuristic": "heuristic",
+                  "content_knn": "content_knn"}
+"""The EvalConfig section each baseline reads: part of its cache key."""
 
 # Part of a baseline's cache key: stored lists made under another tie rule are recomputed.
 TIE_RULE = "seeded (user, item) hash, v1"
@@ -151,7 +170,7 @@ RESULT_FORMAT = 2
 
 def data_fingerprint(run_dir: Path) -> str:
     """Hash of the split-defining artefacts (sequences and strata) and of the embeddings'
-    metadata (the content the heuristic and the priors read)."""
+    metadata (the content the heuristic, content_knn and the priors read)."""
     digest = hashlib.sha256()
     for name in ("sequences.parquet", "strata.parquet"):
         path = layout(run_dir).data_dir / name
@@ -169,10 +188,9 @@ def baseline_key(*, name: str, cfg: EvalConfig, fingerprint: str, seed: int) -> 
         "name": name, "ks": cfg.ks, "exclude_history": cfg.exclude_history, "ties": TIE_RULE,
         "format": RESULT_FORMAT, "bootstrap": [cfg.bootstrap_samples, cfg.confidence], "seed": seed, "data": fingerprint,
     }
-    if name in ("sasrec", "sasrec_priors"):
-        relevant["sasrec"] = asdict(cfg.sasrec)
-    if name == "heuristic":
-        relevant["heuristic"] = asdict(cfg.heuristic)
+    if name in CONFIG_SECTION:
+        section = CONFIG_SECTION[name]
+        relevant[section] = asdict(getattr(cfg, section))
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

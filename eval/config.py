@@ -83,18 +83,50 @@ class HeuristicConfig:
     all): every candidate setting ranks the whole catalogue for each of them."""
 
     def __post_init__(self) -> None:
-        for name in ("transition_weights", "content_weights", "content_history",
-                     "content_decay", "popularity_weights"):
-            grid = getattr(self, name)
-            if not isinstance(grid, list) or not grid or min(grid) < 0:
-                from recdata.errors import DataError
+        _check_grids(self, "heuristic", ("transition_weights", "content_weights",
+                                         "content_history", "content_decay",
+                                         "popularity_weights"))
 
-                raise DataError(f"eval.heuristic.{name} must be a non-empty list of values >= 0")
-        if min(self.content_history) < 1 or not all(0 < d <= 1 for d in self.content_decay):
-            from recdata.errors import DataError
 
-            raise DataError("eval.heuristic: content_history must be >= 1 and content_decay "
-                            "in (0, 1]")
+@dataclass
+class ContentKnnConfig:
+    """Grids the ``content_knn`` baseline's history length H and decay λ are fitted over on
+    validation users: the heuristic's content term alone (its transition and popularity weights
+    fixed at 0), which ranks items never seen in training as readily as any other."""
+
+    content_history: list[int] = field(default_factory=lambda: [1, 2, 3, 5, 8])
+    """Numbers H of recent history items whose similarity counts."""
+    content_decay: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.85, 1.0])
+    """Ratios λ of an older history item's weight to the next more recent one's."""
+    rounds: int = 2
+    """Passes of coordinate ascent."""
+    fit_users: int = 5000
+    """Validation users H and λ are fitted on (a seeded sample when there are more; 0 = all)."""
+
+    def __post_init__(self) -> None:
+        _check_grids(self, "content_knn", ("content_history", "content_decay"))
+
+    def as_heuristic(self) -> HeuristicConfig:
+        """The heuristic's grids that make it this baseline: content weight 1, the others 0."""
+        return HeuristicConfig(transition_weights=[0.0], content_weights=[1.0],
+                               content_history=list(self.content_history),
+                               content_decay=list(self.content_decay), popularity_weights=[0.0],
+                               rounds=self.rounds, fit_users=self.fit_users)
+
+
+def _check_grids(cfg: HeuristicConfig | ContentKnnConfig, section: str,
+                 names: tuple[str, ...]) -> None:
+    """A one-line DataError unless each of ``cfg``'s grids ``names`` is a non-empty list of
+    values >= 0, its history lengths >= 1 and its decays in (0, 1]."""
+    from recdata.errors import DataError
+
+    for name in names:
+        grid = getattr(cfg, name)
+        if not isinstance(grid, list) or not grid or min(grid) < 0:
+            raise DataError(f"eval.{section}.{name} must be a non-empty list of values >= 0")
+    if min(cfg.content_history) < 1 or not all(0 < d <= 1 for d in cfg.content_decay):
+        raise DataError(f"eval.{section}: content_history must be >= 1 and content_decay "
+                        "in (0, 1]")
 
 
 @dataclass
@@ -116,7 +148,9 @@ class EvalConfig:
         default_factory=lambda: ["pop", "heuristic", "sasrec", "sasrec_priors"])
     """Baselines to run (registry names in eval.baselines.BASELINES): most-popular, the
     no-model rule (:mod:`eval.heuristic`), SASRec, and SASRec's candidates re-ordered by the
-    priors fitted on validation users as the generative retriever's are."""
+    priors fitted on validation users as the generative retriever's are. Also available:
+    ``content_knn``, the rule's content term alone (similarity to the recent history), which
+    can recommend items never seen in training."""
     reuse_baselines: bool = True
     """Reuse a baseline's stored results when its config and the data are unchanged."""
     retriever_name: str | None = None
@@ -132,12 +166,16 @@ class EvalConfig:
     """Settings of the SASRec baseline."""
     heuristic: HeuristicConfig = field(default_factory=HeuristicConfig)
     """Grids the no-model rule's weights are fitted over."""
+    content_knn: ContentKnnConfig = field(default_factory=ContentKnnConfig)
+    """Grids the content-only baseline's history length and decay are fitted over."""
 
     def __post_init__(self) -> None:
         if isinstance(self.sasrec, dict):
             self.sasrec = SASRecConfig(**self.sasrec)
         if isinstance(self.heuristic, dict):
             self.heuristic = HeuristicConfig(**self.heuristic)
+        if isinstance(self.content_knn, dict):
+            self.content_knn = ContentKnnConfig(**self.content_knn)
         self.ks = [int(k) for k in self.ks]
         if not self.ks or min(self.ks) <= 0:
             from recdata.errors import DataError

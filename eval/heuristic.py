@@ -15,6 +15,11 @@ Its weights are the baseline's own: fitted on the validation users (history ``s[
 ``s[-2]``, counts from the training sequences) by coordinate ascent on NDCG@10, under the
 evaluation's history protocol, then applied to the test users. Equal scores are ordered by the
 seeded (user, item) hash every system shares, so ties earn no credit.
+
+The ``content_knn`` baseline is this rule with ``w_t = w_p = 0`` and ``w_c = 1``, only the
+history length ``H`` and ``decay`` fitted (:meth:`eval.config.ContentKnnConfig.as_heuristic`):
+content-only nearest neighbours of the recent history, which rank items never seen in training
+(cold items, popularity 0, no successor counts) like any other.
 """
 
 from __future__ import annotations
@@ -63,12 +68,17 @@ class _Block:
     """Per-term scores of a block of users over the whole catalogue."""
 
     users: np.ndarray  # [B] user indices (tie keys)
-    transition: np.ndarray  # [B, N] float32
+    transition: np.ndarray | None  # [B, N] float32; None when every transition weight is 0
     content: np.ndarray  # [H, B, N] float16: max(0, cos) to the h-th most recent item
     excluded: list[np.ndarray] | None
 
     def scores(self, setting: dict[str, Any], popularity: np.ndarray) -> np.ndarray:
-        s = setting["transition_weight"] * self.transition
+        if self.transition is None:
+            if setting["transition_weight"] != 0:
+                raise ValueError("this block was built without its transition term")
+            s = np.zeros((len(self.users), len(popularity)), np.float32)
+        else:
+            s = setting["transition_weight"] * self.transition
         if setting["content_weight"] > 0:
             for h in range(min(setting["content_history"], len(self.content))):
                 s += (setting["content_weight"] * setting["content_decay"] ** h) * \
@@ -91,12 +101,15 @@ class Heuristic:
         self.popularity = np.log1p(np.asarray(split.train_counts, np.float64)).astype(np.float32)
 
     def block(self, *, histories: Sequence[np.ndarray], users: np.ndarray, depth: int,
-              exclude: bool) -> _Block:
+              exclude: bool, transition: bool = True) -> _Block:
+        """The terms of ``users`` whose histories are ``histories``, content to the ``depth``
+        most recent items; ``transition=False`` leaves the successor counts out (every
+        transition weight 0: content_knn)."""
         recent = _recent(histories, depth)
         last = recent[:, 0]
-        trans = np.zeros((len(users), self.n_items), np.float32)
+        trans = np.zeros((len(users), self.n_items), np.float32) if transition else None
         has = last >= 0
-        if has.any():
+        if trans is not None and has.any():
             trans[has] = self.transitions[last[has]].toarray()
         content = np.zeros((depth if self.content is not None else 0, len(users), self.n_items),
                            np.float16)
@@ -129,16 +142,31 @@ class Heuristic:
         return np.where(np.isneginf(st), self.n_items, rank)
 
 
+RULE = ("w_t*log1p(count(last->j)) + w_c*sum_h decay^h*max(0,cos(recent_h,j)) "
+        "+ w_p*log1p(train count of j)")
+"""The heuristic's score of item ``j``, as its ``info["rule"]`` states it."""
+CONTENT_RULE = "sum_{h<H} decay^h*max(0,cos(recent_h,j))"
+"""content_knn's score of item ``j``: the rule with ``w_t = w_p = 0``, ``w_c = 1``."""
+
+
 def fit_heuristic(*, split: SequentialSplit, run_dir: Path, cfg: HeuristicConfig,
-                  exclude_history: bool, depth: int, seed: int = 0,
-                  chunk: int = 500) -> tuple[dict[bool, tuple[np.ndarray, np.ndarray]], dict]:
+                  exclude_history: bool, depth: int, seed: int = 0, chunk: int = 500,
+                  name: str = "heuristic",
+                  ) -> tuple[dict[bool, tuple[np.ndarray, np.ndarray]], dict]:
     """Fit the rule's weights on validation users, then rank the whole catalogue for every test
     user under both history protocols: ``({exclude_history: (ranked [U, depth], scores)},
-    info)``."""
+    info)``. ``name`` is the baseline's, for messages; when ``cfg`` switches the transition
+    and popularity terms off (content_knn) the run's embeddings are required."""
+    content_only = not any(cfg.transition_weights) and not any(cfg.popularity_weights)
     try:
         content = ContentVectors.from_run_dir(run_dir)
     except DataError as exc:
-        logger.warning("heuristic: no content term (%s)", exc)
+        if content_only:
+            raise DataError(f"the {name} baseline ranks by content similarity alone and needs "
+                            "the encode stage's embeddings; none found (run the encode stage "
+                            f"or drop {name} from eval.baselines)",
+                            path=exc.path) from None
+        logger.warning("%s: no content term (%s)", name, exc)
         content = None
     rule = Heuristic(split=split, content=content)
     grids: dict[str, list] = {"transition_weight": [float(w) for w in cfg.transition_weights]}
@@ -155,8 +183,10 @@ def fit_heuristic(*, split: SequentialSplit, run_dir: Path, cfg: HeuristicConfig
     histories = [split.valid_inputs[u] for u in users]
     targets = split.valid_targets[users]
     h_max = max(cfg.content_history) if content is not None else 1
+    transition = any(cfg.transition_weights)
     blocks = [(rule.block(histories=histories[lo:lo + chunk], users=users[lo:lo + chunk],
-                          depth=h_max, exclude=exclude_history), targets[lo:lo + chunk])
+                          depth=h_max, exclude=exclude_history, transition=transition),
+               targets[lo:lo + chunk])
               for lo in range(0, len(users), chunk)]
 
     def score(setting: dict[str, Any]) -> float:
@@ -171,23 +201,22 @@ def fit_heuristic(*, split: SequentialSplit, run_dir: Path, cfg: HeuristicConfig
     best, best_score, trials = coordinate_ascent(grids=grids, start=start, score=score,
                                                  rounds=cfg.rounds)
     setting = {**fixed, **best}
-    logger.info("heuristic: fitted on %d validation users, NDCG@10 %.4f with %s", len(users),
+    logger.info("%s: fitted on %d validation users, NDCG@10 %.4f with %s", name, len(users),
                 best_score, setting)
 
     lists: dict[bool, tuple[list, list]] = {False: ([], []), True: ([], [])}
     for lo in range(0, split.n_users, chunk):
         ids = np.arange(lo, min(lo + chunk, split.n_users))
         hist = [split.test_inputs[u] for u in ids]
-        block = rule.block(histories=hist, users=ids, depth=h_max if content is not None else 1,
-                           exclude=False)
+        block = rule.block(histories=hist, users=ids, depth=h_max, exclude=False,
+                           transition=transition)
         s = block.scores(setting, rule.popularity)
         for flag, (ranked, scores) in lists.items():
             got = top_k(s, k=depth, users=ids, exclude=hist if flag else None)
             ranked.append(got[0])
             scores.append(got[1])
     out = {flag: (np.concatenate(r), np.concatenate(sc)) for flag, (r, sc) in lists.items()}
-    info = {"rule": "w_t*log1p(count(last->j)) + w_c*sum_h decay^h*max(0,cos(recent_h,j)) "
-                    "+ w_p*log1p(train count of j), whole catalogue",
+    info = {"rule": (CONTENT_RULE if content_only else RULE) + ", whole catalogue",
             "weights": setting, "valid_ndcg@10": round(best_score, 6),
             "fit_users": int(len(users)), "modalities_in_content": content is not None,
             "trials": trials}

@@ -84,6 +84,9 @@ def protocol(*, cfg: EvalConfig, run_dir: Path, seed: int, decoding: dict[str, A
             "heuristic": "no learned model: w_t*log1p(count(last->j)) + w_c*sum_h "
                          "decay^h*max(0,cos(recent_h,j)) + w_p*log1p(train count of j) over the "
                          "whole catalogue, weights fitted on validation users",
+            "content_knn": "no learned model, content only: sum_{h<H} decay^h*max(0,cos(recent_h,"
+                           "j)) over the whole catalogue (cold items included), H and decay "
+                           "fitted on validation users",
             "sasrec_priors": "SASRec's top 50 (log-softmax) re-ordered by the retriever's priors, "
                              "weights fitted on SASRec's validation lists",
             "sasrec": {"via": "RecBole 1.2.1 benchmark files (our split)",
