@@ -17,6 +17,8 @@ Main modules:
 * :mod:`~generative_rec.priors`, :mod:`~generative_rec.transitions`,
   :mod:`~generative_rec.content` — the transition and content priors that re-order the final
   candidates, with weights fitted on validation users;
+* :mod:`~generative_rec.inference` — load a trained retriever and recommend for histories
+  (what the evaluation and serving import);
 * :mod:`~generative_rec.stage2` — behaviour-aware fine-tuning of the tokenizer through soft
   indexing;
 * :mod:`generative_rec.bbqrec` — BBQRec, a SASRec-style recommender with a SID-similarity
