@@ -68,12 +68,6 @@ class Stage2Config:
     """Learning rate of the retriever during joint fine-tuning (constant)."""
     steps: int = 300
     """Joint fine-tuning steps (one retrieval batch each)."""
-    soft_targets: bool = False
-    """Also feed the target item's tokens softly (decoder inputs and cross-entropy targets).
-    Off by default: the cross-entropy then rewards making targets predictable, which has a
-    degenerate optimum (every item on one code); on ml-100k it collapsed an RQ-VAE tokenizer
-    to 3 % codebook utilisation in 100 steps. With it off, only the history tokens carry the
-    retrieval gradient to the tokenizer, and merging items would only hurt the loss."""
     recon_weight: float = 0.5
     """Weight of the tokenizer's reconstruction loss (paper: 0.5)."""
     aux_weight: float = 0.5
@@ -203,10 +197,6 @@ class ScheduleConfig:
 
     batch_size: int = 256
     """Training examples (history prefix -> next item) per optimiser step."""
-    max_train_prefixes: int = 0
-    """Training examples per user: only the targets of the most recent N prefixes of each
-    training sequence (0 = every prefix, as TIGER). Recent targets resemble the held-out ones
-    more, and an epoch gets shorter."""
     length_buckets: int = 0
     """Group training examples of similar history length into the same batch: examples are
     sorted by length within windows of this many batches of the shuffled epoch, and the batches
@@ -224,7 +214,7 @@ class ScheduleConfig:
     sooner)."""
     max_epochs: int = 200
     """Length of the schedule in passes over the training examples, so that it follows the
-    catalogue's size (its users, their history lengths and ``max_train_prefixes``);
+    catalogue's size (its users and their history lengths: every prefix is an example);
     ``max_steps`` caps it."""
     max_minutes: float = 0.0
     """Wall-clock cap on training, in minutes (0 = none): training stops at the first step past
@@ -277,7 +267,7 @@ LEGACY_KEYS: dict[str, tuple[str, str]] = {
     "head_distill_weight": ("item_head", "distill_weight"),
     "head_distill_levels": ("item_head", "distill_levels"),
     **{key: ("schedule", key) for key in (
-        "batch_size", "max_train_prefixes", "length_buckets", "lr", "weight_decay",
+        "batch_size", "length_buckets", "lr", "weight_decay",
         "warmup_steps", "max_steps", "max_epochs", "max_minutes", "grad_clip", "amp",
         "eval_every", "patience", "val_max_users", "eval_batch_size")},
     **{key: ("decoding", key) for key in ("num_beams", "score", "candidates_n")},
@@ -288,10 +278,13 @@ LEGACY_PRIOR_KEYS = ("transition_prior_weight", "transition_candidates", "conten
 """Flat keys of earlier versions that set the priors' weights by hand; they are now fitted on
 validation users (:class:`PriorsConfig`), so the keys are dropped with one warning."""
 REMOVED_KEYS = ("transition_embedding", "transition_dropout", "transition_score_weight",
-                "content_embedding")
+                "content_embedding", "max_train_prefixes")
 """Keys of options that experiments rejected and the code no longer has (a learned item-to-item
-term; the items' content vectors in the history embeddings): a config that leaves them off
-loads with one warning, one that turns one on is refused."""
+term; the items' content vectors in the history embeddings; training on each user's most
+recent prefixes only): a config that leaves them off loads with one warning, one that turns
+one on is refused."""
+REMOVED_STAGE2_KEYS = ("soft_targets",)
+"""Stage-2 options removed the same way (soft target tokens collapsed a codebook)."""
 
 
 @dataclass
@@ -382,7 +375,6 @@ class RetrieverConfig:
              "item_head.distill_weight must be >= 0 and item_head.distill_levels >= 1"),
             (head.distill_weight == 0 or head.loss_weight > 0,
              "item_head.distill_weight needs an item head (item_head.loss_weight > 0)"),
-            (sch.max_train_prefixes >= 0, "schedule.max_train_prefixes must be >= 0"),
             (sch.batch_size > 0 and sch.eval_batch_size > 0, "batch sizes must be positive"),
             (sch.length_buckets >= 0, "schedule.length_buckets must be >= 0"),
             (sch.lr > 0, "schedule.lr must be positive"),
@@ -432,6 +424,7 @@ class RetrieverConfig:
         fields = {k: v for k, v in self.to_dict().items() if k not in SECTION_CLASSES}
         for old, (section, key) in LEGACY_KEYS.items():
             fields[old] = getattr(getattr(self, section), key)
+        fields["max_train_prefixes"] = 0  # removed: hashed as its only value, so runs resume
         for name in ("candidates_n", "eval_batch_size"):
             fields.pop(name)
         if not self.item_head.distill_weight:
@@ -453,10 +446,21 @@ class RetrieverConfig:
         if data.get("content_embedding"):
             raise DataError("retriever config: content_embedding was removed (no gain on "
                             "validation users); the content prior is fitted instead")
+        if data.get("max_train_prefixes"):
+            raise DataError("retriever config: max_train_prefixes was removed (no better per "
+                            "step than every prefix); the retriever trains on every prefix")
+        stage2 = data.get("stage2")
+        if isinstance(stage2, dict) and any(k in stage2 for k in REMOVED_STAGE2_KEYS):
+            if stage2.get("soft_targets"):
+                raise DataError("retriever config: stage2.soft_targets was removed (it collapsed "
+                                "a codebook); stage 2 feeds the history's codes softly only")
+            warn("retriever config: stage2.soft_targets no longer exists; ignored")
+            data = {**data, "stage2": {k: v for k, v in stage2.items()
+                                       if k not in REMOVED_STAGE2_KEYS}}
         gone = [key for key in data if key in REMOVED_KEYS]
         if gone:
-            warn("retriever config: %s no longer exist (options experiments rejected: the learned "
-                 "transition term was removed); ignored", ", ".join(gone))
+            warn("retriever config: %s no longer exist (options experiments rejected and the "
+                 "code no longer has); ignored", ", ".join(gone))
             data = {k: v for k, v in data.items() if k not in REMOVED_KEYS}
         old = [key for key in data if key in LEGACY_PRIOR_KEYS]
         if old:

@@ -85,7 +85,6 @@ def make_retriever_data(
             test_inputs=split.test_inputs,
             test_targets=split.test_targets,
             max_history=cfg.history.max_length,
-            max_train_prefixes=cfg.schedule.max_train_prefixes,
         )
     transitions = (TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)
                    if cfg.priors.fit else None)

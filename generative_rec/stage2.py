@@ -8,12 +8,9 @@ Starting from the retriever trained on the stage-1 IDs:
    expert; RQ-VAE: per residual level). The retriever looks every quantised token up as
    ``ind @ E[offset_p : offset_p + K_p]`` instead of an integer lookup:
 
-   * in the encoder, for every history item (always);
-   * optionally (``soft_targets=True``) in the decoder, for the target item's tokens fed back by
-     teacher forcing, and in the loss, whose target at position p is then ``ind_p`` itself:
-     ``-sum_c ind_p[c] log q_p(c)`` (forward value = the usual cross-entropy). Off by default:
-     that term is minimised by putting every item on the same codes, and it collapsed an RQ-VAE
-     tokenizer on ml-100k; through the history alone, merging items only costs information.
+   in the encoder, for every history item. The target's tokens stay hard: a soft target term
+   is minimised by putting every item on the same codes (it collapsed an RQ-VAE tokenizer on
+   ml-100k), while through the history alone merging items only costs information.
 
    The collision token is not produced by the tokenizer and stays a hard token. The loss is
    ``retrieval CE + recon_weight * L_recon + aux_weight * L_aux`` (paper: 0.5 and 0.5), with the
@@ -70,7 +67,7 @@ from generative_rec.retriever_data import (
     phase_summary,
     train_phase,
 )
-from generative_rec.train import amp_dtype, autocast, make_optimizer
+from generative_rec.train import amp_dtype, autocast, grad_scaler, make_optimizer
 from generative_rec.vocab import SidVocab
 from recdata.errors import DataError
 from recdata.io import (
@@ -193,11 +190,8 @@ def joint_loss(
     label_tokens = batch.labels.clone()
     for p in range(n_soft):
         label_tokens[:, p] = vocab.position_range(p)[0] + soft[p][t_rows].argmax(-1)
-    if s2.soft_targets:
-        target_emb = per_item[t_rows]  # [B, L, d]
-    else:
-        # Teacher forcing reads the same tokens the loss asks for.
-        target_emb = emb[label_tokens]
+    # Teacher forcing reads the same tokens the loss asks for.
+    target_emb = emb[label_tokens]
     start = emb[vocab.pad_id].expand(b, 1, -1)
     dec = torch.cat([start, target_emb[:, : L - 1]], dim=1)
     hidden = model.get_encoder()(inputs_embeds=enc,
@@ -215,11 +209,8 @@ def joint_loss(
             logp, base_id = F.log_softmax(logits[:, p, lo:hi].float(), dim=-1), lo
         else:
             logp, base_id = F.log_softmax(logits[:, p].float(), dim=-1)[:, lo:hi], lo
-        if s2.soft_targets and p < n_soft:
-            terms.append(-(soft[p][t_rows].float() * logp).sum(-1))
-        else:
-            label = label_tokens[:, p] - base_id
-            terms.append(-logp.gather(-1, label[:, None]).squeeze(-1))
+        label = label_tokens[:, p] - base_id
+        terms.append(-logp.gather(-1, label[:, None]).squeeze(-1))
     ce = torch.stack(terms, dim=1).mean()
     rec = tokenizer.reconstruction_losses(text, image, text_mask, image_mask)
     total = ce + s2.recon_weight * rec["recon"] + s2.aux_weight * rec["aux"]
@@ -293,9 +284,7 @@ def joint_finetune(
     item_tokens = data.collator.item_tokens
     item_tokens_t = torch.as_tensor(item_tokens, device=device)
     amp = amp_dtype(cfg.schedule.amp, device)
-    # fp16 needs loss scaling; bf16 has fp32's range and does not.
-    use_scaler = amp == torch.float16 and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    scaler = grad_scaler(amp, device)
 
     records: list[dict[str, Any]] = []
     sums = {"total": 0.0, "retrieval": 0.0, "recon": 0.0, "aux": 0.0}

@@ -382,6 +382,22 @@ def optimizer_step(loss: torch.Tensor, *, optimizer: torch.optim.Optimizer,
         optimizer.step()
 
 
+def wrap_ddp(module: torch.nn.Module, *, ctx: DistContext, device: str) -> torch.nn.Module:
+    """``module`` under DistributedDataParallel when the run is distributed, else itself."""
+    if not ctx.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(module, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
+
+
+def grad_scaler(amp: torch.dtype | None, device: str) -> torch.amp.GradScaler | None:
+    """The loss scaler fp16 needs on a GPU; bf16 has fp32's range and does not."""
+    if amp == torch.float16 and device.startswith("cuda"):
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
 def train_retriever(
     *,
     model: torch.nn.Module,
@@ -435,15 +451,9 @@ def train_retriever(
     scorer = training_scorer(net, cfg=cfg, vocab=vocab)
     offsets = torch.tensor(vocab.offsets, device=device)
     trie_here = trie.to(device)
-    ddp_model: torch.nn.Module = scorer
-    if ctx.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ddp_model = DDP(scorer, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
+    ddp_model = wrap_ddp(scorer, ctx=ctx, device=device)
     optimizer = make_optimizer(net, lr=peak, weight_decay=cfg.schedule.weight_decay)
-    # fp16 needs loss scaling; bf16 has fp32's range and does not.
-    use_scaler = amp == torch.float16 and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    scaler = grad_scaler(amp, device)
 
     state, best, resumed_from = resume_state(ckpt_path, fingerprint=fingerprint, net=net,
                                              optimizer=optimizer, phase=phase)

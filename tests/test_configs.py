@@ -43,3 +43,18 @@ def test_ablation_switches_reach_the_tokenizer():
     # The ablation changes its own key only: the rest of the section comes from the parent.
     assert load_config(abl / "mmq-l2.yaml").section("tokenizer").mmq.n_text == 2
     assert load_config(abl / "mmq-l2.yaml").variants == {}
+
+
+def test_every_shipped_config_extends_the_default_recipe():
+    """The default profile is what every shipped config builds on: following each config's
+    ``extends`` chain ends at configs/default.yaml."""
+    import yaml
+
+    for path in CONFIGS:
+        seen = path
+        while True:
+            parent = (yaml.safe_load(seen.read_text()) or {}).get("extends")
+            if parent is None:
+                break
+            seen = (seen.parent / parent).resolve()
+        assert seen == (REPO_ROOT / "configs" / "default.yaml").resolve(), path

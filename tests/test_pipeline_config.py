@@ -28,7 +28,12 @@ def test_copied_custom_config_extends_a_shipped_profile(tmp_path):
     copy.write_text((REPO_ROOT / "configs" / "custom.example.yaml").read_text())
     cfg = load_config(copy, ["data.path=/somewhere"])
     assert cfg.section("data").dataset == "custom"
-    assert cfg.section("retriever").history.encoding == "item"  # inherited from the quick profile
+    # A new user's catalogue gets the default recipe, its priors fitted on validation users.
+    default = load_config(REPO_ROOT / "configs" / "default.yaml")
+    assert cfg.section("retriever") == default.section("retriever")
+    assert cfg.section("retriever").item_head.loss_weight > 0
+    assert cfg.section("retriever").priors.fit
+    assert cfg.section("eval").baselines == default.section("eval").baselines
     (tmp_path / "bad.yaml").write_text("extends: no-such-profile.yaml\n")
     with pytest.raises(DataError, match="no shipped profile"):
         load_config(tmp_path / "bad.yaml")

@@ -77,17 +77,15 @@ def _setup(run: Path, **overrides):
 
 @pytest.mark.parametrize("history_encoding,output_softmax",
                          [("item", "position"), ("token", "vocab")])
-@pytest.mark.parametrize("soft_targets", [False, True])
 @pytest.mark.parametrize("name", ["mmq", "rqvae"])
-def test_soft_lookup_is_exact_and_gradient_reaches_tokenizer(runs, name, soft_targets,
-                                                             history_encoding, output_softmax):
+def test_soft_lookup_is_exact_and_gradient_reaches_tokenizer(runs, name, history_encoding,
+                                                             output_softmax):
     from generative_rec.model import (PositionHeads, position_loss, retrieval_loss, shift_right,
                                       sid_logits)
     from generative_rec.stage2 import joint_loss
 
-    cfg, data, model, tokenizer, inputs = _setup(runs[name], history_encoding=history_encoding,
+    cfg, data, model, tokenizer, inputs = _setup(runs[name], history=dict(encoding=history_encoding),
                                                  output_softmax=output_softmax)
-    cfg.stage2.soft_targets = soft_targets
     train = data.examples["train"]
     batch = data.collator(train, np.arange(min(24, len(train))))
     item_tokens = torch.as_tensor(data.collator.item_tokens)
@@ -116,7 +114,7 @@ def test_soft_lookup_keeps_the_recency_vectors_and_the_start(runs, decoder_start
     from generative_rec.model import PositionHeads, position_loss, shift_right, sid_logits
     from generative_rec.stage2 import joint_loss
 
-    cfg, data, model, tokenizer, inputs = _setup(runs["mmq"], recency_embedding=True,
+    cfg, data, model, tokenizer, inputs = _setup(runs["mmq"], history=dict(recency_embedding=True),
                                                  output_softmax="position",
                                                  decoder_start=decoder_start)
     with torch.no_grad():
@@ -324,7 +322,7 @@ def test_joint_loss_and_its_gradients_match_the_slow_reference(runs, name):
     on the loss and on the gradients of both the tokenizer and the retriever."""
     from generative_rec.stage2 import joint_loss
 
-    cfg, data, model, tokenizer, inputs = _setup(runs[name], history_encoding="item",
+    cfg, data, model, tokenizer, inputs = _setup(runs[name], history=dict(encoding="item"),
                                                  output_softmax="position")
     # Move the tokenizer off its stage-1 optimum so that some argmax differs from the table.
     with torch.no_grad():

@@ -161,11 +161,18 @@ def test_hand_set_weights_of_earlier_versions_are_dropped_with_a_warning(caplog)
     assert "fitted on validation users" in caplog.text
     # The learned transition term of earlier versions is gone: off, it is ignored; on, refused.
     RetrieverConfig.from_dict({"transition_embedding": False, "transition_dropout": 0.0})
-    assert "learned transition term was removed" in caplog.text
+    assert "transition_embedding, transition_dropout no longer exist" in caplog.text
     with pytest.raises(DataError, match="transition_embedding .* was removed"):
         RetrieverConfig.from_dict({"transition_embedding": True})
     with pytest.raises(DataError, match="content_embedding was removed"):
         RetrieverConfig.from_dict({"content_embedding": True})
+    # So are training on the most recent prefixes only and stage 2's soft targets.
+    off = RetrieverConfig.from_dict({"max_train_prefixes": 0, "stage2": {"soft_targets": False}})
+    assert off == RetrieverConfig() and "soft_targets no longer exists" in caplog.text
+    with pytest.raises(DataError, match="max_train_prefixes was removed"):
+        RetrieverConfig.from_dict({"max_train_prefixes": 30})
+    with pytest.raises(DataError, match="soft_targets was removed"):
+        RetrieverConfig.from_dict({"stage2": {"soft_targets": True}})
 
 
 def test_stage_saves_the_counts_and_the_api_reproduces_its_lists(tmp_path):
