@@ -122,6 +122,9 @@ def _beams(run_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("config.json", "metrics.json"):
         data = _read_optional(layout(run_dir).retriever_dir / name) or {}
+        history = (data.get("retriever") or {}).get("history")
+        if isinstance(history, dict) and "max_length" in history:
+            out["max_history"] = history["max_length"]  # the nested config's name for it
         stack = [data]
         while stack:
             node = stack.pop()
@@ -131,10 +134,6 @@ def _beams(run_dir: Path) -> dict[str, Any]:
                 elif key in ("num_beams", "decode_beams", "candidates_n", "max_history",
                              "constrained") and key not in out:
                     out[key] = value
-    history = ((_read_optional(layout(run_dir).retriever_config) or {}).get("retriever") or {}) \
-        .get("history")
-    if isinstance(history, dict) and "max_length" in history:
-        out.setdefault("max_history", history["max_length"])
     return out
 
 
