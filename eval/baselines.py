@@ -108,6 +108,7 @@ def rank_sasrec_priors(
     from generative_rec.content import ContentVectors
     from generative_rec.priors import fit_priors
     from generative_rec.transitions import TransitionCounts
+    from generative_rec.untrained import UntrainedItems, trained_items
     from recdata.io import load_tensors
 
     path = layout(run_dir).baseline_dir("sasrec") / CANDIDATES_FILE
@@ -129,7 +130,9 @@ def rank_sasrec_priors(
     priors, report = fit_priors(
         items=cands["valid_items"], scores=cands["valid_scores"], recent=recent["valid"],
         targets=split.valid_targets, top_k=width, cfg=priors_cfg, transitions=transitions,
-        content=content)
+        content=content,
+        untrained=None if content is None else UntrainedItems.build(
+            vectors=content.vectors, trained=trained_items(split.train_sequences, split.n_items)))
     items, scores = cands["test_items"], cands["test_scores"]
     if priors.active:
         items, scores = priors.apply(items=items, scores=scores, recent=recent["test"],

@@ -24,6 +24,8 @@ from recdata.overrides import move_flat_keys
 
 # Nearest items kept per item for the content prior's extra candidates (content_candidates <= it).
 CONTENT_NEIGHBOURS = 32
+# Width of each item's table of nearest untrained items (generative_rec.untrained).
+UNTRAINED_NEIGHBOURS = 16
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 HISTORY_ENCODINGS = ("item", "token")
@@ -119,6 +121,11 @@ class PriorsConfig:
     """Candidate ratios of an older history item's weight to the next more recent one's."""
     rounds: int = 2
     """Passes of coordinate ascent over the six settings."""
+    untrained_candidates: int = 5
+    """Items without training interactions (cold items, items added after training) offered to
+    each user: the ones nearest by content to the most recent item, each scored as its nearest
+    listed trained item (:mod:`generative_rec.untrained`); 0 = off. A fixed width, not fitted:
+    validation targets all have training interactions, so they cannot tell its worth."""
 
     def validate(self) -> None:
         grids = {"transition_weights": self.transition_weights,
@@ -138,6 +145,8 @@ class PriorsConfig:
             (min(self.content_history) >= 1, "priors.content_history must be >= 1"),
             (all(0.0 < d <= 1.0 for d in self.content_decay), "priors.content_decay must lie in (0, 1]"),
             (self.rounds >= 1, "priors.rounds must be >= 1"),
+            (0 <= self.untrained_candidates <= UNTRAINED_NEIGHBOURS,
+             f"priors.untrained_candidates must lie in 0..{UNTRAINED_NEIGHBOURS}"),
         ]
         for ok, message in checks:
             if not ok:

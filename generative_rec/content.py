@@ -45,16 +45,17 @@ class ContentVectors:
     def from_embeddings(cls, embeddings: Sequence[tuple[np.ndarray, np.ndarray]], *,
                         n_neighbours: int = NEIGHBOURS, chunk: int = 2048) -> "ContentVectors":
         """``embeddings``: per modality, ``([N, d] vectors, [N] bool mask of items that have it)``."""
-        if not embeddings:
-            raise DataError("the content prior needs at least one modality's embeddings")
-        parts = []
-        for emb, mask in embeddings:
-            emb = np.asarray(emb, np.float32)
-            norm = np.linalg.norm(emb, axis=1, keepdims=True)
-            keep = np.asarray(mask, bool)[:, None] & (norm > 0)
-            parts.append(np.where(keep, emb / np.maximum(norm, 1e-12), 0.0))
-        vectors = (np.concatenate(parts, 1) / np.sqrt(len(parts))).astype(np.float32)
+        vectors = unit_vectors(embeddings)
         return cls(vectors=vectors, neighbours=_nearest(vectors, n_neighbours, chunk))
+
+    def extended(self, vectors: np.ndarray) -> "ContentVectors":
+        """The catalogue with items appended after training (``[M, D]``, from
+        :func:`unit_vectors` over the same modalities): the priors see their content; they are
+        nobody's nearest item and have none (the neighbour table is the trained catalogue's)."""
+        vectors = np.asarray(vectors, np.float32).reshape(-1, self.vectors.shape[1])
+        pad = np.full((len(vectors), self.neighbours.shape[1]), -1, np.int64)
+        return ContentVectors(vectors=np.concatenate([self.vectors, vectors]),
+                              neighbours=np.concatenate([self.neighbours, pad]))
 
     @classmethod
     def from_run_dir(cls, run_dir: Path, *, modalities: Sequence[str] = ("text", "image"),
@@ -111,6 +112,20 @@ class ContentVectors:
         if vectors.shape[0] != neighbours.shape[0]:
             raise DataError("content vectors and neighbours disagree on the catalogue", path=path)
         return cls(vectors=vectors, neighbours=neighbours.astype(np.int64))
+
+
+def unit_vectors(embeddings: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``[N, D]`` content vectors from per-modality ``([N, d] vectors, [N] bool mask)``: each
+    modality unit-normalised and weighted ``1 / sqrt(m)``, a missing one all zeros."""
+    if not embeddings:
+        raise DataError("the content prior needs at least one modality's embeddings")
+    parts = []
+    for emb, mask in embeddings:
+        emb = np.asarray(emb, np.float32)
+        norm = np.linalg.norm(emb, axis=1, keepdims=True)
+        keep = np.asarray(mask, bool)[:, None] & (norm > 0)
+        parts.append(np.where(keep, emb / np.maximum(norm, 1e-12), 0.0))
+    return (np.concatenate(parts, 1) / np.sqrt(len(parts))).astype(np.float32)
 
 
 def _nearest(vectors: np.ndarray, k: int, chunk: int) -> np.ndarray:

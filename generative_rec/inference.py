@@ -5,6 +5,7 @@ read trained runs through this module, never through the training stage.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,10 @@ from generative_rec.retriever_data import sid_fingerprint
 from generative_rec.train import decode_examples
 from generative_rec.transitions import TransitionCounts
 from generative_rec.trie import SidTrie
+from generative_rec.untrained import UntrainedItems
 from generative_rec.vocab import SidVocab
 from recdata.errors import DataError
-from recdata.io import load_tensors, read_json
+from recdata.io import load_tensors, read_json, read_parquet
 from recdata.layout import layout
 from recdata.runtime import resolve_device
 
@@ -41,9 +43,33 @@ def load_priors(run_dir: Path) -> CandidatePriors:
     weights = read_json(path).get("weights", {})
     transitions = (TransitionCounts.load(layout(run_dir).retriever_transitions)
                    if weights.get("transition_weight", 0) > 0 else None)
+    wanted = weights.get("content_weight", 0) > 0 or weights.get("untrained_candidates", 0) > 0
     content = (ContentVectors.load(layout(run_dir).retriever_content)
-               if weights.get("content_weight", 0) > 0 else None)
-    return CandidatePriors.from_weights(weights, transitions=transitions, content=content)
+               if wanted and layout(run_dir).retriever_content.exists() else None)
+    priors = CandidatePriors.from_weights(weights, transitions=transitions, content=content)
+    return with_catalogue(priors, trained=read_parquet(layout(run_dir).strata)
+                          .sort("item_idx")["train_count"].to_numpy() > 0)
+
+
+def with_catalogue(priors: CandidatePriors, *, trained: np.ndarray,
+                   added: np.ndarray | None = None) -> CandidatePriors:
+    """``priors`` over the catalogue of ``trained`` (``[N]`` bool, the items with training
+    interactions) plus the items added after training, whose content vectors are ``added``
+    (``[M, D]``, :func:`generative_rec.content.unit_vectors`): the content prior reads their
+    content and the untrained items' channel offers them."""
+    if priors.content is None:
+        return priors
+    base = priors.content.vectors[: len(trained)]
+    content = ContentVectors(vectors=base, neighbours=priors.content.neighbours[: len(trained)])
+    if added is not None and len(added):
+        if added.shape[1] != base.shape[1]:
+            raise DataError(f"added items have {added.shape[1]}-d content vectors, the run "
+                            f"{base.shape[1]}-d: they were added with other encoders")
+        content = content.extended(added)
+        trained = np.concatenate([trained, np.zeros(len(added), bool)])
+    untrained = (UntrainedItems.build(vectors=content.vectors, trained=trained)
+                 if priors.untrained_candidates > 0 else None)
+    return replace(priors, content=content, untrained=untrained)
 
 
 def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, SidVocab, SidTrie]:

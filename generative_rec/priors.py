@@ -6,7 +6,8 @@ prior (how often a candidate followed that item in training, :mod:`generative_re
 and the content prior (how close a candidate's frozen embedding is to that item's,
 :mod:`generative_rec.content`). Each may first offer extra candidates the search missed (the
 item's top successors, its nearest items), scored just below the lists' last candidate. They
-are applied in that order, each re-sorting the lists, which are then cut to size.
+are applied in that order, each re-sorting the lists, which are then cut to size. Before them,
+items the model never trained on may enter the lists by content (:mod:`generative_rec.untrained`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from generative_rec.transitions import (
     append_candidates,
     rerank_with_transitions,
 )
+from generative_rec.untrained import UntrainedItems
 
 
 def rerank_with_content(*, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
@@ -58,19 +60,23 @@ class CandidatePriors:
     content_candidates: int = 0
     content_history: int = 1
     content_decay: float = 0.5
+    untrained: UntrainedItems | None = None
+    untrained_candidates: int = 0
 
     WEIGHTS = ("transition_weight", "transition_candidates", "content_weight",
-               "content_candidates", "content_history", "content_decay")
+               "content_candidates", "content_history", "content_decay", "untrained_candidates")
 
     def weights(self) -> dict[str, float | int]:
-        """The fitted settings, as ``retriever/priors.json`` stores them."""
+        """The settings, as ``retriever/priors.json`` stores them: the fitted weights and the
+        untrained items' channel width (``PriorsConfig.untrained_candidates``)."""
         return {name: getattr(self, name) for name in self.WEIGHTS}
 
     @classmethod
     def from_weights(cls, weights: dict[str, Any], *, transitions: TransitionCounts | None,
-                     content: ContentVectors | None) -> "CandidatePriors":
+                     content: ContentVectors | None,
+                     untrained: UntrainedItems | None = None) -> "CandidatePriors":
         known = {k: weights[k] for k in cls.WEIGHTS if k in weights}
-        return cls(transitions=transitions, content=content, **known)
+        return cls(transitions=transitions, content=content, untrained=untrained, **known)
 
     @property
     def _transition_on(self) -> bool:
@@ -81,8 +87,13 @@ class CandidatePriors:
         return self.content is not None and self.content_weight > 0
 
     @property
+    def _untrained_on(self) -> bool:
+        return (self.untrained is not None and self.untrained_candidates > 0
+                and self.untrained.count > 0)
+
+    @property
     def active(self) -> bool:
-        return self._transition_on or self._content_on
+        return self._transition_on or self._content_on or self._untrained_on
 
     @property
     def history_needed(self) -> int:
@@ -96,6 +107,9 @@ class CandidatePriors:
         to ``top_k``."""
         recent = np.asarray(recent).reshape(len(items), -1)
         last = recent[:, 0]
+        if self._untrained_on:
+            items, scores = self.untrained.propose(items=items, scores=scores, last=last,
+                                                   m=self.untrained_candidates)
         if self._transition_on:
             if self.transition_candidates > 0:
                 items, scores = add_successors(items=items, scores=scores, last=last,
@@ -114,8 +128,7 @@ class CandidatePriors:
             items, scores = rerank_with_content(
                 items=items, scores=scores, recent=recent[:, : self.content_history],
                 content=self.content, weight=self.content_weight, decay=self.content_decay)
-            items, scores = items[:, :top_k], scores[:, :top_k]
-        return items, scores
+        return items[:, :top_k], scores[:, :top_k]
 
 
 # --------------------------------------------------------------------------- fitting
@@ -160,11 +173,14 @@ def coordinate_ascent(*, grids: dict[str, list], start: dict[str, Any],
 def fit_priors(*, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
                targets: np.ndarray, top_k: int, cfg: PriorsConfig,
                transitions: TransitionCounts | None, content: ContentVectors | None,
+               untrained: UntrainedItems | None = None,
                ) -> tuple[CandidatePriors, dict[str, Any]]:
     """The priors' weights that give validation users' ``[E, K]`` lists (the model's own, made
     from histories whose most recent items are ``recent`` ``[E, H]``) the highest NDCG@10
     against ``targets``, by :func:`coordinate_ascent` over ``cfg``'s grids from each grid's
-    first value (the default grids start at weight 0: no prior).
+    first value (the default grids start at weight 0: no prior). ``untrained``: the items
+    without training interactions, offered by a channel of fixed width
+    (``cfg.untrained_candidates``) before the weights are fitted.
     Returns the fitted priors and a report (chosen weights, validation NDCG@10 without and with
     them, every trial)."""
     none = CandidatePriors(transitions=transitions, content=content)
@@ -183,9 +199,16 @@ def fit_priors(*, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
         grids["content_decay"] = [float(d) for d in cfg.content_decay]
     depth = max(cfg.content_history) if content is not None else 1
     recent = np.asarray(recent).reshape(len(items), -1)[:, :depth]
+    # The channel has no weight to fit (validation targets all have training interactions): it
+    # widens the model's lists once, and the weights are fitted on the widened lists.
+    none = replace(none, untrained=untrained, untrained_candidates=int(cfg.untrained_candidates))
+    if none._untrained_on:
+        items, scores = none.untrained.propose(items=items, scores=scores, last=recent[:, 0],
+                                               m=none.untrained_candidates)
+    fixed = {"untrained": None}
 
     def score(setting: dict[str, Any]) -> float:
-        priors = replace(none, **setting)
+        priors = replace(none, **setting, **fixed)
         ranked, _ = priors.apply(items=items, scores=scores, recent=recent, top_k=top_k)
         return ndcg_at_10(ranked, targets)
 

@@ -57,6 +57,7 @@ from generative_rec.retriever_data import (  # noqa: F401  (re-exported)
     train_phase,
 )
 from generative_rec.stage2 import clear_stage2, mark_stage2, run_stage2, stage1_semantic_ids
+from generative_rec.untrained import UntrainedItems, trained_items
 from generative_rec.train import SELECTION_METRIC, amp_dtype, decode_examples, retrieval_metrics
 from generative_rec.content import ContentVectors
 from generative_rec.priors import CandidatePriors, fit_priors
@@ -245,7 +246,10 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
         items=valid_items, scores=valid_scores,
         recent=recent_items(data.examples["valid"].history, max(cfg.priors.content_history)),
         targets=data.examples["valid"].targets, top_k=valid_items.shape[1], cfg=cfg.priors,
-        transitions=data.transitions, content=data.content)
+        transitions=data.transitions, content=data.content,
+        untrained=None if data.content is None else UntrainedItems.build(
+            vectors=data.content.vectors,
+            trained=trained_items(split.train_sequences, split.n_items)))
     valid_items, valid_scores = with_priors(priors=priors, data=data, which="valid",
                                             items=valid_items, scores=valid_scores)
     test_items, test_scores = with_priors(priors=priors, data=data, which="test",

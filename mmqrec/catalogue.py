@@ -8,8 +8,12 @@ last content position (the retriever's vocabulary never grows). The retriever an
 ranker can then return them; an ItemID ranker cannot score them and leaves them in the
 retriever's order.
 
-Artefact (written by this command only): ``additions/v<N>/items.parquet`` and
-``semantic_ids.parquet`` hold every item added so far, and ``additions/current.json`` names the
+The retriever's priors read their content too (``content.safetensors``, the vectors the content
+prior compares), and the channel for untrained items offers them to users whose recent items
+resemble them (:mod:`generative_rec.untrained`).
+
+Artefact (written by this command only): ``additions/v<N>/items.parquet``,
+``semantic_ids.parquet`` and ``content.safetensors`` hold every item added so far, and ``additions/current.json`` names the
 current version; it is replaced atomically after the version folder is complete, so a crash
 leaves the previous catalogue in force and every earlier version stays on disk.
 """
@@ -27,7 +31,7 @@ import polars as pl
 
 from recdata.custom import read_items_file
 from recdata.errors import DataError
-from recdata.io import read_json, read_parquet, write_json, write_parquet
+from recdata.io import load_tensors, read_json, read_parquet, save_tensors, write_json, write_parquet
 from recdata.layout import layout
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ class Additions:
     version: int
     items: pl.DataFrame  # item_idx, item_id, title, image_path, ...
     codes: np.ndarray  # [M, L] full semantic IDs
+    content: np.ndarray | None = None  # [M, D] content vectors (None: added by an older version)
 
     @classmethod
     def empty(cls, sid_length: int) -> "Additions":
@@ -67,7 +72,12 @@ def load_additions(run_dir: Path, sid_length: int) -> Additions:
     codes = np.stack([sids[c].to_numpy() for c in cols], axis=1).astype(np.int64)
     if codes.shape[1] != sid_length or len(codes) != items.height:
         raise DataError("added items do not match the run's ID table", path=folder)
-    return Additions(version, items, codes)
+    content = None
+    if (folder / "content.safetensors").exists():
+        content = load_tensors(folder / "content.safetensors")["vectors"].numpy()
+        if len(content) != items.height:
+            raise DataError("added items' content vectors do not match their table", path=folder)
+    return Additions(version, items, codes, content)
 
 
 def _encode(run_dir: Path, items: pl.DataFrame, device: str) -> tuple[np.ndarray, np.ndarray,
@@ -138,6 +148,7 @@ def add_items(*, run_dir: Path, items_file: Path, device: str = "cpu",
     """Give the items of ``items_file`` semantic IDs and add them to ``run_dir``'s catalogue."""
     import torch
 
+    from generative_rec.content import unit_vectors
     from tokenizer.registry import load_tokenizer
     from tokenizer.sid import SemanticIds
 
@@ -177,12 +188,20 @@ def add_items(*, run_dir: Path, items_file: Path, device: str = "cpu",
     rows = new.select(keep).with_columns(pl.Series("item_idx", idx)).select(["item_idx", *keep])
     items = pl.concat([previous.items, rows], how="diagonal_relaxed") if previous.items.height else rows
     all_codes = np.concatenate([previous.codes, codes]) if len(previous.codes) else codes
+    vectors = unit_vectors([(text, text_mask)] + ([] if image is None else [(image, image_mask)]))
+    if previous.items.height and previous.content is None:
+        log.warning("items added by an earlier version have no content vectors: the priors "
+                    "cannot compare them (add them again to a fresh run to fix)")
+    all_content = (np.concatenate([previous.content, vectors])
+                   if previous.content is not None and len(previous.content) else vectors)
     version = previous.version + 1
     folder = run_dir / ADDITIONS_DIR / f"v{version}"
     write_parquet(folder / "items.parquet", items)
     table = {"item_idx": items["item_idx"].to_numpy(), "item_id": items["item_id"].to_list()}
     table.update({f"t{p}": all_codes[:, p] for p in range(all_codes.shape[1])})
     write_parquet(folder / "semantic_ids.parquet", pl.DataFrame(table))
+    if previous.content is not None or not previous.items.height:
+        save_tensors(folder / "content.safetensors", {"vectors": all_content})
     summary = {
         "version": version, "added": int(new.height), "items_added_so_far": int(items.height),
         "catalogue_items": int(start + new.height), "moved_to_next_code": moved,

@@ -85,6 +85,7 @@ class _Retriever:
     trie: Any
     cfg: Any
     priors: Any = None
+    base_priors: Any = None  # over the trained catalogue: added items rebuild ``priors`` from it
 
 
 @dataclass
@@ -149,7 +150,8 @@ class Recommender:
 
             model, vocab, trie = load_retriever(run_dir, device)
             rcfg = retriever_config(run_dir)
-            retriever = _Retriever(model, vocab, trie, rcfg, load_priors(run_dir))
+            priors = load_priors(run_dir)
+            retriever = _Retriever(model, vocab, trie, rcfg, priors, priors)
         ranker = None
         chosen_n = retriever.cfg.decoding.candidates_n if retriever is not None else 50
         if layout(run_dir).ranker_config.exists():
@@ -218,11 +220,13 @@ class Recommender:
         self.codes = np.concatenate([base_codes, added.codes]) if len(added.codes) else base_codes
         self._counts = np.concatenate([base_counts, np.zeros(len(added.codes), dtype=np.int64)])
         if self._retriever is not None:
+            from generative_rec.inference import with_catalogue
             from generative_rec.model import set_item_tokens
             from generative_rec.trie import SidTrie
 
             r = self._retriever
             r.trie = SidTrie.from_codes(self.codes, device=self.device)
+            r.priors = with_catalogue(r.base_priors, trained=base_counts > 0, added=added.content)
             tokens = r.vocab.encode_sids(self.codes)
             for model in [self._pristine, *self._models]:  # none is running: the write lock
                 set_item_tokens(model, tokens)

@@ -123,3 +123,32 @@ def test_messages_name_the_command_option_and_never_print_binary_bytes(trained: 
         assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert expected in out.stderr, out.stderr
         assert "\x00" not in out.stderr and "\x01" not in out.stderr
+
+
+def test_an_added_item_is_recommended_to_a_history_of_its_content_neighbours(trained: Path, tmp_path: Path) -> None:
+    """The retriever never trained on an added item; the untrained items' channel offers it to
+    histories that resemble it, with the score of its nearest listed trained item."""
+    import shutil
+
+    from mmqrec.catalogue import add_items
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("additions"))
+    base = pl.read_parquet(run / "data" / "items.parquet").sort("item_idx")
+    sequels = []
+    for i in (3, 10, 17):
+        row = base.row(i, named=True)
+        sequels.append({"item_id": f"sequel-{i}", "title": row["title"] + " returns",
+                        "genres": row["genres"], "plot": row["plot"]})
+    add_items(run_dir=run, items_file=_items_file(tmp_path / "a", sequels))
+    rec = Recommender.load(run, device="cpu")
+    vectors = rec._retriever.priors.content.vectors
+    assert len(vectors) == rec.n_items  # the priors read the added items' content
+    found = 0
+    for sequel in sequels:
+        new = rec.item_idx(sequel["item_id"])
+        nearest = np.argsort(-(vectors[: base.height] @ vectors[new]), kind="stable")[:5]
+        history = [rec.item_ids[j] for j in nearest[::-1]]  # the most similar last
+        listed = [it["item_id"] for it in rec.recommend_history(history, k=10).items]
+        found += sequel["item_id"] in listed
+    assert found >= 2

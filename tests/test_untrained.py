@@ -1,0 +1,123 @@
+"""Items the retriever never trained on reach the lists through the untrained items' channel:
+offered by content, scored as the nearest trained item in the list."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from generative_rec.config import PriorsConfig
+from generative_rec.content import ContentVectors
+from generative_rec.priors import CandidatePriors, fit_priors
+from generative_rec.untrained import ANCHORS, UntrainedItems, trained_items
+from recdata.errors import DataError
+
+
+def _unit(rng: np.random.Generator, n: int, d: int = 6) -> np.ndarray:
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_tables_match_a_brute_force_search() -> None:
+    rng = np.random.default_rng(0)
+    vectors = _unit(rng, 40)
+    vectors[7] = 0.0  # an item without content is nobody's neighbour and has none
+    trained = rng.random(40) < 0.7
+    trained[[3, 5]] = False
+    table = UntrainedItems.build(vectors=vectors, trained=trained, chunk=7)
+    sim = vectors @ vectors.T
+    has = np.abs(vectors).sum(1) > 0
+    warm = [j for j in range(40) if trained[j] and has[j]]
+    cold = [j for j in range(40) if not trained[j] and has[j]]
+    for i in range(40):
+        if not trained[i] and has[i]:
+            expected = sorted((j for j in warm if sim[i, j] > 0), key=lambda j: (-sim[i, j], j))[:ANCHORS]
+            assert table.anchors[i].tolist() == (expected + [-1] * ANCHORS)[:ANCHORS]
+        else:
+            assert (table.anchors[i] == -1).all()
+        if has[i]:
+            expected = sorted((j for j in cold if j != i and sim[i, j] > 0),
+                              key=lambda j: (-sim[i, j], j))
+            width = table.nearest.shape[1]
+            assert table.nearest[i].tolist() == (expected + [-1] * width)[:width]
+        else:
+            assert (table.nearest[i] == -1).all()
+    assert table.count == int((~trained).sum())
+
+
+def test_a_proposal_borrows_the_score_of_its_nearest_listed_trained_item() -> None:
+    # items 0..3 trained; 4 is a twin of 1, 5 a twin of 3; the last item is 0
+    vectors = np.eye(6, dtype=np.float32)
+    vectors[4] = vectors[1] * 0.9 + vectors[0] * 0.1
+    vectors[5] = vectors[3] * 0.9 + vectors[0] * 0.2
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = UntrainedItems.build(vectors=vectors, trained=np.array([1, 1, 1, 1, 0, 0], bool))
+    items = np.array([[2, 1, -1]])
+    scores = np.array([[-1.0, -2.0, -np.inf]], np.float32)
+    got, got_scores = table.propose(items=items, scores=scores, last=np.array([0]), m=5)
+    # 4 takes 1's score and sits right after it; 5's trained neighbours (3, and 0 faintly)
+    # are not listed: it goes below them all
+    assert got[0].tolist()[:4] == [2, 1, 4, 5]
+    assert got_scores[0, 2] == pytest.approx(-2.0) and got_scores[0, 3] < -2.0
+    # an item already listed is not offered twice, and m bounds the offers
+    again, _ = table.propose(items=got[:, :3], scores=got_scores[:, :3], last=np.array([0]), m=1)
+    assert sorted(j for j in again[0].tolist() if j >= 0) == [1, 2, 4, 5]
+    # an unknown last item (-1: an empty history) offers nothing
+    none, _ = table.propose(items=items, scores=scores, last=np.array([-1]), m=5)
+    assert sorted(j for j in none[0].tolist() if j >= 0) == [1, 2]
+
+
+def test_cold_targets_reach_the_lists_only_with_the_channel() -> None:
+    rng = np.random.default_rng(1)
+    vectors = _unit(rng, 30)
+    trained = np.ones(30, bool)
+    trained[20:] = False
+    content = ContentVectors.from_embeddings([(vectors, np.ones(30, bool))])
+    table = UntrainedItems.build(vectors=content.vectors, trained=trained)
+    last = np.arange(10)
+    # the model lists trained items only, as a model that never saw 20..29 does
+    items = np.tile(np.arange(10, 20), (10, 1))
+    scores = np.tile(-np.arange(10, dtype=np.float32), (10, 1))
+    targets = np.array([table.nearest[i, 0] for i in last])
+    on = CandidatePriors(content=content, content_weight=8.0, untrained=table, untrained_candidates=3)
+    off = CandidatePriors(content=content, content_weight=8.0, untrained=table, untrained_candidates=0)
+    hit_on = on.apply(items=items, scores=scores, recent=last, top_k=10)[0]
+    hit_off = off.apply(items=items, scores=scores, recent=last, top_k=10)[0]
+    assert not (hit_off == targets[:, None]).any()
+    assert (hit_on == targets[:, None]).any(axis=1).mean() >= 0.5
+    assert hit_on.shape == (10, 10)
+
+
+def test_the_fit_widens_the_lists_once_and_records_the_width() -> None:
+    rng = np.random.default_rng(2)
+    vectors = _unit(rng, 30)
+    trained = np.ones(30, bool)
+    trained[25:] = False
+    content = ContentVectors.from_embeddings([(vectors, np.ones(30, bool))])
+    table = UntrainedItems.build(vectors=content.vectors, trained=trained)
+    items = np.tile(np.arange(10), (8, 1))
+    scores = np.tile(-np.arange(10, dtype=np.float32), (8, 1))
+    recent = np.arange(10, 18)[:, None]
+    targets = np.array([table.nearest[r, 0] for r in recent[:, 0]])
+    cfg = PriorsConfig(content_weights=[0.0, 8.0], transition_weights=[0.0])
+    fitted, report = fit_priors(items=items, scores=scores, recent=recent, targets=targets,
+                                top_k=10, cfg=cfg, transitions=None, content=content,
+                                untrained=table)
+    assert report["weights"]["untrained_candidates"] == 5
+    assert fitted.untrained is table and fitted.content_weight == 8.0
+    assert report["valid_ndcg@10"] > 0.0
+    off, report_off = fit_priors(items=items, scores=scores, recent=recent, targets=targets,
+                                 top_k=10, cfg=PriorsConfig(content_weights=[0.0, 8.0],
+                                                            untrained_candidates=0),
+                                 transitions=None, content=content, untrained=table)
+    assert report_off["valid_ndcg@10"] == 0.0 and not off.active
+
+
+def test_trained_items_are_the_ones_in_the_training_sequences() -> None:
+    got = trained_items([np.array([0, 2]), np.array([2, 3])], 5)
+    assert got.tolist() == [True, False, True, True, False]
+
+
+def test_the_width_is_bounded_by_the_table() -> None:
+    with pytest.raises(DataError, match="untrained_candidates"):
+        PriorsConfig(untrained_candidates=17).validate()
