@@ -8,7 +8,9 @@ Each block sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in its
 * ``README.md``, ``headline``: one table of the headline benchmarks (``HEADLINE``), every system
   their result files hold, with each benchmark's date and code version;
 * ``docs/results.md``, ``results``: every quality table (``quality_*.md``, written by
-  ``benchmarks/quality.py``), each followed by its reading notes (``reading_<table>.md``), and
+  ``benchmarks/quality.py``; the modality ablation's summary ``modality_*.md`` from
+  ``benchmarks/modality.py`` in place of its per-seed tables), each followed by its reading
+  notes (``reading_<table>.md``), and
   the decoding speed tables (``decode_*.md``, ``benchmarks/decode.py --results``);
 * ``docs/experiments.md``, ``experiments``: every retriever experiment recorded by
   ``experiments/retriever_sweep.py`` (``retriever_sweep_*.jsonl``), the log of what was tried
@@ -53,7 +55,9 @@ def _with_overrides(md: str, overrides: list[str]) -> str:
 
 
 def quality_tables(results: Path) -> list[str]:
-    files = sorted(results.glob("quality_*.md"))
+    # A seed of the modality ablation is one part of its summary (modality_*.md), shown instead.
+    files = [p for p in sorted(results.glob("quality_*.md")) if "-modality_seed-" not in p.stem]
+    files += sorted(results.glob("modality_*.md"))
     rank = {name: i for i, name in enumerate(ORDER)}
     files.sort(key=lambda p: (rank.get(p.stem, len(ORDER)), p.stem))
     parts = []

@@ -13,9 +13,10 @@ prior compares), and the channel for untrained items offers them to users whose 
 resemble them (:mod:`generative_rec.untrained`).
 
 Artefact (written by this command only): ``additions/v<N>/items.parquet``,
-``semantic_ids.parquet`` and ``content.safetensors`` hold every item added so far, and ``additions/current.json`` names the
-current version; it is replaced atomically after the version folder is complete, so a crash
-leaves the previous catalogue in force and every earlier version stays on disk.
+``semantic_ids.parquet`` and ``content.safetensors`` hold every item added so far, and
+``additions/current.json`` names the current version; it is replaced atomically after the
+version folder is complete, so a crash leaves the previous catalogue in force and every earlier
+version stays on disk.
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ def add_items(*, run_dir: Path, items_file: Path, device: str = "cpu",
     import torch
 
     from generative_rec.content import unit_vectors
+    from tokenizer.inputs import saved_modalities, select_modalities
     from tokenizer.registry import load_tokenizer
     from tokenizer.sid import SemanticIds
 
@@ -170,7 +172,10 @@ def add_items(*, run_dir: Path, items_file: Path, device: str = "cpu",
         raise DataError("no items in the file", path=items_file)
 
     text, text_mask, image, image_mask = _encode(run_dir, new, device)
+    content = unit_vectors([(text, text_mask)] + ([] if image is None else [(image, image_mask)]))
     tokenizer = load_tokenizer(run_dir)
+    text, text_mask, image, image_mask = select_modalities(
+        saved_modalities(run_dir), text, text_mask, image, image_mask)
     args = (torch.from_numpy(text), None if image is None else torch.from_numpy(image),
             torch.from_numpy(text_mask), None if image_mask is None else torch.from_numpy(image_mask))
     with torch.no_grad():
@@ -188,12 +193,11 @@ def add_items(*, run_dir: Path, items_file: Path, device: str = "cpu",
     rows = new.select(keep).with_columns(pl.Series("item_idx", idx)).select(["item_idx", *keep])
     items = pl.concat([previous.items, rows], how="diagonal_relaxed") if previous.items.height else rows
     all_codes = np.concatenate([previous.codes, codes]) if len(previous.codes) else codes
-    vectors = unit_vectors([(text, text_mask)] + ([] if image is None else [(image, image_mask)]))
     if previous.items.height and previous.content is None:
         log.warning("items added by an earlier version have no content vectors: the priors "
                     "cannot compare them (add them again to a fresh run to fix)")
-    all_content = (np.concatenate([previous.content, vectors])
-                   if previous.content is not None and len(previous.content) else vectors)
+    all_content = (np.concatenate([previous.content, content])
+                   if previous.content is not None and len(previous.content) else content)
     version = previous.version + 1
     folder = run_dir / ADDITIONS_DIR / f"v{version}"
     write_parquet(folder / "items.parquet", items)

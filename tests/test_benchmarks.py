@@ -84,6 +84,8 @@ def test_a_new_result_makes_check_fail_and_every_system_of_it_is_rendered(tmp_pa
 def test_a_table_run_with_overrides_shows_them_in_its_heading_and_command():
     results = (ROOT / "docs" / "results.md").read_text()
     for path in (ROOT / "benchmarks" / "results").glob("quality_*.json"):
+        if "-modality_seed-" in path.stem:
+            continue  # shown through its summary, modality_*.md
         overrides = json.loads(path.read_text()).get("overrides") or []
         for item in overrides:
             heading = next(line for line in results.splitlines()
@@ -206,3 +208,29 @@ def test_quality_profile_extends_the_budget_config_and_labels_its_results(tmp_pa
     md = quality.markdown(result)
     assert "`cpu` budget (2 idle CPU cores), profile `wide`" in md
     assert "--budget cpu --profile wide`" in md
+
+
+def test_the_modality_summary_is_the_mean_and_sd_over_the_seed_tables(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import modality
+
+    def row(name, r, n):
+        return {"system": name, "recall@10": r, "ndcg@10": n}
+
+    for seed, (a, b) in enumerate([(0.10, 0.05), (0.12, 0.07)]):
+        table = {"config": "c.yaml", "code_version": "abc", "machine": "m", "test_users": 9,
+                 "items": 5, "this_invocation_seconds": 60.0,
+                 "systems": [row("mmq_tiger", a, b), row("mmq_tiger_model_only", a / 2, b / 2),
+                             row("heuristic", 0.2, 0.1)]}
+        (tmp_path / f"{modality.seed_stem('ds', seed)}.json").write_text(json.dumps(table))
+    stats = {0: {"mmq_tiger": {"collision_rate": 0.1, "gates": {"text": [0.5, 0.5]}}},
+             1: {"mmq_tiger": {"collision_rate": 0.3, "gates": {"text": [0.9, 0.1]}}}}
+    summary = modality.summarise("ds", [0, 1], stats, results=tmp_path)
+    mmq = next(r for r in summary["rows"] if r["system"] == "mmq_tiger")
+    assert mmq["with_priors"]["recall@10"] == {"mean": 0.11, "sd": 0.0141}
+    assert mmq["model_only"]["ndcg@10"]["mean"] == 0.03
+    assert mmq["collision_rate"]["mean"] == 0.2 and mmq["gates"] == {"text": [0.9, 0.1]}
+    assert [r["system"] for r in summary["rows"]] == ["mmq_tiger", "heuristic"]
+    assert "0.1100 ± 0.0141" in modality.markdown(summary)
+    with pytest.raises(SystemExit, match="missing"):
+        modality.summarise("ds", [0, 1, 2], stats, results=tmp_path)

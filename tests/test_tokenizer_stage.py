@@ -99,6 +99,26 @@ def test_mmq_token_order_and_text_only_run(tmp_path):
     assert SemanticIds.from_run_dir(text_only).position_names[-3:] == ["text2", "text3", "collision"]
 
 
+def test_a_tokenizer_reading_one_modality_sees_only_it(tmp_path):
+    run_dir = write_run(tmp_path / "mm", missing_image=0.0)
+    text, image = (load_tensors(run_dir / "embeddings" / f"{m}.safetensors")["embeddings"]
+                   for m in ("text", "image"))
+    run(cfg=cfg(modalities=["image"]), run_dir=run_dir)
+    # the image takes the text's place and every expert reads it; the ID keeps its length
+    inputs = load_inputs(run_dir)  # the fitted tokenizer's modalities
+    assert torch.equal(inputs.text, image) and inputs.image is None
+    assert SemanticIds.from_run_dir(run_dir).length == 7
+    image_ids = SemanticIds.from_run_dir(run_dir).codes
+    run(cfg=cfg(modalities=["text"]), run_dir=run_dir)
+    assert torch.equal(load_inputs(run_dir).text, text) and load_inputs(run_dir).image is None
+    assert not np.array_equal(SemanticIds.from_run_dir(run_dir).codes, image_ids)
+    assert load_inputs(run_dir, ["text", "image"]).image is not None
+    with pytest.raises(DataError, match="no image embeddings"):
+        run(cfg=cfg(modalities=["image"]), run_dir=write_run(tmp_path / "t", image=False))
+    with pytest.raises(DataError, match="tokenizer.modalities"):
+        cfg(modalities=["audio"]).validate()
+
+
 def test_same_seed_same_table(tmp_path):
     a = write_run(tmp_path / "a")
     b = write_run(tmp_path / "b")

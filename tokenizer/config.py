@@ -135,6 +135,12 @@ class TokenizerConfig:
     IDs to new items after training. Read by the content tokenizers (mmq, rqvae, rqkmeans); bbq
     fits on every item, with the histories of the training split."""
 
+    modalities: list[str] = field(default_factory=lambda: ["text", "image"])
+    """Which cached embeddings the tokenizer reads: ["text", "image"] (every one the run has),
+    ["text"] or ["image"]. With one modality every expert reads it (MMQ's specific experts of
+    the other modality included), so the ID keeps its length; for ablations. The retriever's
+    content prior and the baselines still read every modality the run has."""
+
     # ----------------------------------------------------------------- monitoring
     collapse_threshold: float = 0.05
     """A codebook whose utilisation (share of codes used) falls below this has collapsed
@@ -169,6 +175,11 @@ class TokenizerConfig:
             raise DataError(
                 f"tokenizer.codebook_update must be 'ema' or 'loss', got {self.codebook_update!r}"
             )
+        if (not isinstance(self.modalities, list) or not self.modalities
+                or not set(self.modalities) <= {"text", "image"}
+                or len(set(self.modalities)) != len(self.modalities)):
+            raise DataError("tokenizer.modalities must be a non-empty list of 'text' and "
+                            f"'image', got {self.modalities!r}")
         if self.fit_items not in ("all", "warm"):
             raise DataError(f"tokenizer.fit_items must be 'all' or 'warm', got {self.fit_items!r}")
         if self.collision_strategy not in ("append", "reassign"):

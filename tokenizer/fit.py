@@ -65,7 +65,7 @@ def fit_content(
     seed_everything(seed)
     dev = resolve_device(device)
     run_dir = Path(run_dir)
-    inputs = load_inputs(run_dir).to(dev)
+    inputs = load_inputs(run_dir, cfg.modalities).to(dev)
     model = model_class(cfg, d_text=inputs.d_text, d_image=inputs.d_image).to(dev)
     log.info("tokenizer %s: %d items, text dim %d, image dim %d, %d raw positions x %d codes",
              cfg.name, inputs.n_items, inputs.d_text, inputs.d_image, model.n_positions, cfg.codebook_size)

@@ -10,15 +10,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence, TypeVar
 
 import numpy as np
 import torch
 
 from recdata.errors import DataError
-from recdata.io import load_tensors, read_parquet
+from recdata.io import load_tensors, read_json, read_parquet
 from recdata.layout import layout
 
 log = logging.getLogger(__name__)
+
+MODALITIES = ("text", "image")
+T = TypeVar("T")
 
 
 @dataclass
@@ -96,8 +100,33 @@ def _read_modality(path: Path, n_items: int | None) -> tuple[torch.Tensor, torch
     return emb.contiguous(), mask
 
 
-def load_inputs(run_dir: Path) -> TokenizerInputs:
-    """Read and validate the embeddings of ``run_dir``; DataError on anything malformed."""
+def saved_modalities(run_dir: Path) -> list[str]:
+    """The modalities the run's fitted tokenizer reads (``TokenizerConfig.modalities``; all of
+    them before it is fitted, or for a tokenizer saved before the setting existed)."""
+    path = layout(run_dir).tokenizer_dir / "config.json"
+    if not path.exists():
+        return list(MODALITIES)
+    return list((read_json(path).get("config") or {}).get("modalities") or MODALITIES)
+
+
+def select_modalities(modalities: Sequence[str], text: T, text_mask: T, image: T | None,
+                      image_mask: T | None) -> tuple[T, T, T | None, T | None]:
+    """``(text, text_mask, image, image_mask)`` as a tokenizer reading only ``modalities``
+    sees them: without "image" the image is dropped (a text-only run); with "image" alone it
+    takes the text's place, so every expert reads it."""
+    if "text" in modalities and "image" in modalities:
+        return text, text_mask, image, image_mask
+    if "text" in modalities:
+        return text, text_mask, None, None
+    if image is None or image_mask is None or not bool(image_mask.any()):
+        raise DataError("tokenizer.modalities is ['image'] but the run has no image embeddings")
+    return image, image_mask, None, None
+
+
+def load_inputs(run_dir: Path, modalities: Sequence[str] | None = None) -> TokenizerInputs:
+    """Read and validate the embeddings of ``run_dir`` as the tokenizer reading ``modalities``
+    sees them (None: the fitted tokenizer's, :func:`saved_modalities`); DataError on anything
+    malformed."""
     run_dir = Path(run_dir)
     items_path = layout(run_dir).items
     items = read_parquet(items_path)
@@ -121,6 +150,9 @@ def load_inputs(run_dir: Path) -> TokenizerInputs:
             image = image_mask = None
     if not bool(text_mask.any()):
         raise DataError("no item has a text embedding", path=layout(run_dir).embeddings("text"))
+    text, text_mask, image, image_mask = select_modalities(
+        saved_modalities(run_dir) if modalities is None else modalities,
+        text, text_mask, image, image_mask)
     missing_text = int((~text_mask).sum())
     missing_image = 0 if image_mask is None else int((~image_mask).sum())
     if missing_text or missing_image:

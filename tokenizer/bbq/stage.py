@@ -63,7 +63,7 @@ def run(
     seed_everything(seed)
     dev = resolve_device(device)
     run_dir = Path(run_dir)
-    inputs = load_inputs(run_dir).to(dev)
+    inputs = load_inputs(run_dir, cfg.modalities).to(dev)
     split = SequentialSplit.from_run_dir(run_dir)
     if split.n_items != inputs.n_items:
         raise DataError(f"{split.n_items} items in data/ but {inputs.n_items} embedding rows", path=run_dir)
