@@ -5,6 +5,7 @@ read trained runs through this module, never through the training stage.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,10 +62,13 @@ def with_catalogue(priors: CandidatePriors, *, trained: np.ndarray,
         return priors
     base = priors.content.vectors[: len(trained)]
     content = ContentVectors(vectors=base, neighbours=priors.content.neighbours[: len(trained)])
+    if added is not None and len(added) and added.shape[1] != base.shape[1]:
+        # Serving goes on: only the priors lose sight of the added items.
+        logging.getLogger(__name__).warning(
+            "added items have %d-d content vectors, the run %d-d (other encoders?): the "
+            "priors cannot compare them", added.shape[1], base.shape[1])
+        added = None
     if added is not None and len(added):
-        if added.shape[1] != base.shape[1]:
-            raise DataError(f"added items have {added.shape[1]}-d content vectors, the run "
-                            f"{base.shape[1]}-d: they were added with other encoders")
         content = content.extended(added)
         trained = np.concatenate([trained, np.zeros(len(added), bool)])
     untrained = (UntrainedItems.build(vectors=content.vectors, trained=trained)

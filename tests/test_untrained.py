@@ -121,3 +121,29 @@ def test_trained_items_are_the_ones_in_the_training_sequences() -> None:
 def test_the_width_is_bounded_by_the_table() -> None:
     with pytest.raises(DataError, match="untrained_candidates"):
         PriorsConfig(untrained_candidates=17).validate()
+
+
+def test_items_added_after_training_join_the_content_and_the_channel(caplog) -> None:
+    from generative_rec.inference import with_catalogue
+
+    rng = np.random.default_rng(3)
+    vectors = _unit(rng, 12)
+    content = ContentVectors.from_embeddings([(vectors, np.ones(12, bool))])
+    priors = CandidatePriors(content=content, content_weight=4.0, untrained_candidates=3)
+    trained = np.ones(12, bool)
+    added = _unit(rng, 2)
+    added[1] = vectors[0] + 0.3 * added[1]  # a near twin of item 0
+    added[1] /= np.linalg.norm(added[1])
+    grown = with_catalogue(priors, trained=trained, added=added)
+    assert grown.content.n_items == 14 and grown.untrained.untrained.tolist() == [False] * 12 + [True] * 2
+    # the added item most like item 0 is offered to a user whose last item is 0
+    listed, _ = grown.apply(items=np.array([[1, 2]]), scores=np.array([[0.0, -1.0]]),
+                            recent=np.array([0]), top_k=4)
+    assert 13 in listed[0].tolist()
+    # vectors of other encoders: served without them, with a warning
+    other = with_catalogue(priors, trained=trained, added=_unit(rng, 2, d=5))
+    assert other.content.n_items == 12 and other.untrained.count == 0
+    assert "cannot compare them" in caplog.text
+    # a run trained before the channel existed keeps it off
+    old = CandidatePriors.from_weights({"content_weight": 4.0}, transitions=None, content=content)
+    assert old.untrained_candidates == 0 and not with_catalogue(old, trained=trained).untrained
