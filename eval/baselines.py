@@ -132,7 +132,7 @@ def rank_sasrec_priors(
         targets=split.valid_targets, top_k=width, cfg=priors_cfg, transitions=transitions,
         content=content,
         untrained=None if content is None else UntrainedItems.build(
-            vectors=content.vectors, trained=trained_items(split.train_sequences, split.n_items)))
+            content=content, trained=trained_items(split.train_sequences, split.n_items)))
     items, scores = cands["test_items"], cands["test_scores"]
     if priors.active:
         items, scores = priors.apply(items=items, scores=scores, recent=recent["test"],

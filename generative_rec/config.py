@@ -24,7 +24,7 @@ from recdata.overrides import move_flat_keys
 
 # Nearest items kept per item for the content prior's extra candidates (content_candidates <= it).
 CONTENT_NEIGHBOURS = 32
-# Width of each item's table of nearest untrained items (generative_rec.untrained).
+# Nearest items per item that the untrained items' channel reads (generative_rec.untrained).
 UNTRAINED_NEIGHBOURS = 16
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -122,10 +122,11 @@ class PriorsConfig:
     rounds: int = 2
     """Passes of coordinate ascent over the six settings."""
     untrained_candidates: int = 5
-    """Items without training interactions (cold items, items added after training) offered to
-    each user: the ones nearest by content to the most recent item, each scored as its nearest
-    listed trained item (:mod:`generative_rec.untrained`); 0 = off. A fixed width, not fitted:
-    validation targets all have training interactions, so they cannot tell its worth."""
+    """Items without training interactions (cold items, items added after training) are offered
+    to a user when they are among the this many items nearest by content to the most recent
+    item, each scored as its nearest listed trained item (:mod:`generative_rec.untrained`);
+    0 = off. A fixed width, not fitted: validation targets all have training interactions, so
+    they cannot tell its worth."""
 
     def validate(self) -> None:
         grids = {"transition_weights": self.transition_weights,
@@ -455,6 +456,11 @@ class RetrieverConfig:
         if data.get("content_embedding"):
             raise DataError("retriever config: content_embedding was removed (no gain on "
                             "validation users); the content prior is fitted instead")
+        schedule = data.get("schedule")
+        if isinstance(schedule, dict) and "max_train_prefixes" in schedule:
+            # the nested spelling, saved by the versions between the nesting and the removal
+            data = {**data, "max_train_prefixes": schedule["max_train_prefixes"],
+                    "schedule": {k: v for k, v in schedule.items() if k != "max_train_prefixes"}}
         if data.get("max_train_prefixes"):
             raise DataError("retriever config: max_train_prefixes was removed (no better per "
                             "step than every prefix); the retriever trains on every prefix")

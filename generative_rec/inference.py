@@ -71,7 +71,7 @@ def with_catalogue(priors: CandidatePriors, *, trained: np.ndarray,
     if added is not None and len(added):
         content = content.extended(added)
         trained = np.concatenate([trained, np.zeros(len(added), bool)])
-    untrained = (UntrainedItems.build(vectors=content.vectors, trained=trained)
+    untrained = (UntrainedItems.build(content=content, trained=trained)
                  if priors.untrained_candidates > 0 else None)
     return replace(priors, content=content, untrained=untrained)
 

@@ -248,7 +248,7 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
         targets=data.examples["valid"].targets, top_k=valid_items.shape[1], cfg=cfg.priors,
         transitions=data.transitions, content=data.content,
         untrained=None if data.content is None else UntrainedItems.build(
-            vectors=data.content.vectors,
+            content=data.content,
             trained=trained_items(split.train_sequences, split.n_items)))
     valid_items, valid_scores = with_priors(priors=priors, data=data, which="valid",
                                             items=valid_items, scores=valid_scores)

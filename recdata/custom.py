@@ -85,6 +85,10 @@ def read_items_file(path: Path, *, images_outside_folder: bool = False,
     dup = first_bad(~items["item_id"].is_first_distinct())
     if dup is not None:
         raise DataError(f"duplicate item_id {items['item_id'][dup]!r}", path=items_path, row=dup + items_line)
+    if "image_path" in items.columns:
+        # the resolved column's name: taken as text and then overwritten, the paths would be lost
+        raise DataError("column 'image_path' is reserved: name the image column 'image'",
+                        path=items_path)
     text_fields = tuple(c for c in items.columns if c not in ("item_id", "image"))
     if "title" not in items.columns:
         items = items.with_columns(pl.lit(None, dtype=pl.Utf8).alias("title"))

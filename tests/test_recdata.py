@@ -82,6 +82,8 @@ def test_image_outside_folder_only_when_opted_in(tmp_path):
         (GOOD_ITEMS, "user_id,item_id,timestamp\nu1,a,1\nu1,b,2\nu1,a,1\n", "line 4: duplicate interaction"),
         (GOOD_ITEMS, "user_id,item_id,timestamp\nu1,a,1\nu1,zz,2\n", "line 3: item_id 'zz' is not in items.csv"),
         ("item_id,title\na,A\na,B\n", GOOD_LOG, "line 3: duplicate item_id 'a'"),
+        ("item_id,title,image_path\na,A,a.jpg\nb,B,\nc,C,\n", GOOD_LOG,
+         "column 'image_path' is reserved: name the image column 'image'"),
         (GOOD_ITEMS, "user_id,item_id,timestamp\nu1,a,1\n,b,2\n", "line 3: empty 'user_id'"),
     ],
 )

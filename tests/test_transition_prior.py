@@ -171,6 +171,11 @@ def test_hand_set_weights_of_earlier_versions_are_dropped_with_a_warning(caplog)
     assert off == RetrieverConfig() and "soft_targets no longer exists" in caplog.text
     with pytest.raises(DataError, match="max_train_prefixes was removed"):
         RetrieverConfig.from_dict({"max_train_prefixes": 30})
+    # a run saved between the nesting and the removal spells it inside the schedule
+    assert RetrieverConfig.from_dict({"schedule": {"max_train_prefixes": 0}}) \
+        == RetrieverConfig()
+    with pytest.raises(DataError, match="max_train_prefixes was removed"):
+        RetrieverConfig.from_dict({"schedule": {"max_train_prefixes": 30}})
     with pytest.raises(DataError, match="soft_targets was removed"):
         RetrieverConfig.from_dict({"stage2": {"soft_targets": True}})
 

@@ -3,6 +3,8 @@ offered by content, scored as the nearest trained item in the list."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -21,25 +23,28 @@ def _unit(rng: np.random.Generator, n: int, d: int = 6) -> np.ndarray:
 def test_tables_match_a_brute_force_search() -> None:
     rng = np.random.default_rng(0)
     vectors = _unit(rng, 40)
-    vectors[7] = 0.0  # an item without content is nobody's neighbour and has none
+    has = np.ones(40, bool)
+    has[7] = False  # an item without content is nobody's neighbour and has none
     trained = rng.random(40) < 0.7
     trained[[3, 5]] = False
-    table = UntrainedItems.build(vectors=vectors, trained=trained, chunk=7)
+    base = ContentVectors.from_embeddings([(vectors[:37], has[:37])])
+    # the last three were added after training: no neighbour rows of their own
+    content = base.extended(vectors[37:])
+    trained[37:] = False
+    table = UntrainedItems.build(content=content, trained=trained, chunk=7)
+    vectors = content.vectors
     sim = vectors @ vectors.T
-    has = np.abs(vectors).sum(1) > 0
     warm = [j for j in range(40) if trained[j] and has[j]]
-    cold = [j for j in range(40) if not trained[j] and has[j]]
     for i in range(40):
         if not trained[i] and has[i]:
             expected = sorted((j for j in warm if sim[i, j] > 0), key=lambda j: (-sim[i, j], j))[:ANCHORS]
             assert table.anchors[i].tolist() == (expected + [-1] * ANCHORS)[:ANCHORS]
         else:
             assert (table.anchors[i] == -1).all()
+        width = table.nearest.shape[1]
         if has[i]:
-            expected = sorted((j for j in cold if j != i and sim[i, j] > 0),
-                              key=lambda j: (-sim[i, j], j))
-            width = table.nearest.shape[1]
-            assert table.nearest[i].tolist() == (expected + [-1] * width)[:width]
+            overall = sorted((j for j in range(40) if j != i and has[j]), key=lambda j: (-sim[i, j], j))
+            assert table.nearest[i].tolist() == [j if not trained[j] else -1 for j in overall[:width]]
         else:
             assert (table.nearest[i] == -1).all()
     assert table.count == int((~trained).sum())
@@ -51,7 +56,8 @@ def test_a_proposal_borrows_the_score_of_its_nearest_listed_trained_item() -> No
     vectors[4] = vectors[1] * 0.9 + vectors[0] * 0.1
     vectors[5] = vectors[3] * 0.9 + vectors[0] * 0.2
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    table = UntrainedItems.build(vectors=vectors, trained=np.array([1, 1, 1, 1, 0, 0], bool))
+    content = ContentVectors.from_embeddings([(vectors, np.ones(6, bool))])
+    table = UntrainedItems.build(content=content, trained=np.array([1, 1, 1, 1, 0, 0], bool))
     items = np.array([[2, 1, -1]])
     scores = np.array([[-1.0, -2.0, -np.inf]], np.float32)
     got, got_scores = table.propose(items=items, scores=scores, last=np.array([0]), m=5)
@@ -67,50 +73,51 @@ def test_a_proposal_borrows_the_score_of_its_nearest_listed_trained_item() -> No
     assert sorted(j for j in none[0].tolist() if j >= 0) == [1, 2]
 
 
+def _cold_catalogue(seed: int) -> tuple[ContentVectors, UntrainedItems, np.ndarray, np.ndarray]:
+    """30 items, 20..29 untrained; the last items whose 3 nearest items hold an untrained one,
+    and that item as their target."""
+    rng = np.random.default_rng(seed)
+    content = ContentVectors.from_embeddings([(_unit(rng, 30), np.ones(30, bool))])
+    trained = np.arange(30) < 20
+    table = UntrainedItems.build(content=content, trained=trained)
+    last = np.array([i for i in range(20) if (table.nearest[i, :3] >= 0).any()])
+    targets = np.array([table.nearest[i, :3][table.nearest[i, :3] >= 0][0] for i in last])
+    assert len(last) >= 4
+    return content, table, last, targets
+
+
 def test_cold_targets_reach_the_lists_only_with_the_channel() -> None:
-    rng = np.random.default_rng(1)
-    vectors = _unit(rng, 30)
-    trained = np.ones(30, bool)
-    trained[20:] = False
-    content = ContentVectors.from_embeddings([(vectors, np.ones(30, bool))])
-    table = UntrainedItems.build(vectors=content.vectors, trained=trained)
-    last = np.arange(10)
+    content, table, last, targets = _cold_catalogue(1)
     # the model lists trained items only, as a model that never saw 20..29 does
-    items = np.tile(np.arange(10, 20), (10, 1))
-    scores = np.tile(-np.arange(10, dtype=np.float32), (10, 1))
-    targets = np.array([table.nearest[i, 0] for i in last])
+    items = np.tile(np.arange(10, 20), (len(last), 1))
+    scores = np.tile(-np.arange(10, dtype=np.float32), (len(last), 1))
     on = CandidatePriors(content=content, content_weight=8.0, untrained=table, untrained_candidates=3)
-    off = CandidatePriors(content=content, content_weight=8.0, untrained=table, untrained_candidates=0)
+    off = replace(on, untrained_candidates=0)
     hit_on = on.apply(items=items, scores=scores, recent=last, top_k=10)[0]
     hit_off = off.apply(items=items, scores=scores, recent=last, top_k=10)[0]
     assert not (hit_off == targets[:, None]).any()
     assert (hit_on == targets[:, None]).any(axis=1).mean() >= 0.5
-    assert hit_on.shape == (10, 10)
+    assert hit_on.shape == (len(last), 10)
+    # only untrained items among the last item's 3 nearest are offered
+    offered = set(hit_on.ravel().tolist()) - set(range(20))
+    allowed = {int(j) for i in last for j in table.nearest[i, :3] if j >= 0}
+    assert offered <= allowed
 
 
-def test_the_fit_widens_the_lists_once_and_records_the_width() -> None:
-    rng = np.random.default_rng(2)
-    vectors = _unit(rng, 30)
-    trained = np.ones(30, bool)
-    trained[25:] = False
-    content = ContentVectors.from_embeddings([(vectors, np.ones(30, bool))])
-    table = UntrainedItems.build(vectors=content.vectors, trained=trained)
-    items = np.tile(np.arange(10), (8, 1))
-    scores = np.tile(-np.arange(10, dtype=np.float32), (8, 1))
-    recent = np.arange(10, 18)[:, None]
-    targets = np.array([table.nearest[r, 0] for r in recent[:, 0]])
-    cfg = PriorsConfig(content_weights=[0.0, 8.0], transition_weights=[0.0])
+def test_the_fit_leaves_the_channel_out_and_the_fitted_priors_carry_it() -> None:
+    content, table, last, targets = _cold_catalogue(2)
+    items = np.tile(np.arange(10), (len(last), 1))
+    scores = np.tile(-np.arange(10, dtype=np.float32), (len(last), 1))
+    recent = last[:, None]
+    cfg = PriorsConfig(content_weights=[0.0, 8.0], transition_weights=[0.0], untrained_candidates=3)
     fitted, report = fit_priors(items=items, scores=scores, recent=recent, targets=targets,
                                 top_k=10, cfg=cfg, transitions=None, content=content,
                                 untrained=table)
-    assert report["weights"]["untrained_candidates"] == 5
-    assert fitted.untrained is table and fitted.content_weight == 8.0
-    assert report["valid_ndcg@10"] > 0.0
-    off, report_off = fit_priors(items=items, scores=scores, recent=recent, targets=targets,
-                                 top_k=10, cfg=PriorsConfig(content_weights=[0.0, 8.0],
-                                                            untrained_candidates=0),
-                                 transitions=None, content=content, untrained=table)
-    assert report_off["valid_ndcg@10"] == 0.0 and not off.active
+    # validation lists without the channel cannot reach an untrained target: nothing to fit
+    assert report["valid_ndcg@10"] == 0.0 and fitted.content_weight == 0.0
+    assert report["weights"]["untrained_candidates"] == 3 and fitted.untrained is table
+    ranked, _ = fitted.apply(items=items, scores=scores, recent=recent, top_k=10)
+    assert (ranked == targets[:, None]).any(1).mean() > 0
 
 
 def test_trained_items_are_the_ones_in_the_training_sequences() -> None:
