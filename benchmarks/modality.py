@@ -90,7 +90,7 @@ def summarise(dataset: str, seeds: list[int], tokenizer_runs: dict[int, dict[str
             collisions = [s["collision_rate"] for s in stats if s.get("collision_rate") is not None]
             if collisions:
                 row["collision_rate"] = _mean_sd(collisions)
-            row["gates"] = stats[-1].get("gates", {})
+            row["gates"] = stats[-1].get("gates", {})  # the last seed's: one tokenizer's experts
         if "with_priors" in row:
             rows.append(row)
     first = tables[seeds[0]]
@@ -122,7 +122,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "and the heuristic read every modality in every row: the rows differ in their IDs.",
         "",
         "| system | IDs | R@10 | N@10 | R@10, model only | N@10, model only | collision rate "
-        "| mean gate weight per expert |",
+        f"| mean gate weight per expert (seed {seeds[-1]}) |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in summary["rows"]:
