@@ -98,10 +98,12 @@ class UntrainedItems:
         n = len(self.untrained)
         extra_items = np.full((len(items), m), -1, dtype=items.dtype)
         extra_scores = np.full((len(items), m), -np.inf, dtype=scores.dtype)
-        for row in range(len(items)):
+        last = np.asarray(last, np.int64)
+        known = (last >= 0) & (last < n)
+        # Only users whose last item has an untrained item near it get a Python-level look.
+        offers = known & (self.nearest[np.where(known, last, 0), :m] >= 0).any(1)
+        for row in np.flatnonzero(offers):
             item = int(last[row])
-            if not 0 <= item < n:
-                continue
             present = items[row] >= 0
             listed = {int(j): float(s) for j, s in zip(items[row][present], scores[row][present])}
             floor = min(listed.values()) - 1.0 if listed else 0.0
@@ -127,8 +129,8 @@ def trained_items(sequences: list[np.ndarray], n_items: int) -> np.ndarray:
 def _top(queries: np.ndarray, keys: np.ndarray, key_ids: np.ndarray, k: int,
          exclude: np.ndarray | None, chunk: int, positive: bool = True) -> np.ndarray:
     """``[Q, k]`` ids (``key_ids``) of each query's most similar keys by dot product (only
-    positive ones with ``positive``), most similar first, ties to the lower id; ``exclude[q]`` (a query's own id) is never its own
-    neighbour; -1 pads rows with fewer than ``k`` keys."""
+    positive ones with ``positive``), most similar first, ties to the lower id; ``exclude[q]``
+    (a query's own id) is never its own neighbour; -1 pads rows with fewer than ``k`` keys."""
     out = np.full((len(queries), k), -1, np.int64)
     keys_t = torch.from_numpy(np.ascontiguousarray(keys))
     ids_t = torch.from_numpy(key_ids.astype(np.int64))

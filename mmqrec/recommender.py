@@ -226,7 +226,9 @@ class Recommender:
 
             r = self._retriever
             r.trie = SidTrie.from_codes(self.codes, device=self.device)
-            r.priors = with_catalogue(r.base_priors, trained=base_counts > 0, added=added.content)
+            if len(added.codes) or r.priors is not r.base_priors:  # load_priors built the rest
+                r.priors = with_catalogue(r.base_priors, trained=base_counts > 0,
+                                          added=added.content)
             tokens = r.vocab.encode_sids(self.codes)
             for model in [self._pristine, *self._models]:  # none is running: the write lock
                 set_item_tokens(model, tokens)
