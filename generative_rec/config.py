@@ -199,6 +199,11 @@ class ItemHeadConfig:
     distill_levels: int = 2
     """SID positions that ``distill_weight`` trains (from the first), each under the target's
     own prefix as in teacher forcing."""
+    signals: bool = False
+    """Add to each item's logit the history's successor count and content similarity of the
+    item and its popularity, weighted by a gate the head learns from its query
+    (:mod:`generative_rec.signals`): the signals of the ``heuristic`` baseline, learned
+    instead of fitted. Needs the run's cached embeddings."""
 
 
 @dataclass
@@ -385,6 +390,11 @@ class RetrieverConfig:
              "item_head.distill_weight must be >= 0 and item_head.distill_levels >= 1"),
             (head.distill_weight == 0 or head.loss_weight > 0,
              "item_head.distill_weight needs an item head (item_head.loss_weight > 0)"),
+            (not head.signals or head.loss_weight > 0,
+             "item_head.signals needs an item head (item_head.loss_weight > 0)"),
+            (not (head.signals and self.stage2.enabled),
+             "item_head.signals and stage2 do not combine (stage 2 re-assigns the IDs the "
+             "signals' training examples were read with)"),
             (sch.batch_size > 0 and sch.eval_batch_size > 0, "batch sizes must be positive"),
             (sch.length_buckets >= 0, "schedule.length_buckets must be >= 0"),
             (sch.lr > 0, "schedule.lr must be positive"),
@@ -440,6 +450,8 @@ class RetrieverConfig:
         if not self.item_head.distill_weight:
             fields.pop("head_distill_weight")
             fields.pop("head_distill_levels")
+        if self.item_head.signals:  # absent when off: earlier checkpoints keep resuming
+            fields["item_signals"] = True
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

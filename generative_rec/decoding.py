@@ -431,7 +431,9 @@ def rerank_with_item_head(
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     query = item_query(model, input_ids=input_ids, attention_mask=attention_mask)
-    combined = scores.float() + weight * item_head_scores(model, query=query, items=items).float()
+    head = item_head_scores(model, query=query, items=items, input_ids=input_ids,
+                            attention_mask=attention_mask)
+    combined = scores.float() + weight * head.float()
     combined = combined.masked_fill(items < 0, float("-inf"))
     # Stable: equal combined scores keep the beam's order.
     order = torch.sort(combined, dim=1, descending=True, stable=True).indices

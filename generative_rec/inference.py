@@ -15,7 +15,12 @@ import torch
 from generative_rec.config import RetrieverConfig
 from generative_rec.content import ContentVectors
 from generative_rec.data import Collator, histories_to_examples
-from generative_rec.model import build_model, item_token_offset, load_model_state
+from generative_rec.model import (
+    build_model,
+    item_token_offset,
+    load_model_state,
+    set_signal_tables,
+)
 from generative_rec.priors import CandidatePriors
 from generative_rec.retriever_data import sid_fingerprint
 from generative_rec.train import decode_examples
@@ -98,6 +103,11 @@ def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module,
         )
     model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=vocab.encode_sids(codes))
     load_model_state(model, load_tensors(layout(run_dir).retriever_model))
+    if cfg.item_head.signals:
+        set_signal_tables(
+            model, transitions=TransitionCounts.load(layout(run_dir).retriever_transitions),
+            content=ContentVectors.load(layout(run_dir).retriever_content),
+            popularity=read_parquet(layout(run_dir).strata).sort("item_idx")["train_count"].to_numpy())
     model.to(device).eval()
     return model, vocab, SidTrie.from_codes(codes, device=device)
 

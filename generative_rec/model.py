@@ -31,6 +31,7 @@ from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 
 from generative_rec.config import RetrieverConfig
+from generative_rec.signals import ItemSignals, recent_from_inputs
 from recdata.errors import DataError
 
 PAD_ID = 0
@@ -176,7 +177,40 @@ def build_model(
                                                       recency_slots=(cfg.history.max_length
                                                                      if cfg.history.recency_embedding
                                                                      else 0))
+    if cfg.item_head.signals:
+        model.item_signals = ItemSignals(cfg.d_model)
     return model
+
+
+def set_signal_tables(model: torch.nn.Module, **tables: Any) -> None:
+    """Give the item head's learned signals (``item_head.signals``) the run's tables
+    (:meth:`generative_rec.signals.ItemSignals.set_tables`); a model without them is left as is."""
+    signals = item_signals(model)
+    if signals is not None:
+        signals.set_tables(**tables)
+
+
+def item_signals(model: torch.nn.Module) -> ItemSignals | None:
+    """The item head's learned signals, or None (``item_head.signals`` off)."""
+    return getattr(unwrap(model), "item_signals", None)
+
+
+def signal_term(t5: T5ForConditionalGeneration, *, query: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor, items: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None) -> torch.Tensor | float:
+    """What the learned signals add to the item head's logits: ``[B, K]`` for candidates
+    ``items``, else ``[B, N]`` for the whole catalogue (``targets``: training examples, whose
+    own transition is left out); 0 without signals."""
+    signals = item_signals(t5)
+    if signals is None:
+        return 0.0
+    if not signals.ready:
+        raise DataError("the item head's signals have no tables (set_signal_tables)")
+    recent = recent_from_inputs(input_ids, attention_mask,
+                                item_offset=_item_embedding(t5).vocab_size, n=signals.history)
+    if items is None:
+        return signals.catalogue_term(query, recent, targets=targets)
+    return signals.candidate_term(query, recent, items)
 
 
 def item_token_offset(model: torch.nn.Module) -> int | None:
@@ -312,16 +346,25 @@ def head_query(t5: T5ForConditionalGeneration, *, enc: torch.Tensor, dec_start: 
     return _scaled(t5, dec_start)
 
 
-def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor,
-                     items: torch.Tensor) -> torch.Tensor:
+def item_head_scores(model: torch.nn.Module, *, query: torch.Tensor, items: torch.Tensor,
+                     input_ids: torch.Tensor | None = None,
+                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Item-head logits ``[B, K]`` of the items ``[B, K]`` (-1 = none scores 0) for ``query``:
-    the dot product with each item's history embedding. Only the ``K`` candidates are embedded,
-    so the cost does not grow with the catalogue."""
+    the dot product with each item's history embedding, plus the learned signals of the
+    histories ``input_ids`` when the model has them. Only the ``K`` candidates are embedded and
+    looked up, so the cost does not grow with the catalogue."""
     # Not ``emb(ids)``: a candidate list is no history, and the forward pass would add the
     # recency vector of each candidate's place in the list.
-    emb = _item_embedding(unwrap(model))
+    t5 = unwrap(model)
+    emb = _item_embedding(t5)
     vectors = emb.head_rows(items)
-    return torch.einsum("bd,bkd->bk", query.to(vectors.dtype), vectors) * (items >= 0)
+    scores = torch.einsum("bd,bkd->bk", query.to(vectors.dtype), vectors)
+    if item_signals(t5) is not None:
+        if input_ids is None or attention_mask is None:
+            raise DataError("the item head's signals read the histories (input_ids)")
+        scores = scores + signal_term(t5, query=query, input_ids=input_ids,
+                                      attention_mask=attention_mask, items=items)
+    return scores * (items >= 0)
 
 
 def _item_embedding(t5: T5ForConditionalGeneration) -> ItemSidEmbedding:
@@ -348,7 +391,9 @@ class PositionHeads(nn.Module):
 
     With ``with_items=True`` it also returns the item head's logits over the whole catalogue
     ``[B, N]``: the start-token output (:func:`item_query`) against every item's history
-    embedding, the training side of ``RetrieverConfig.item_head.loss_weight``.
+    embedding, plus the learned signals (``item_head.signals``; ``item_targets``: the
+    examples' next items, whose own transition the signals leave out), the training side of
+    ``RetrieverConfig.item_head.loss_weight``.
     """
 
     def __init__(self, model: T5ForConditionalGeneration, *, offsets: tuple[int, ...],
@@ -362,7 +407,9 @@ class PositionHeads(nn.Module):
                 inputs_embeds: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None,
                 decoder_inputs_embeds: torch.Tensor | None = None,
-                with_items: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                with_items: bool = False,
+                item_targets: torch.Tensor | None = None,
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         t5 = self.t5
         enc = t5.encoder(input_ids=input_ids, inputs_embeds=inputs_embeds,
                          attention_mask=attention_mask).last_hidden_state
@@ -384,7 +431,10 @@ class PositionHeads(nn.Module):
         if input_ids is None:
             raise DataError("the item head reads the history's item ids, not embeddings")
         query = head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask)
-        return logits, query @ _item_embedding(t5).head_table().T
+        item_logits = query @ _item_embedding(t5).head_table().T
+        return logits, item_logits + signal_term(t5, query=query, input_ids=input_ids,
+                                                 attention_mask=attention_mask,
+                                                 targets=item_targets)
 
 
 def position_loss(logits: torch.Tensor, codes: torch.Tensor,

@@ -62,7 +62,8 @@ def make_retriever_data(
     examples: dict[str, Examples] | None = None, content: ContentVectors | None = None,
 ) -> RetrieverData:
     """``content``: the run's content vectors (:meth:`ContentVectors.from_run_dir`) for the
-    content prior (None: the priors fit the transition prior alone)."""
+    content prior and the item head's signals (None: the priors fit the transition prior
+    alone)."""
     if codes.shape[0] != split.n_items:
         raise DataError(
             f"the semantic-ID table has {codes.shape[0]} items but data/ has {split.n_items}; "
@@ -87,7 +88,7 @@ def make_retriever_data(
             max_history=cfg.history.max_length,
         )
     transitions = (TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)
-                   if cfg.priors.fit else None)
+                   if cfg.priors.fit or cfg.item_head.signals else None)
     return RetrieverData(np.asarray(codes, np.int64), list(sizes), vocab, trie, collator, examples,
                          transitions, content)
 

@@ -48,7 +48,7 @@ import yaml
 
 from generative_rec.config import RetrieverConfig
 from generative_rec.ddp import DistContext, barrier, init_distributed, rank_device
-from generative_rec.model import build_model, model_state, unwrap
+from generative_rec.model import build_model, model_state, set_signal_tables, unwrap
 from generative_rec.retriever_data import (  # noqa: F401  (re-exported)
     RetrieverData,
     make_retriever_data,
@@ -108,13 +108,16 @@ def with_priors(*, priors: CandidatePriors, data: RetrieverData, which: str, ite
 
 
 def run_content(run_dir: Path, cfg: RetrieverConfig) -> ContentVectors | None:
-    """The run's content vectors for the content prior, or None when the priors are off or the
-    run has no cached embeddings (the transition prior is then fitted alone)."""
-    if not cfg.priors.fit:
+    """The run's content vectors for the content prior and the item head's signals, or None
+    when neither is on or the run has no cached embeddings (the transition prior is then
+    fitted alone; the signals refuse to train)."""
+    if not (cfg.priors.fit or cfg.item_head.signals):
         return None
     try:
         return ContentVectors.from_run_dir(run_dir)
     except DataError as exc:
+        if cfg.item_head.signals:
+            raise DataError(f"item_head.signals needs the run's embeddings: {exc}") from None
         log.warning("priors: no content prior (%s)", exc)
         return None
 
@@ -187,6 +190,8 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
     seed_everything(seed)
     model = build_model(cfg=cfg, vocab_size=data.vocab.vocab_size,
                         item_tokens=data.collator.item_tokens)
+    set_signal_tables(model, transitions=data.transitions, content=data.content,
+                      popularity=split.train_counts)
     n_params = sum(p.numel() for p in model.parameters())
     result = train_phase(model=model, cfg=cfg, data=data, run_dir=run_dir, device=device,
                          seed=seed, ctx=ctx, phase="train")

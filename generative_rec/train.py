@@ -299,7 +299,8 @@ def step_loss(ddp_model: torch.nn.Module, *, batch: Any, cfg: RetrieverConfig, p
         if cfg.item_head.loss_weight > 0:
             logits, item_logits = ddp_model(
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                decoder_input_ids=shift_right(batch.labels), with_items=True)
+                decoder_input_ids=shift_right(batch.labels), with_items=True,
+                item_targets=batch.targets)
         else:
             logits = sid_logits(ddp_model, input_ids=batch.input_ids,
                                 attention_mask=batch.attention_mask,
