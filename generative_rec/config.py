@@ -204,6 +204,10 @@ class ItemHeadConfig:
     item and its popularity, weighted by a gate the head learns from its query
     (:mod:`generative_rec.signals`): the signals of the ``heuristic`` baseline, learned
     instead of fitted. Needs the run's cached embeddings."""
+    signal_candidates: int = 10
+    """With ``signals``: the most recent item's most frequent successors and, as many, its
+    nearest items by content that join the beam's candidates when decoding, scored by the model
+    like the beam's own (decoding only; 0 = the beam alone)."""
 
 
 @dataclass
@@ -390,6 +394,8 @@ class RetrieverConfig:
              "item_head.distill_weight must be >= 0 and item_head.distill_levels >= 1"),
             (head.distill_weight == 0 or head.loss_weight > 0,
              "item_head.distill_weight needs an item head (item_head.loss_weight > 0)"),
+            (0 <= head.signal_candidates <= CONTENT_NEIGHBOURS,
+             f"item_head.signal_candidates must lie in 0..{CONTENT_NEIGHBOURS}"),
             (not head.signals or head.loss_weight > 0,
              "item_head.signals needs an item head (item_head.loss_weight > 0)"),
             (not (head.signals and self.stage2.enabled),

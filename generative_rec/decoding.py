@@ -438,3 +438,96 @@ def rerank_with_item_head(
     # Stable: equal combined scores keep the beam's order.
     order = torch.sort(combined, dim=1, descending=True, stable=True).indices
     return items.gather(1, order), combined.gather(1, order)
+
+
+@torch.no_grad()
+def score_items(
+    *,
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    items: torch.Tensor,
+    trie: SidTrie,
+    vocab: SidVocab,
+    normalize: Normalize,
+) -> torch.Tensor:
+    """``[B, M]`` sequence log-probabilities of given catalogue ``items`` (``[B, M]``, -1 =
+    none scores -inf) under the scoring rule ``normalize``: the score the beam search gives an
+    item it finds, computed by teacher forcing, so an item offered from outside the beam
+    competes on the same scale. Cost ``B·M`` decoder passes of the SID length, not the
+    catalogue; :func:`generative_rec.reference_decoding.exhaustive_scores` is the oracle."""
+    t5 = model
+    b, m = items.shape
+    if m == 0:
+        return torch.zeros(b, 0, device=items.device)
+    trie = trie.to(input_ids.device)
+    codes = trie.codes[items.clamp(min=0).reshape(-1)]  # [B·M, L]
+    offsets = torch.tensor(vocab.offsets, device=codes.device)
+    tokens = codes + offsets
+    enc = t5.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    enc = enc.repeat_interleave(m, dim=0)
+    mask = attention_mask.repeat_interleave(m, dim=0)
+    start = torch.full_like(tokens[:, :1], vocab.pad_id)
+    dec_in = torch.cat([start, tokens[:, :-1]], dim=1)
+    dec = t5.decoder(inputs_embeds=decoder_embeds(t5, enc=enc, attention_mask=mask, ids=dec_in),
+                     encoder_hidden_states=enc, encoder_attention_mask=mask,
+                     use_cache=False).last_hidden_state
+    logits = t5.lm_head(dec * (t5.model_dim ** -0.5) if t5.config.scale_decoder_outputs
+                        else dec).float()  # [B·M, L, V]
+    if normalize == "vocab":
+        logp = logits.log_softmax(-1).gather(2, tokens[..., None])[..., 0]
+    else:
+        width = max(vocab.codebook_sizes) + 1
+        siblings = trie.sibling_mask(codes, width) if normalize == "children" else None
+        parts = []
+        for d, (lo, size) in enumerate(zip(vocab.offsets, vocab.codebook_sizes)):
+            step = logits[:, d, lo : lo + size]
+            if siblings is not None:
+                step = step.masked_fill(~siblings[:, d, :size], float("-inf"))
+            parts.append(step.log_softmax(-1).gather(1, codes[:, d : d + 1])[:, 0])
+        logp = torch.stack(parts, dim=1)
+    scores = logp.sum(1).view(b, m)
+    return scores.masked_fill(items < 0, float("-inf"))
+
+
+@torch.no_grad()
+def add_signal_candidates(
+    *,
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    items: torch.Tensor,
+    scores: torch.Tensor,
+    trie: SidTrie,
+    vocab: SidVocab,
+    normalize: Normalize,
+    m: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append to each beam ``items``/``scores`` (``[B, K]``) the most recent item's ``m`` most
+    frequent training successors and ``m`` nearest items by content that the beam lacks
+    (``item_head.signals``: the items the signals score highest may lie outside the beam),
+    each scored by :func:`score_items` as the search would have. ``[B, K + 2m]``, -1 / -inf
+    for what is not offered."""
+    from generative_rec.model import item_signals
+
+    signals = item_signals(model)
+    if signals is None or m <= 0:
+        return items, scores
+    recent = signals_recent(model, input_ids, attention_mask, signals.history)
+    offered = signals.offers(recent[:, 0], m)  # [B, 2m]
+    offered = offered.masked_fill((offered[:, :, None] == items[:, None, :]).any(-1), -1)
+    # A successor that is also a neighbour is offered once.
+    earlier = (offered[:, :, None] == offered[:, None, :]).tril(-1).any(-1)
+    offered = offered.masked_fill(earlier | (offered >= trie.n_items), -1)
+    extra = score_items(model=model, input_ids=input_ids, attention_mask=attention_mask,
+                        items=offered, trie=trie, vocab=vocab, normalize=normalize)
+    return torch.cat([items, offered], 1), torch.cat([scores.float(), extra], 1)
+
+
+def signals_recent(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   n: int) -> torch.Tensor:
+    from generative_rec.model import _item_embedding, unwrap
+    from generative_rec.signals import recent_from_inputs
+
+    return recent_from_inputs(input_ids, attention_mask,
+                              item_offset=_item_embedding(unwrap(model)).vocab_size, n=n)

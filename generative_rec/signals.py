@@ -46,9 +46,12 @@ class ItemSignals(nn.Module):
     :meth:`set_tables`, not saved: ``retriever/transitions.safetensors``, ``content.safetensors``
     and the training counts hold them)."""
 
-    def __init__(self, d_model: int, *, history: int = SIGNAL_HISTORY) -> None:
+    def __init__(self, d_model: int, *, history: int = SIGNAL_HISTORY, candidates: int = 0) -> None:
         super().__init__()
         self.history = history
+        # Decoding: how many successors and how many nearest items of the last item join the
+        # beam's candidates (``item_head.signal_candidates``).
+        self.candidates = candidates
         # Zero at start: training begins from the head's own scores.
         self.gate = nn.Linear(d_model, n_signals(history))
         nn.init.zeros_(self.gate.weight)
@@ -80,6 +83,33 @@ class ItemSignals(nn.Module):
         self.popularity = pop.to(device)
         self.log_popularity = torch.log1p(pop).to(device)
         self.n_items = n
+
+    def offers(self, last: torch.Tensor, m: int) -> torch.Tensor:
+        """``[B, 2m]``: for each last item (``[B]``, -1 = none), its ``m`` most frequent training
+        successors (ties: lower index first), then its ``m`` nearest items by content; -1 pads."""
+        n = self.n_items
+        ok = (last >= 0) & (last < n)
+        src = last.clamp(0, max(n - 1, 0))
+        lo = self.bounds[src]
+        length = torch.where(ok, self.bounds[src + 1] - lo, 0)
+        # A row's run of the key table, padded to the longest run of the batch, sorted by count.
+        width = max(int(length.max()) if len(length) else 0, 1)
+        slots = lo[:, None] + torch.arange(width, device=last.device)
+        real = torch.arange(width, device=last.device)[None, :] < length[:, None]
+        slots = slots.clamp(max=max(len(self.keys) - 1, 0))
+        dst = torch.where(real, self.keys[slots] % max(n, 1), -1) if len(self.keys) else \
+            torch.full((len(last), width), -1, device=last.device)
+        count = torch.where(real, self.counts[slots], -1.0) if len(self.keys) else \
+            torch.full((len(last), width), -1.0, device=last.device)
+        # Stable on the dst order of the key table: equal counts keep the lower index first.
+        order = torch.sort(-count, dim=1, stable=True).indices[:, :m]
+        succ = dst.gather(1, order)
+        if succ.size(1) < m:
+            succ = torch.cat([succ, succ.new_full((len(last), m - succ.size(1)), -1)], 1)
+        near = torch.where(ok[:, None], self.neighbours[src, :m], -1)
+        if near.size(1) < m:
+            near = torch.cat([near, near.new_full((len(last), m - near.size(1)), -1)], 1)
+        return torch.cat([succ, near], 1)
 
     @property
     def ready(self) -> bool:

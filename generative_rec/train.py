@@ -35,6 +35,7 @@ from generative_rec.ddp import DistContext, all_reduce_mean, barrier, broadcast_
 from generative_rec.model import (
     PositionHeads,
     head_distill_loss,
+    item_signals,
     load_model_state,
     model_state,
     position_loss,
@@ -132,7 +133,11 @@ def decode_examples(
     ``log p(SID) + weight * item-head logit`` (``RetrieverConfig.rerank_weight``); ``priors``
     then re-order the lists by the most recent item's successors and content, before they are
     cut to ``top_k`` (:class:`generative_rec.priors.CandidatePriors`)."""
-    from generative_rec.decoding import constrained_beam_search, rerank_with_item_head
+    from generative_rec.decoding import (
+        add_signal_candidates,
+        constrained_beam_search,
+        rerank_with_item_head,
+    )
 
     ctx = ctx or DistContext()
     net = unwrap(model)
@@ -159,9 +164,17 @@ def decode_examples(
                 normalize=normalize,
             )
             if item_score_weight > 0:
+                signals = item_signals(net)
+                if signals is not None and signals.candidates > 0:
+                    got_items, got_scores = add_signal_candidates(
+                        model=net, input_ids=batch.input_ids,
+                        attention_mask=batch.attention_mask, items=got_items,
+                        scores=got_scores, trie=trie, vocab=vocab, normalize=normalize,
+                        m=signals.candidates)
                 got_items, got_scores = rerank_with_item_head(
                     model=net, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                     items=got_items, scores=got_scores, weight=item_score_weight)
+                got_items, got_scores = got_items[:, :top_k], got_scores[:, :top_k]
         items[start : start + len(idx)] = got_items.cpu().numpy()
         scores[start : start + len(idx)] = got_scores.float().cpu().numpy()
     if was_training:

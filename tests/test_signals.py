@@ -181,3 +181,68 @@ def test_signals_without_embeddings_are_a_one_line_error(tmp_path):
                    schedule=dict(max_steps=5, eval_every=5))
     with pytest.raises(DataError, match="signals needs the run's embeddings"):
         stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
+
+
+def test_offers_are_the_top_successors_then_the_nearest_items():
+    signals, _, transitions, content, _ = _signals(5)
+    last = torch.tensor([0, 7, 4, -1, N - 1])
+    got = signals.offers(last, 3).tolist()
+    for row, item in zip(got, last.tolist()):
+        succ = transitions.successors(item)[:3].tolist() if item >= 0 else []
+        near = content.nearest(item)[:3].tolist() if item >= 0 else []
+        assert row == succ + [-1] * (3 - len(succ)) + near + [-1] * (3 - len(near))
+
+
+def _trained_tiny(tmp_path, **head):
+    from generative_rec import inference, stage
+    from recdata.split import SequentialSplit
+
+    run = write_run(tmp_path)
+    split = SequentialSplit.from_run_dir(run)
+    rng = np.random.default_rng(0)
+    save_tensors(layout(run).embeddings("text"), {
+        "embeddings": rng.normal(size=(split.n_items, 8)).astype(np.float32),
+        "mask": np.ones(split.n_items, dtype=bool)})
+    cfg = tiny_cfg(history={"encoding": "item"}, output_softmax="children",
+                   item_head={"loss_weight": 0.5, "signals": True, **head},
+                   priors={"fit": False}, schedule=dict(max_steps=15, eval_every=15, lr=5e-3),
+                   decoding=dict(candidates_n=20))
+    stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
+    model, vocab, trie = inference.load_retriever(run, device="cpu")
+    return run, split, cfg, model, vocab, trie
+
+
+def test_offered_items_are_scored_as_the_search_scores_them(tmp_path):
+    from generative_rec.data import Collator, histories_to_examples
+    from generative_rec.decoding import add_signal_candidates, constrained_beam_search, score_items
+    from generative_rec.model import item_token_offset
+    from generative_rec.reference_decoding import exhaustive_scores
+
+    run, split, cfg, model, vocab, trie = _trained_tiny(tmp_path)
+    codes = trie.codes.numpy()
+    collator = Collator(item_tokens=vocab.encode_sids(codes), user_tokens=vocab.user_tokens(split.user_ids),
+                        pad_id=vocab.pad_id, eos_id=vocab.eos_id, item_offset=item_token_offset(model))
+    batch = collator(histories_to_examples([s.tolist() for s in split.test_inputs[:4]], 10))
+    items = torch.tensor([[0, 5, -1, 9], [3, 3, 1, -1], [2, 8, 6, 4], [-1, -1, -1, -1]])
+    got = score_items(model=model, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                      items=items, trie=trie, vocab=vocab, normalize="children")
+    oracle = exhaustive_scores(model=model, input_ids=batch.input_ids,
+                               attention_mask=batch.attention_mask, codes=codes, vocab=vocab,
+                               normalize="children", items=items)
+    torch.testing.assert_close(got, oracle.float(), rtol=1e-4, atol=1e-4)
+    # The beam's own scores agree with the teacher-forced ones.
+    beam_items, beam_scores = constrained_beam_search(
+        model=model, input_ids=batch.input_ids, attention_mask=batch.attention_mask, trie=trie,
+        vocab=vocab, num_beams=20, top_k=5, normalize="children")
+    again = score_items(model=model, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        items=beam_items, trie=trie, vocab=vocab, normalize="children")
+    torch.testing.assert_close(again, beam_scores.float(), rtol=1e-4, atol=1e-4)
+    # Offers join once each, never twice, never what the beam holds.
+    more, _ = add_signal_candidates(model=model, input_ids=batch.input_ids,
+                                    attention_mask=batch.attention_mask, items=beam_items,
+                                    scores=beam_scores, trie=trie, vocab=vocab,
+                                    normalize="children", m=3)
+    assert more.shape == (4, 5 + 6)
+    for row in more.tolist():
+        real = [i for i in row if i >= 0]
+        assert len(real) == len(set(real))
