@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--widths", default="0,10,20")
+    parser.add_argument("--score-weights", default="",
+                        help="comma-separated item-head weights (log p(SID) + w * head) to try "
+                             "at the largest width (default: the run's)")
+    parser.add_argument("--skip-widths", action="store_true",
+                        help="only the score weights, the catalogue row and the gate")
     parser.add_argument("--users", type=int, default=0, help="first N validation users (0 = all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -70,12 +75,19 @@ def main(argv: list[str] | None = None) -> int:
                   device="cpu", normalize=cfg.normalize, item_score_weight=cfg.rerank_weight)
     print("| decoding | users | R@10 | N@10 | R@20 | R@10 by stratum | seconds |")
     rows = []
-    for width in [int(w) for w in args.widths.split(",") if w]:
+    widths = [int(w) for w in args.widths.split(",") if w]
+    for width in ([] if args.skip_widths else widths):
         signals.candidates = width
         t0 = time.perf_counter()
         items, _ = decode_examples(**common)
         rows.append(_row(f"beam {k} + channel {width}", items, valid.targets, split.n_items,
                          split.strata, time.perf_counter() - t0))
+    for weight in [float(w) for w in args.score_weights.split(",") if w]:
+        signals.candidates = max(widths)
+        t0 = time.perf_counter()
+        items, _ = decode_examples(**{**common, "item_score_weight": weight})
+        rows.append(_row(f"beam {k} + channel {max(widths)}, head weight {weight:g}", items,
+                         valid.targets, split.n_items, split.strata, time.perf_counter() - t0))
 
     # The whole catalogue by the head plus the signals, and the gate's weights.
     t0 = time.perf_counter()
