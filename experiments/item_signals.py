@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from generative_rec.content import ContentVectors
+from generative_rec.priors import fit_priors
+from generative_rec.transitions import recent_items
 from generative_rec.inference import load_retriever, retriever_config
 from generative_rec.model import item_query, item_signals, signal_term
 from generative_rec.stage import make_retriever_data
@@ -53,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                              "at the largest width (default: the run's)")
     parser.add_argument("--skip-widths", action="store_true",
                         help="only the score weights, the catalogue row and the gate")
+    parser.add_argument("--priors", action="store_true",
+                        help="also fit the priors on each score weight's lists (as the stage "
+                             "does) and print validation NDCG@10 after them")
     parser.add_argument("--users", type=int, default=0, help="first N validation users (0 = all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -85,9 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     for weight in [float(w) for w in args.score_weights.split(",") if w]:
         signals.candidates = max(widths)
         t0 = time.perf_counter()
-        items, _ = decode_examples(**{**common, "item_score_weight": weight})
+        items, scores = decode_examples(**{**common, "item_score_weight": weight})
         rows.append(_row(f"beam {k} + channel {max(widths)}, head weight {weight:g}", items,
                          valid.targets, split.n_items, split.strata, time.perf_counter() - t0))
+        if args.priors:
+            _, fit = fit_priors(
+                items=items, scores=scores, targets=valid.targets, top_k=items.shape[1],
+                recent=recent_items(valid.history, max(cfg.priors.content_history)),
+                cfg=cfg.priors, transitions=data.transitions,
+                content=ContentVectors.from_run_dir(args.run_dir))
+            rows[-1]["valid_ndcg@10_priors"] = fit["valid_ndcg@10"]
+            rows[-1]["priors"] = fit["weights"]
+            print(f"  with priors fitted on them: NDCG@10 {fit['valid_ndcg@10']:.4f} "
+                  f"{fit['weights']}", flush=True)
 
     # The whole catalogue by the head plus the signals, and the gate's weights.
     t0 = time.perf_counter()
