@@ -105,12 +105,14 @@ class PriorsConfig:
 
     fit: bool = True
     """Fit the priors on the validation users (off: the model's own lists, no priors)."""
-    transition_weights: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0, 16.0])
+    transition_weights: list[float] = field(
+        default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
     """Candidate weights of ``log(1 + count(last item -> candidate))``."""
     transition_candidates: list[int] = field(default_factory=lambda: [0, 5, 10])
     """Candidate numbers of the last item's most frequent training successors added to the
     lists when the search missed them (a bounded lookup per user)."""
-    content_weights: list[float] = field(default_factory=lambda: [0.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0])
+    content_weights: list[float] = field(
+        default_factory=lambda: [0.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0])
     """Candidate weights of the content similarity to the recent history."""
     content_candidates: list[int] = field(default_factory=lambda: [0, 5, 10])
     """Candidate numbers of the last item's nearest items by content added to the lists when
@@ -398,9 +400,6 @@ class RetrieverConfig:
              f"item_head.signal_candidates must lie in 0..{CONTENT_NEIGHBOURS}"),
             (not head.signals or head.loss_weight > 0,
              "item_head.signals needs an item head (item_head.loss_weight > 0)"),
-            (not (head.signals and self.stage2.enabled),
-             "item_head.signals and stage2 do not combine (stage 2 re-assigns the IDs the "
-             "signals' training examples were read with)"),
             (sch.batch_size > 0 and sch.eval_batch_size > 0, "batch sizes must be positive"),
             (sch.length_buckets >= 0, "schedule.length_buckets must be >= 0"),
             (sch.lr > 0, "schedule.lr must be positive"),

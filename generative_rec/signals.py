@@ -111,6 +111,13 @@ class ItemSignals(nn.Module):
             near = torch.cat([near, near.new_full((len(last), m - near.size(1)), -1)], 1)
         return torch.cat([succ, near], 1)
 
+    def copy_tables(self, other: "ItemSignals") -> None:
+        """Read the same tables as ``other`` (a rebuilt model of the same catalogue: stage 2's
+        new vocabulary; the tables are keyed by item index, which IDs do not change)."""
+        for name, value in other.named_buffers(recurse=False):
+            setattr(self, name, value)
+        self.n_items = other.n_items
+
     @property
     def ready(self) -> bool:
         return self.n_items > 0

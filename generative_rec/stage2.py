@@ -55,6 +55,7 @@ from generative_rec.ddp import DistContext, barrier
 from generative_rec.model import (
     build_model,
     decoder_embeds,
+    item_signals,
     item_token_offset,
     load_model_state,
     model_state,
@@ -239,6 +240,8 @@ def carry_over_embeddings(*, model: torch.nn.Module, old: SidVocab, new: SidVoca
         set_item_tokens(model, item_tokens)
         return model
     fresh = build_model(cfg=cfg, vocab_size=new.vocab_size, item_tokens=item_tokens)
+    if item_signals(fresh) is not None:
+        item_signals(fresh).copy_tables(item_signals(model))
     state = model_state(model)
     table = fresh.shared.weight.detach().clone()
     src = state["shared.weight"]

@@ -123,15 +123,11 @@ def test_recent_items_are_read_from_the_encoder_inputs():
     assert got.tolist() == recent_items(history, 4).tolist()
 
 
-def test_signals_need_an_item_head_and_refuse_stage2():
+def test_signals_need_an_item_head():
     from generative_rec.config import RetrieverConfig
 
     with pytest.raises(DataError, match="signals needs an item head"):
         RetrieverConfig.from_dict({"item_head": {"signals": True, "loss_weight": 0.0}})
-    with pytest.raises(DataError, match="stage2"):
-        RetrieverConfig.from_dict({"history": {"encoding": "item"}, "output_softmax": "children",
-                                   "item_head": {"signals": True, "loss_weight": 0.2},
-                                   "stage2": {"enabled": True}})
     on = RetrieverConfig.from_dict({"history": {"encoding": "item"}, "output_softmax": "children",
                                     "item_head": {"signals": True, "loss_weight": 0.2}})
     off = RetrieverConfig.from_dict({"history": {"encoding": "item"}, "output_softmax": "children",
@@ -246,3 +242,24 @@ def test_offered_items_are_scored_as_the_search_scores_them(tmp_path):
     for row in more.tolist():
         real = [i for i in row if i >= 0]
         assert len(real) == len(set(real))
+
+
+def test_stage2_keeps_the_signals_when_the_vocabulary_changes(tmp_path):
+    """Stage 2 rebuilds the model for a new vocabulary; the signals' tables (keyed by item, not
+    by ID) come along, so continued training and decoding still read them."""
+    from generative_rec.model import build_model, item_signals
+    from generative_rec.stage2 import carry_over_embeddings
+    from generative_rec.vocab import SidVocab
+
+    _, transitions, content, popularity = _tables()
+    cfg = tiny_cfg(history={"encoding": "item"}, output_softmax="children",
+                   item_head={"loss_weight": 0.5, "signals": True})
+    old, new = SidVocab(codebook_sizes=[4, 4, 2], n_user_buckets=16), \
+        SidVocab(codebook_sizes=[5, 4, 2], n_user_buckets=16)
+    codes = np.stack([np.arange(N) % 4, (np.arange(N) // 4) % 4, np.arange(N) // 16], 1)
+    model = build_model(cfg=cfg, vocab_size=old.vocab_size, item_tokens=old.encode_sids(codes))
+    item_signals(model).set_tables(transitions=transitions, content=content, popularity=popularity)
+    fresh = carry_over_embeddings(model=model, old=old, new=new, cfg=cfg,
+                                  item_tokens=new.encode_sids(codes))
+    assert fresh is not model and item_signals(fresh).ready
+    assert torch.equal(item_signals(fresh).keys, item_signals(model).keys)
