@@ -402,7 +402,10 @@ def wrap_ddp(module: torch.nn.Module, *, ctx: DistContext, device: str) -> torch
         return module
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    return DDP(module, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
+    # Every buffer (the item -> SID table, the signals' count and neighbour tables) is set from
+    # the same data on every rank and never changes in training: nothing to broadcast per step.
+    return DDP(module, device_ids=[ctx.local_rank] if device.startswith("cuda") else None,
+               broadcast_buffers=False)
 
 
 def grad_scaler(amp: torch.dtype | None, device: str) -> torch.amp.GradScaler | None:
