@@ -136,21 +136,9 @@ def test_signals_need_an_item_head():
 
 
 def test_stage_trains_the_gate_and_serving_reproduces_its_lists(tmp_path):
-    from generative_rec import inference, stage
-    from recdata.split import SequentialSplit
+    from generative_rec import inference
 
-    run = write_run(tmp_path)
-    split = SequentialSplit.from_run_dir(run)
-    rng = np.random.default_rng(0)
-    save_tensors(layout(run).embeddings("text"), {
-        "embeddings": rng.normal(size=(split.n_items, 8)).astype(np.float32),
-        "mask": np.ones(split.n_items, dtype=bool)})
-    cfg = tiny_cfg(history={"encoding": "item"}, output_softmax="children",
-                   item_head={"loss_weight": 0.5, "signals": True},
-                   priors={"fit": False}, schedule=dict(max_steps=15, eval_every=15, lr=5e-3),
-                   decoding=dict(candidates_n=20))
-    stage.run(cfg=cfg, run_dir=run, seed=0, device="cpu")
-    model, vocab, trie = inference.load_retriever(run, device="cpu")
+    run, split, cfg, model, vocab, trie = _trained_tiny(tmp_path)
     assert model.item_signals.gate.weight.abs().sum() > 0  # training moved the gate
     test = pl.read_parquet(run / "retriever" / "candidates.parquet").filter(
         pl.col("split") == "test").sort("user_idx")
