@@ -9,7 +9,8 @@ Each variant trains in a scratch copy of the run directory (``data/`` and ``embe
 linked, never modified), so the run directory's own ``tokenizer/`` is left alone. Variants:
 the registry names plus the MMQ ablations of the paper (``mmq-l2``: Euclidean instead of cosine
 assignment, ``mmq-noaux``, ``mmq-noortho``, ``mmq-specific``: specific experts only), SID length scaling
-(``mmq-x2``: 4 + 4 + 4 experts; ``mmq-text4``: 4 text experts, as configs/amazon-beauty.yaml), ``rqvae-text`` (RQ-VAE over the text embedding only) and
+(``mmq-x2``: 4 + 4 + 4 experts; ``mmq-text4``: 4 text experts, as configs/amazon-beauty.yaml;
+``mmq-text2``: 2 text experts and no vision experts), ``rqvae-text`` (RQ-VAE over the text embedding only) and
 ``rqkmeans-plain`` (residual k-means without the cluster-size cap).
 
 Reconstruction is the per-element mean squared error on the standardised input each tokenizer
@@ -46,6 +47,7 @@ VARIANTS: dict[str, dict] = {
     "mmq-specific": {"name": "mmq", "mmq": {"specific_only": True}},
     "mmq-x2": {"name": "mmq", "mmq": {"n_shared": 4, "n_text": 4, "n_vision": 4}},
     "mmq-text4": {"name": "mmq", "mmq": {"n_text": 4}},
+    "mmq-text2": {"name": "mmq", "mmq": {"n_text": 2, "n_vision": 0}},
     "mmq-ortho-weights": {"name": "mmq", "mmq": {"ortho_target": "weights", "ortho_weight": 0.005}},
     "mmq-ortho-out": {"name": "mmq", "mmq": {"ortho_target": "outputs", "ortho_weight": 1.0}},
     "mmq-ortho-out0.1": {"name": "mmq", "mmq": {"ortho_target": "outputs", "ortho_weight": 0.1}},
