@@ -206,6 +206,10 @@ class ItemHeadConfig:
     item and its popularity, weighted by a gate the head learns from its query
     (:mod:`generative_rec.signals`): the signals of the ``heuristic`` baseline, learned
     instead of fitted. Needs the run's cached embeddings."""
+    dense_content: bool = False
+    """With ``signals``: the content cosine to each recent item counts for every item of the
+    catalogue instead of only for that item's nearest items (the ``heuristic``'s content term
+    reaches every item too); costs one more ``[batch, catalogue]`` product per training step."""
     signal_candidates: int = 10
     """With ``signals``: the most recent item's most frequent successors and, as many, its
     nearest items by content that join the beam's candidates when decoding, scored by the model
@@ -400,6 +404,7 @@ class RetrieverConfig:
              f"item_head.signal_candidates must lie in 0..{CONTENT_NEIGHBOURS}"),
             (not head.signals or head.loss_weight > 0,
              "item_head.signals needs an item head (item_head.loss_weight > 0)"),
+            (head.signals or not head.dense_content, "item_head.dense_content needs item_head.signals"),
             (sch.batch_size > 0 and sch.eval_batch_size > 0, "batch sizes must be positive"),
             (sch.length_buckets >= 0, "schedule.length_buckets must be >= 0"),
             (sch.lr > 0, "schedule.lr must be positive"),
@@ -457,6 +462,8 @@ class RetrieverConfig:
             fields.pop("head_distill_levels")
         if self.item_head.signals:  # absent when off: earlier checkpoints keep resuming
             fields["item_signals"] = True
+        if self.item_head.dense_content:
+            fields["item_signals_dense"] = True
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

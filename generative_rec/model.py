@@ -178,7 +178,8 @@ def build_model(
                                                                      if cfg.history.recency_embedding
                                                                      else 0))
     if cfg.item_head.signals:
-        model.item_signals = ItemSignals(cfg.d_model, candidates=cfg.item_head.signal_candidates)
+        model.item_signals = ItemSignals(cfg.d_model, candidates=cfg.item_head.signal_candidates,
+                                         dense=cfg.item_head.dense_content)
     return model
 
 

@@ -32,10 +32,11 @@ def _tables(seed: int = 0):
     return sequences, transitions, content, popularity
 
 
-def _signals(seed: int = 0) -> tuple[ItemSignals, list, TransitionCounts, ContentVectors, np.ndarray]:
+def _signals(seed: int = 0, *, dense: bool = False
+             ) -> tuple[ItemSignals, list, TransitionCounts, ContentVectors, np.ndarray]:
     sequences, transitions, content, popularity = _tables(seed)
     torch.manual_seed(seed)
-    signals = ItemSignals(D)
+    signals = ItemSignals(D, dense=dense)
     with torch.no_grad():  # a gate that weighs every signal differently per history
         signals.gate.weight.normal_(0, 1.0)
         signals.gate.bias.normal_(0, 1.0)
@@ -59,8 +60,12 @@ def _reference(signals: ItemSignals, query, recent, transitions, content, popula
             feats = [np.log1p(count)]
             for h in range(signals.history):
                 r = int(recent[b, h]) if h < recent.shape[1] else -1
-                near = r >= 0 and j in content.neighbours[r].tolist()
-                feats.append(float(content.vectors[r] @ content.vectors[j]) if near else 0.0)
+                cos = float(content.vectors[r] @ content.vectors[j]) if r >= 0 else 0.0
+                if signals.dense:  # every item but the recent one itself
+                    feats.append(cos if r >= 0 and r != j else 0.0)
+                else:
+                    near = r >= 0 and j in content.neighbours[r].tolist()
+                    feats.append(cos if near else 0.0)
             feats.append(np.log1p(pop))
             row.append((w[b] * torch.tensor(feats, dtype=torch.float32)).sum())
         rows.append(torch.stack(row))
@@ -75,8 +80,9 @@ def _histories(seed: int = 1, b: int = 6):
     return torch.as_tensor(recent), torch.as_tensor(rng.normal(size=(b, D)), dtype=torch.float32)
 
 
-def test_catalogue_and_candidate_terms_match_the_definition():
-    signals, _, transitions, content, popularity = _signals()
+@pytest.mark.parametrize("dense", [False, True], ids=["nearest", "dense"])
+def test_catalogue_and_candidate_terms_match_the_definition(dense):
+    signals, _, transitions, content, popularity = _signals(dense=dense)
     recent, query = _histories()
     slow = _reference(signals, query, recent.numpy(), transitions, content, popularity)
     fast = signals.catalogue_term(query, recent)
@@ -89,8 +95,9 @@ def test_catalogue_and_candidate_terms_match_the_definition():
     assert signals.candidate_term(query, recent, torch.full((len(recent), 2), N + 3)).abs().max() == 0
 
 
-def test_training_examples_leave_their_own_transition_out_and_gradients_match():
-    signals, sequences, transitions, content, popularity = _signals(3)
+@pytest.mark.parametrize("dense", [False, True], ids=["nearest", "dense"])
+def test_training_examples_leave_their_own_transition_out_and_gradients_match(dense):
+    signals, sequences, transitions, content, popularity = _signals(3, dense=dense)
     # Training examples: a history's last item and the item that followed it.
     pairs = [(s[t - 4 : t + 1][::-1], s[t + 1]) for s in sequences for t in range(4, len(s) - 1)][:8]
     recent = torch.as_tensor(np.stack([p[0] for p in pairs]))
@@ -133,12 +140,20 @@ def test_signals_need_an_item_head():
     off = RetrieverConfig.from_dict({"history": {"encoding": "item"}, "output_softmax": "children",
                                      "item_head": {"loss_weight": 0.2}})
     assert on.fingerprint() != off.fingerprint()  # a checkpoint of one never resumes the other
+    dense = RetrieverConfig.from_dict({"history": {"encoding": "item"}, "output_softmax": "children",
+                                       "item_head": {"signals": True, "loss_weight": 0.2,
+                                                     "dense_content": True}})
+    assert dense.fingerprint() != on.fingerprint()
+    with pytest.raises(DataError, match="dense_content needs item_head.signals"):
+        RetrieverConfig.from_dict({"item_head": {"dense_content": True}})
 
 
-def test_stage_trains_the_gate_and_serving_reproduces_its_lists(tmp_path):
+@pytest.mark.parametrize("dense", [False, True], ids=["nearest", "dense"])
+def test_stage_trains_the_gate_and_serving_reproduces_its_lists(tmp_path, dense):
     from generative_rec import inference
 
-    run, split, cfg, model, vocab, trie = _trained_tiny(tmp_path)
+    run, split, cfg, model, vocab, trie = _trained_tiny(tmp_path, dense_content=dense)
+    assert model.item_signals.dense == dense  # the loaded model reads the content as trained
     assert model.item_signals.gate.weight.abs().sum() > 0  # training moved the gate
     test = pl.read_parquet(run / "retriever" / "candidates.parquet").filter(
         pl.col("split") == "test").sort("user_idx")
