@@ -206,10 +206,6 @@ class ItemHeadConfig:
     item and its popularity, weighted by a gate the head learns from its query
     (:mod:`generative_rec.signals`): the signals of the ``heuristic`` baseline, learned
     instead of fitted. Needs the run's cached embeddings."""
-    dense_content: bool = False
-    """With ``signals``: the content cosine to each recent item counts for every item of the
-    catalogue instead of only for that item's nearest items (the ``heuristic``'s content term
-    reaches every item too); costs one more ``[batch, catalogue]`` product per training step."""
     signal_candidates: int = 10
     """With ``signals``: the most recent item's most frequent successors and, as many, its
     nearest items by content that join the beam's candidates when decoding, scored by the model
@@ -308,6 +304,10 @@ REMOVED_KEYS = ("transition_embedding", "transition_dropout", "transition_score_
 term; the items' content vectors in the history embeddings; training on each user's most
 recent prefixes only): a config that leaves them off loads with one warning, one that turns
 one on is refused."""
+RETRIEVER_FORMAT = 2
+"""Version of ``retriever/config.json``: 2 since the item head's learned content signal reaches
+every item (experiment 70); a version-1 retriever with ``item_head.signals`` and without
+``item_head.dense_content`` learned it among the nearest items only and must be retrained."""
 REMOVED_STAGE2_KEYS = ("soft_targets",)
 """Stage-2 options removed the same way (soft target tokens collapsed a codebook)."""
 
@@ -404,7 +404,6 @@ class RetrieverConfig:
              f"item_head.signal_candidates must lie in 0..{CONTENT_NEIGHBOURS}"),
             (not head.signals or head.loss_weight > 0,
              "item_head.signals needs an item head (item_head.loss_weight > 0)"),
-            (head.signals or not head.dense_content, "item_head.dense_content needs item_head.signals"),
             (sch.batch_size > 0 and sch.eval_batch_size > 0, "batch sizes must be positive"),
             (sch.length_buckets >= 0, "schedule.length_buckets must be >= 0"),
             (sch.lr > 0, "schedule.lr must be positive"),
@@ -462,7 +461,8 @@ class RetrieverConfig:
             fields.pop("head_distill_levels")
         if self.item_head.signals:  # absent when off: earlier checkpoints keep resuming
             fields["item_signals"] = True
-        if self.item_head.dense_content:
+            # The content signal over every item (the only one since it replaced the nearest
+            # items'): hashed as before, so checkpoints of the nearest-items signal never resume.
             fields["item_signals_dense"] = True
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -496,6 +496,14 @@ class RetrieverConfig:
             warn("retriever config: stage2.soft_targets no longer exists; ignored")
             data = {**data, "stage2": {k: v for k, v in stage2.items()
                                        if k not in REMOVED_STAGE2_KEYS}}
+        head = data.get("item_head")
+        if isinstance(head, dict) and "dense_content" in head:
+            if head.get("signals") and not head["dense_content"]:
+                raise DataError("retriever config: item_head.dense_content: false (the content "
+                                "signal among each recent item's nearest items only) was removed "
+                                "(experiment 70); the signal reaches every item")
+            # The only behaviour now: the key has nothing left to choose.
+            data = {**data, "item_head": {k: v for k, v in head.items() if k != "dense_content"}}
         gone = [key for key in data if key in REMOVED_KEYS]
         if gone:
             warn("retriever config: %s no longer exist (options experiments rejected and the "

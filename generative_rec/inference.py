@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generative_rec.config import RetrieverConfig
+from generative_rec.config import RETRIEVER_FORMAT, RetrieverConfig
 from generative_rec.content import ContentVectors
 from generative_rec.data import Collator, histories_to_examples
 from generative_rec.model import (
@@ -35,7 +35,20 @@ from recdata.runtime import resolve_device
 
 def retriever_config(run_dir: Path) -> RetrieverConfig:
     """The config a trained retriever was built with."""
-    meta = read_json(layout(run_dir).retriever_config)
+    return trained_config(read_json(layout(run_dir).retriever_config), run_dir=run_dir)
+
+
+def trained_config(meta: dict, *, run_dir: Path) -> RetrieverConfig:
+    """The config of ``retriever/config.json``'s contents ``meta``. Raises DataError for a
+    retriever whose item head learned its content signal among the nearest items only (trained
+    before :data:`RETRIEVER_FORMAT` 2 without ``item_head.dense_content``): this code would feed
+    its gate cosines it never saw, so its lists would change silently."""
+    head = meta["retriever"].get("item_head") or {}
+    if (meta.get("version", 1) < 2 and head.get("signals")
+            and not head.get("dense_content")):
+        raise DataError("this run's retriever learned its content signal among the nearest items "
+                        "only, which this version no longer has; re-run train-retriever",
+                        path=layout(run_dir).retriever_config)
     return RetrieverConfig.from_dict(meta["retriever"])
 
 
@@ -92,7 +105,7 @@ def load_retriever(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module,
     run_dir = Path(run_dir)
     device = resolve_device(device)
     meta = read_json(layout(run_dir).retriever_config)
-    cfg = RetrieverConfig.from_dict(meta["retriever"])
+    cfg = trained_config(meta, run_dir=run_dir)
     vocab = SidVocab.from_dict(meta["vocab"])
     sids = SemanticIds.from_run_dir(run_dir)
     codes = np.asarray(sids.codes, dtype=np.int64)

@@ -178,8 +178,7 @@ def build_model(
                                                                      if cfg.history.recency_embedding
                                                                      else 0))
     if cfg.item_head.signals:
-        model.item_signals = ItemSignals(cfg.d_model, candidates=cfg.item_head.signal_candidates,
-                                         dense=cfg.item_head.dense_content)
+        model.item_signals = ItemSignals(cfg.d_model, candidates=cfg.item_head.signal_candidates)
     return model
 
 

@@ -10,15 +10,16 @@ item -> item count table, so here the item head reads those numbers directly: ea
     gate(query) · [log1p(count(last -> j)), cos_1(j), ..., cos_H(j), log1p(popularity(j))]
 
 added to its logit, where ``cos_h(j)`` is the content cosine of ``j`` to the ``h``-th most recent
-item when ``j`` is among that item's nearest items (else 0; with ``dense``, for every item of the
-catalogue but the recent item itself), and ``gate`` is a linear map of the
-head's query: how much each signal counts is learned, per history, from the training loss
+item (0 for that item itself), for every item of the catalogue: the heuristic's content term
+reaches every item, and cut to each recent item's nearest items the model trailed it (experiments
+69 and 70). ``gate`` is a linear map of the head's query: how much each signal counts is learned, per history, from the training loss
 instead of fitted on validation users by hand-set grids. Training examples are the training
 sequences' own transitions, so each example's own pair is left out of the count (and its target
 out of the popularity): at validation and test time the target's transition is never counted.
 
 Two implementations compute the same term: :meth:`ItemSignals.catalogue_term` for every item of
-the catalogue (the training softmax; a scatter of the few non-zero signals), and
+the catalogue (the training softmax: a scatter of the successor counts and one product of the
+gate-weighted recent items' vectors with the catalogue's), and
 :meth:`ItemSignals.candidate_term` for a few candidates per history (decoding; lookups whose
 cost does not grow with the catalogue). The tests hold them, and a plain-Python reference,
 equal.
@@ -47,13 +48,9 @@ class ItemSignals(nn.Module):
     :meth:`set_tables`, not saved: ``retriever/transitions.safetensors``, ``content.safetensors``
     and the training counts hold them)."""
 
-    def __init__(self, d_model: int, *, history: int = SIGNAL_HISTORY, candidates: int = 0,
-                 dense: bool = False) -> None:
+    def __init__(self, d_model: int, *, history: int = SIGNAL_HISTORY, candidates: int = 0) -> None:
         super().__init__()
         self.history = history
-        # The heuristic's content term reaches every item: cut to the nearest 8..256 items its
-        # validation NDCG falls by a tenth (experiment 69).
-        self.dense = dense
         # Decoding: how many successors and how many nearest items of the last item join the
         # beam's candidates (``item_head.signal_candidates``).
         self.candidates = candidates
@@ -61,15 +58,16 @@ class ItemSignals(nn.Module):
         self.gate = nn.Linear(d_model, n_signals(history))
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
-        for name in ("keys", "counts", "bounds", "neighbours", "cosines", "log_popularity",
-                     "popularity", "vectors"):
+        for name in ("keys", "counts", "bounds", "neighbours", "log_popularity", "popularity",
+                     "vectors"):
             self.register_buffer(name, torch.zeros(0), persistent=False)
         self.n_items = 0
 
     def set_tables(self, *, transitions: TransitionCounts, content: ContentVectors,
                    popularity: np.ndarray) -> None:
-        """Read the training sequences' ``transitions``, the catalogue's ``content`` (nearest
-        items) and each item's training ``popularity`` (``[N]`` interaction counts)."""
+        """Read the training sequences' ``transitions``, the catalogue's ``content`` (unit
+        vectors; nearest items for :meth:`offers`) and each item's training ``popularity``
+        (``[N]`` interaction counts)."""
         n = int(transitions.n_items)
         if content.n_items < n or len(popularity) < n:
             raise ValueError("the signals' tables disagree on the catalogue size")
@@ -78,14 +76,8 @@ class ItemSignals(nn.Module):
         self.keys = keys.to(device)
         self.counts = torch.as_tensor(transitions.counts, dtype=torch.float32).to(device)
         self.bounds = torch.searchsorted(keys // max(n, 1), torch.arange(n + 1)).to(device)
-        neighbours = torch.as_tensor(content.neighbours[:n], dtype=torch.long)
-        vectors = torch.as_tensor(content.vectors[:n], dtype=torch.float32)
-        safe = neighbours.clamp(min=0)
-        cosines = torch.einsum("nd,nkd->nk", vectors, vectors[safe])
-        self.neighbours = neighbours.to(device)
-        self.cosines = cosines.masked_fill(neighbours < 0, 0.0).to(device)
-        if self.dense:
-            self.vectors = vectors.to(device)
+        self.neighbours = torch.as_tensor(content.neighbours[:n], dtype=torch.long).to(device)
+        self.vectors = torch.as_tensor(content.vectors[:n], dtype=torch.float32).to(device)
         pop = torch.as_tensor(np.array(popularity[:n], dtype=np.float32))
         self.popularity = pop.to(device)
         self.log_popularity = torch.log1p(pop).to(device)
@@ -157,23 +149,15 @@ class ItemSignals(nn.Module):
         h = min(self.history, recent.size(1))
         rec = recent[:, :h]
         known = (rec >= 0) & (rec < n)
-        if not self.dense:  # Nearest items of each recent item.
-            nbr = self.neighbours[rec.clamp(0, max(n - 1, 0))]  # [B, h, K]
-            cos = self.cosines[rec.clamp(0, max(n - 1, 0))]
-            real = known[:, :, None] & (nbr >= 0)
-            row_idx = torch.arange(b, device=recent.device)[:, None, None].expand_as(nbr)
-            flat_idx.append((row_idx * n + nbr.clamp(min=0))[real])
-            flat_val.append((w[:, 1 : 1 + h, None] * cos)[real])
         term = torch.zeros(b * n, dtype=w.dtype, device=w.device).index_add(
             0, torch.cat(flat_idx), torch.cat(flat_val)).view(b, n)
-        if self.dense:
-            # sum_h w_h cos(recent_h, j) = (sum_h w_h v_h) . v_j: one product with the
-            # catalogue, as the head's own scores; then each recent item's term to itself out.
-            safe = rec.clamp(0, max(n - 1, 0))
-            wh = w[:, 1 : 1 + h] * known
-            vec = self.vectors[safe]  # [B, h, d]
-            term = term + torch.einsum("bh,bhd->bd", wh, vec) @ self.vectors.T
-            term = term.scatter_add(1, safe, -wh * (vec * vec).sum(-1))
+        # sum_h w_h cos(recent_h, j) = (sum_h w_h v_h) . v_j: one product with the catalogue, as
+        # the head's own scores; then each recent item's term to itself taken out.
+        safe = rec.clamp(0, max(n - 1, 0))
+        wh = w[:, 1 : 1 + h] * known
+        vec = self.vectors[safe]  # [B, h, d]
+        term = term + torch.einsum("bh,bhd->bd", wh, vec) @ self.vectors.T
+        term = term.scatter_add(1, safe, -wh * (vec * vec).sum(-1))
         term = term + w[:, -1:] * self.log_popularity[None, :]
         if targets is not None:
             term = term - self._own_example(w, last, targets)
@@ -206,22 +190,14 @@ class ItemSignals(nn.Module):
         safe = items.clamp(0, max(n - 1, 0))
         signals = [torch.log1p(self._counts(recent[:, 0], safe))]
         h = min(self.history, recent.size(1))
-        rec = recent[:, :h]
-        rec_known = (rec >= 0) & (rec < n)
-        if self.dense:
-            sims = self._dense_cosines(rec, safe)
-        else:
-            nbr = self.neighbours[rec.clamp(0, max(n - 1, 0))]  # [B, h, K]
-            cos = self.cosines[rec.clamp(0, max(n - 1, 0))]
-            hit = (nbr[:, None] == safe[:, :, None, None]) & (nbr[:, None] >= 0)  # [B, M, h, K]
-            sims = (hit * cos[:, None]).sum(-1) * rec_known[:, None, :]
+        sims = self._cosines(recent[:, :h], safe)
         signals += [sims[:, :, i] for i in range(h)]
         signals += [torch.zeros_like(sims[:, :, 0])] * (self.history - h)
         signals.append(self.log_popularity[safe])
         feats = torch.stack(signals, dim=-1)  # [B, M, F]
         return (feats * w[:, None, :]).sum(-1) * known
 
-    def _dense_cosines(self, recent: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def _cosines(self, recent: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """``[B, M, h]``: the cosine of ``items`` (``[B, M]``, valid indices) to each recent
         item (``[B, h]``, -1 = none: 0); an item is not its own neighbour (0)."""
         n = self.n_items

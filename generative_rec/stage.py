@@ -46,7 +46,7 @@ import polars as pl
 import torch
 import yaml
 
-from generative_rec.config import RetrieverConfig
+from generative_rec.config import RETRIEVER_FORMAT, RetrieverConfig
 from generative_rec.ddp import DistContext, barrier, init_distributed, rank_device
 from generative_rec.model import build_model, model_state, set_signal_tables, unwrap
 from generative_rec.retriever_data import (  # noqa: F401  (re-exported)
@@ -154,6 +154,7 @@ def save_retriever(
     else:
         layout(run_dir).retriever_content.unlink(missing_ok=True)
     write_json(out / "config.json", {
+        "version": RETRIEVER_FORMAT,
         "retriever": cfg.to_dict(),
         "vocab": data.vocab.to_dict(),
         "t5": unwrap(model).config.to_dict(),

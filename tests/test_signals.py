@@ -32,11 +32,10 @@ def _tables(seed: int = 0):
     return sequences, transitions, content, popularity
 
 
-def _signals(seed: int = 0, *, dense: bool = False
-             ) -> tuple[ItemSignals, list, TransitionCounts, ContentVectors, np.ndarray]:
+def _signals(seed: int = 0) -> tuple[ItemSignals, list, TransitionCounts, ContentVectors, np.ndarray]:
     sequences, transitions, content, popularity = _tables(seed)
     torch.manual_seed(seed)
-    signals = ItemSignals(D, dense=dense)
+    signals = ItemSignals(D)
     with torch.no_grad():  # a gate that weighs every signal differently per history
         signals.gate.weight.normal_(0, 1.0)
         signals.gate.bias.normal_(0, 1.0)
@@ -61,11 +60,7 @@ def _reference(signals: ItemSignals, query, recent, transitions, content, popula
             for h in range(signals.history):
                 r = int(recent[b, h]) if h < recent.shape[1] else -1
                 cos = float(content.vectors[r] @ content.vectors[j]) if r >= 0 else 0.0
-                if signals.dense:  # every item but the recent one itself
-                    feats.append(cos if r >= 0 and r != j else 0.0)
-                else:
-                    near = r >= 0 and j in content.neighbours[r].tolist()
-                    feats.append(cos if near else 0.0)
+                feats.append(cos if r >= 0 and r != j else 0.0)  # every item but the recent one
             feats.append(np.log1p(pop))
             row.append((w[b] * torch.tensor(feats, dtype=torch.float32)).sum())
         rows.append(torch.stack(row))
@@ -80,9 +75,8 @@ def _histories(seed: int = 1, b: int = 6):
     return torch.as_tensor(recent), torch.as_tensor(rng.normal(size=(b, D)), dtype=torch.float32)
 
 
-@pytest.mark.parametrize("dense", [False, True], ids=["nearest", "dense"])
-def test_catalogue_and_candidate_terms_match_the_definition(dense):
-    signals, _, transitions, content, popularity = _signals(dense=dense)
+def test_catalogue_and_candidate_terms_match_the_definition():
+    signals, _, transitions, content, popularity = _signals()
     recent, query = _histories()
     slow = _reference(signals, query, recent.numpy(), transitions, content, popularity)
     fast = signals.catalogue_term(query, recent)
@@ -95,9 +89,8 @@ def test_catalogue_and_candidate_terms_match_the_definition(dense):
     assert signals.candidate_term(query, recent, torch.full((len(recent), 2), N + 3)).abs().max() == 0
 
 
-@pytest.mark.parametrize("dense", [False, True], ids=["nearest", "dense"])
-def test_training_examples_leave_their_own_transition_out_and_gradients_match(dense):
-    signals, sequences, transitions, content, popularity = _signals(3, dense=dense)
+def test_training_examples_leave_their_own_transition_out_and_gradients_match():
+    signals, sequences, transitions, content, popularity = _signals(3)
     # Training examples: a history's last item and the item that followed it.
     pairs = [(s[t - 4 : t + 1][::-1], s[t + 1]) for s in sequences for t in range(4, len(s) - 1)][:8]
     recent = torch.as_tensor(np.stack([p[0] for p in pairs]))
@@ -140,20 +133,12 @@ def test_signals_need_an_item_head():
     off = RetrieverConfig.from_dict({"history": {"encoding": "item"}, "output_softmax": "children",
                                      "item_head": {"loss_weight": 0.2}})
     assert on.fingerprint() != off.fingerprint()  # a checkpoint of one never resumes the other
-    dense = RetrieverConfig.from_dict({"history": {"encoding": "item"}, "output_softmax": "children",
-                                       "item_head": {"signals": True, "loss_weight": 0.2,
-                                                     "dense_content": True}})
-    assert dense.fingerprint() != on.fingerprint()
-    with pytest.raises(DataError, match="dense_content needs item_head.signals"):
-        RetrieverConfig.from_dict({"item_head": {"dense_content": True}})
 
 
-@pytest.mark.parametrize("dense", [False, True], ids=["nearest", "dense"])
-def test_stage_trains_the_gate_and_serving_reproduces_its_lists(tmp_path, dense):
+def test_stage_trains_the_gate_and_serving_reproduces_its_lists(tmp_path):
     from generative_rec import inference
 
-    run, split, cfg, model, vocab, trie = _trained_tiny(tmp_path, dense_content=dense)
-    assert model.item_signals.dense == dense  # the loaded model reads the content as trained
+    run, split, cfg, model, vocab, trie = _trained_tiny(tmp_path)
     assert model.item_signals.gate.weight.abs().sum() > 0  # training moved the gate
     test = pl.read_parquet(run / "retriever" / "candidates.parquet").filter(
         pl.col("split") == "test").sort("user_idx")
@@ -266,3 +251,33 @@ def test_stage2_keeps_the_signals_when_the_vocabulary_changes(tmp_path):
                                   item_tokens=new.encode_sids(codes))
     assert fresh is not model and item_signals(fresh).ready
     assert torch.equal(item_signals(fresh).keys, item_signals(model).keys)
+
+
+def test_retrievers_with_the_removed_nearest_items_signal_are_refused(tmp_path):
+    """The content signal among each recent item's nearest items was removed (experiment 70):
+    a run trained with it must be retrained, not served through a gate fed other cosines."""
+    import json
+
+    from generative_rec import inference
+    from generative_rec.config import RetrieverConfig
+
+    run, *_ = _trained_tiny(tmp_path)
+    path = layout(run).retriever_config
+    meta = json.loads(path.read_text())
+    assert meta["version"] == 2
+    # Saved by the version that had both signals, with the dense one on: still served.
+    meta.pop("version")
+    meta["retriever"]["item_head"]["dense_content"] = True
+    path.write_text(json.dumps(meta))
+    assert inference.retriever_config(run).item_head.signals
+    # Saved before the dense signal existed (no key) or with it off: one line, retrain.
+    for head in ({}, {"dense_content": False}):
+        meta["retriever"]["item_head"].pop("dense_content", None)
+        meta["retriever"]["item_head"].update(head)
+        path.write_text(json.dumps(meta))
+        with pytest.raises(DataError, match="re-run train-retriever"):
+            inference.load_retriever(run, device="cpu")
+    with pytest.raises(DataError, match="dense_content: false .* was removed"):
+        RetrieverConfig.from_dict({"history": {"encoding": "item"}, "output_softmax": "children",
+                                   "item_head": {"signals": True, "loss_weight": 0.2,
+                                                 "dense_content": False}})
