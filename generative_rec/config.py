@@ -206,12 +206,6 @@ class ItemHeadConfig:
     item and its popularity, weighted by a gate the head learns from its query
     (:mod:`generative_rec.signals`): the signals of the ``heuristic`` baseline, learned
     instead of fitted. Needs the run's cached embeddings."""
-    cold_dropout: float = 0.0
-    """Share of catalogue items that each training step scores as items never trained on:
-    without their learned ID row (``history.item_id_embedding``) and, with ``signals``, without
-    their successor counts and popularity. The head then learns to score an item from its SID
-    and content alone, as it must score a held-out item or one added after training; as
-    trained, such an item gets a chance rank (0 = off)."""
     signal_candidates: int = 10
     """With ``signals``: the most recent item's most frequent successors and, as many, its
     nearest items by content that join the beam's candidates when decoding, scored by the model
@@ -402,10 +396,6 @@ class RetrieverConfig:
              "item_head.loss_weight needs history.encoding 'item' and output_softmax 'position' "
              "or 'children'"),
             (head.query in ITEM_QUERIES, f"item_head.query must be one of {ITEM_QUERIES}"),
-            (0 <= head.cold_dropout < 1, "item_head.cold_dropout must lie in [0, 1)"),
-            (head.cold_dropout == 0 or head.signals,
-             "item_head.cold_dropout needs item_head.signals (their training counts tell which "
-             "items were never trained on)"),
             (head.distill_weight >= 0 and head.distill_levels >= 1,
              "item_head.distill_weight must be >= 0 and item_head.distill_levels >= 1"),
             (head.distill_weight == 0 or head.loss_weight > 0,
@@ -474,8 +464,6 @@ class RetrieverConfig:
             # The content signal over every item (the only one since it replaced the nearest
             # items'): hashed as before, so checkpoints of the nearest-items signal never resume.
             fields["item_signals_dense"] = True
-        if self.item_head.cold_dropout:
-            fields["item_cold_dropout"] = self.item_head.cold_dropout
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -59,7 +59,6 @@ def t5_config(*, cfg: RetrieverConfig, vocab_size: int) -> T5Config:
         use_cache=True,
         item_query=cfg.item_head.query,
         decoder_start=cfg.decoder_start,
-        cold_dropout=cfg.item_head.cold_dropout,
     )
 
 
@@ -198,12 +197,10 @@ def item_signals(model: torch.nn.Module) -> ItemSignals | None:
 
 def signal_term(t5: T5ForConditionalGeneration, *, query: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor, items: torch.Tensor | None = None,
-                targets: torch.Tensor | None = None,
-                cold: torch.Tensor | None = None) -> torch.Tensor | float:
+                targets: torch.Tensor | None = None) -> torch.Tensor | float:
     """What the learned signals add to the item head's logits: ``[B, K]`` for candidates
     ``items``, else ``[B, N]`` for the whole catalogue (``targets``: training examples, whose
-    own transition is left out; ``cold``: ``[N]`` items scored without counts and popularity,
-    ``item_head.cold_dropout``); 0 without signals."""
+    own transition is left out); 0 without signals."""
     signals = item_signals(t5)
     if signals is None:
         return 0.0
@@ -212,7 +209,7 @@ def signal_term(t5: T5ForConditionalGeneration, *, query: torch.Tensor, input_id
     recent = recent_from_inputs(input_ids, attention_mask,
                                 item_offset=_item_embedding(t5).vocab_size, n=signals.history)
     if items is None:
-        return signals.catalogue_term(query, recent, targets=targets, cold=cold)
+        return signals.catalogue_term(query, recent, targets=targets)
     return signals.candidate_term(query, recent, items)
 
 
@@ -434,22 +431,10 @@ class PositionHeads(nn.Module):
         if input_ids is None:
             raise DataError("the item head reads the history's item ids, not embeddings")
         query = head_query(t5, enc=enc, dec_start=dec[:, 0], attention_mask=attention_mask)
-        emb = _item_embedding(t5)
-        table = emb.head_table()
-        cold = None
-        share = getattr(t5.config, "cold_dropout", 0.0)
-        if share > 0 and t5.training:
-            # This step's simulated cold items: scored as a never-trained item is at decoding.
-            # Items without training interactions are always among them, so their ID rows stay
-            # at zero, as an item added after training reads.
-            cold = torch.rand(len(table), device=table.device) < share
-            cold = cold | (item_signals(t5).popularity[: len(table)] == 0)
-            if emb.item_id is not None:
-                table = table - emb.item_id.weight[: len(table)] * cold[:, None]
-        item_logits = query @ table.T
+        item_logits = query @ _item_embedding(t5).head_table().T
         return logits, item_logits + signal_term(t5, query=query, input_ids=input_ids,
                                                  attention_mask=attention_mask,
-                                                 targets=item_targets, cold=cold)
+                                                 targets=item_targets)
 
 
 def position_loss(logits: torch.Tensor, codes: torch.Tensor,

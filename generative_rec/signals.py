@@ -128,13 +128,10 @@ class ItemSignals(nn.Module):
     # ------------------------------------------------------------------ whole catalogue
 
     def catalogue_term(self, query: torch.Tensor, recent: torch.Tensor, *,
-                       targets: torch.Tensor | None = None,
-                       cold: torch.Tensor | None = None) -> torch.Tensor:
+                       targets: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, N]``: the term of every catalogue item for histories whose most recent items
         are ``recent`` (``[B, H]``, most recent first, -1 = none). ``targets`` (``[B]``, training
-        examples' next items): their own transition and interaction are left out. ``cold``
-        (``[N]`` bool): items whose counts and popularity read 0, as for an item never trained
-        on."""
+        examples' next items): their own transition and interaction are left out."""
         w = self.weights(query)
         b, n = len(recent), self.n_items
         last = recent[:, 0]
@@ -147,12 +144,8 @@ class ItemSignals(nn.Module):
         rows = torch.repeat_interleave(torch.arange(b, device=recent.device), length)
         starts = torch.repeat_interleave(lo - (torch.cumsum(length, 0) - length), length)
         pos = starts + torch.arange(len(rows), device=recent.device)
-        dst = self.keys[pos] % n
-        count = torch.log1p(self.counts[pos])
-        if cold is not None:
-            count = count * ~cold[dst]
-        flat_idx.append(rows * n + dst)
-        flat_val.append(w[rows, 0] * count)
+        flat_idx.append(rows * n + self.keys[pos] % n)
+        flat_val.append(w[rows, 0] * torch.log1p(self.counts[pos]))
         h = min(self.history, recent.size(1))
         rec = recent[:, :h]
         known = (rec >= 0) & (rec < n)
@@ -165,22 +158,18 @@ class ItemSignals(nn.Module):
         vec = self.vectors[safe]  # [B, h, d]
         term = term + torch.einsum("bh,bhd->bd", wh, vec) @ self.vectors.T
         term = term.scatter_add(1, safe, -wh * (vec * vec).sum(-1))
-        log_popularity = self.log_popularity if cold is None else self.log_popularity * ~cold
-        term = term + w[:, -1:] * log_popularity[None, :]
+        term = term + w[:, -1:] * self.log_popularity[None, :]
         if targets is not None:
-            term = term - self._own_example(w, last, targets, cold)
+            term = term - self._own_example(w, last, targets)
         return term
 
-    def _own_example(self, w: torch.Tensor, last: torch.Tensor, targets: torch.Tensor,
-                     cold: torch.Tensor | None = None) -> torch.Tensor:
+    def _own_example(self, w: torch.Tensor, last: torch.Tensor,
+                     targets: torch.Tensor) -> torch.Tensor:
         """``[B, N]``: what each training example's own transition and interaction add to its
-        target's term (zero elsewhere, and for ``cold`` targets, which count none), to
-        subtract."""
+        target's term (zero elsewhere), to subtract."""
         b, n = len(targets), self.n_items
-        t = targets.clamp(0, max(n - 1, 0))
         ok = (targets >= 0) & (targets < n)
-        if cold is not None:
-            ok = ok & ~cold[t]
+        t = targets.clamp(0, max(n - 1, 0))
         count = self._counts(last, t[:, None])[:, 0]
         seen = ok & (count > 0)
         drop_count = torch.where(seen, torch.log1p(count) - torch.log1p(count - 1), 0.0)

@@ -14,7 +14,6 @@ from generative_rec.transitions import TransitionCounts, recent_items
 from recdata.errors import DataError
 from recdata.io import save_tensors
 from recdata.layout import layout
-from recdata.overrides import deep_merge
 from tests.test_retriever import tiny_cfg, write_run
 
 torch.set_num_threads(1)
@@ -45,9 +44,8 @@ def _signals(seed: int = 0) -> tuple[ItemSignals, list, TransitionCounts, Conten
 
 
 def _reference(signals: ItemSignals, query, recent, transitions, content, popularity,
-               *, targets=None, cold=()) -> torch.Tensor:
-    """The term by its definition, one history and one item at a time (``cold`` items: no
-    counts, no popularity)."""
+               *, targets=None) -> torch.Tensor:
+    """The term by its definition, one history and one item at a time."""
     w = signals.gate(query)
     rows = []
     for b in range(len(recent)):
@@ -58,8 +56,6 @@ def _reference(signals: ItemSignals, query, recent, transitions, content, popula
             pop = int(popularity[j])
             if targets is not None and j == int(targets[b]):
                 count, pop = max(count - 1, 0), max(pop - 1, 0)
-            if j in cold:
-                count, pop = 0, 0
             feats = [np.log1p(count)]
             for h in range(signals.history):
                 r = int(recent[b, h]) if h < recent.shape[1] else -1
@@ -111,92 +107,6 @@ def test_training_examples_leave_their_own_transition_out_and_gradients_match():
     grads_slow = torch.autograd.grad(loss_slow, list(signals.gate.parameters()))
     for a, b in zip(grads_fast, grads_slow):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-
-
-def test_simulated_cold_items_read_no_counts_and_no_popularity():
-    """``item_head.cold_dropout``: the items of a step's cold mask are scored as an item never
-    trained on, also when one is a training example's own target."""
-    signals, sequences, transitions, content, popularity = _signals(3)
-    pairs = [(s[t - 4 : t + 1][::-1], s[t + 1]) for s in sequences for t in range(4, len(s) - 1)][:8]
-    recent = torch.as_tensor(np.stack([p[0] for p in pairs]))
-    targets = torch.as_tensor([int(p[1]) for p in pairs])
-    query = torch.as_tensor(np.random.default_rng(4).normal(size=(len(pairs), D)), dtype=torch.float32)
-    cold = {int(targets[0]), int(targets[3]), int(recent[1, 0]), 2, 17}
-    mask = torch.zeros(N, dtype=torch.bool)
-    mask[list(cold)] = True
-    fast = signals.catalogue_term(query, recent, targets=targets, cold=mask)
-    slow = _reference(signals, query, recent.numpy(), transitions, content, popularity,
-                      targets=targets.numpy(), cold=cold)
-    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
-    plain = signals.catalogue_term(query, recent, targets=targets)
-    assert not torch.allclose(fast[:, list(cold)], plain[:, list(cold)])
-    warm = [j for j in range(N) if j not in cold]
-    torch.testing.assert_close(fast[:, warm], plain[:, warm])
-
-
-def test_cold_dropout_never_trains_the_id_rows_of_untrained_items():
-    """Items without training interactions are always in the step's cold mask, so their learned
-    ID rows never move from zero (as an item added after training reads); a trained item's
-    row moves, and outside training no item is dropped."""
-    from generative_rec.config import RetrieverConfig
-    from generative_rec.model import PositionHeads, _item_embedding, build_model, item_signals
-    from generative_rec.vocab import SidVocab
-
-    base = {"history": {"encoding": "item", "item_id_embedding": True},
-            "output_softmax": "children", "item_head": {"signals": True, "loss_weight": 0.2}}
-    cfg = RetrieverConfig.from_dict(deep_merge(tiny_cfg().to_dict(), {
-        **base, "item_head": {**base["item_head"], "cold_dropout": 0.3}}))
-    assert cfg.fingerprint() != RetrieverConfig.from_dict(
-        deep_merge(tiny_cfg().to_dict(), base)).fingerprint()
-    with pytest.raises(DataError, match="cold_dropout needs item_head.signals"):
-        RetrieverConfig.from_dict({**base, "item_head": {"loss_weight": 0.2, "cold_dropout": 0.2}})
-    _, transitions, content, popularity = _tables()
-    popularity = popularity.copy()
-    popularity[[3, 9, 21]] = 0  # never trained on
-    vocab = SidVocab(codebook_sizes=[4, 4, 2], n_user_buckets=16)
-    codes = np.stack([np.arange(N) % 4, (np.arange(N) // 4) % 4, np.arange(N) // 16], 1)
-    torch.manual_seed(0)
-    model = build_model(cfg=cfg, vocab_size=vocab.vocab_size, item_tokens=vocab.encode_sids(codes))
-    item_signals(model).set_tables(transitions=transitions, content=content, popularity=popularity)
-    heads = PositionHeads(model, offsets=vocab.offsets, sizes=tuple(vocab.codebook_sizes))
-    offset = _item_embedding(model).vocab_size
-    ids = torch.tensor([[vocab.user_tokens(np.array(["u"]))[0], offset + 1, offset + 5, 1]] * 4)
-    mask = torch.ones_like(ids)
-    targets = torch.tensor([3, 9, 0, 7])
-    table = _item_embedding(model).item_id.weight
-    with torch.no_grad():
-        table.normal_()  # as after training, so the gradient reaches every row
-    model.train()
-    _, item_logits = heads(input_ids=ids, attention_mask=mask,
-                           decoder_input_ids=torch.zeros(4, 3, dtype=torch.long), with_items=True,
-                           item_targets=targets)
-    torch.nn.functional.cross_entropy(item_logits, targets).backward()
-    grad = table.grad
-    assert grad[[3, 9, 21]].abs().max() == 0
-    moved = grad.abs().sum(1) > 0  # the trained items this step did not drop (about 70 %)
-    assert N // 2 <= int(moved.sum()) < N - 3
-    model.eval()
-    with torch.no_grad():
-        _, a = heads(input_ids=ids, attention_mask=mask,
-                     decoder_input_ids=torch.zeros(4, 3, dtype=torch.long), with_items=True)
-        _, b = heads(input_ids=ids, attention_mask=mask,
-                     decoder_input_ids=torch.zeros(4, 3, dtype=torch.long), with_items=True)
-    torch.testing.assert_close(a, b)  # no mask drawn outside training
-
-
-def test_stage_with_cold_dropout_serves_the_lists_it_evaluated(tmp_path):
-    from generative_rec import inference
-
-    run, split, cfg, model, vocab, trie = _trained_tiny(
-        tmp_path, history={"encoding": "item", "item_id_embedding": True}, cold_dropout=0.3)
-    test = pl.read_parquet(run / "retriever" / "candidates.parquet").filter(
-        pl.col("split") == "test").sort("user_idx")
-    items, _ = inference.recommend_for_histories(
-        model=model, vocab=vocab, trie=trie, histories=[s.tolist() for s in split.test_inputs],
-        user_ids=split.user_ids, top_k=20, num_beams=cfg.decode_beams,
-        max_history=cfg.history.max_length, normalize=cfg.normalize,
-        item_score_weight=cfg.rerank_weight)
-    assert items.tolist() == test["items"].to_list()
 
 
 def test_recent_items_are_read_from_the_encoder_inputs():
@@ -267,7 +177,7 @@ def test_offers_are_the_top_successors_then_the_nearest_items():
         assert row == succ + [-1] * (3 - len(succ)) + near + [-1] * (3 - len(near))
 
 
-def _trained_tiny(tmp_path, history=None, **head):
+def _trained_tiny(tmp_path, **head):
     from generative_rec import inference, stage
     from recdata.split import SequentialSplit
 
@@ -277,7 +187,7 @@ def _trained_tiny(tmp_path, history=None, **head):
     save_tensors(layout(run).embeddings("text"), {
         "embeddings": rng.normal(size=(split.n_items, 8)).astype(np.float32),
         "mask": np.ones(split.n_items, dtype=bool)})
-    cfg = tiny_cfg(history=history or {"encoding": "item"}, output_softmax="children",
+    cfg = tiny_cfg(history={"encoding": "item"}, output_softmax="children",
                    item_head={"loss_weight": 0.5, "signals": True, **head},
                    priors={"fit": False}, schedule=dict(max_steps=15, eval_every=15, lr=5e-3),
                    decoding=dict(candidates_n=20))
