@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generative_rec.config import RETRIEVER_FORMAT, RetrieverConfig
+from generative_rec.config import RetrieverConfig
 from generative_rec.content import ContentVectors
 from generative_rec.data import Collator, histories_to_examples
 from generative_rec.model import (
@@ -40,9 +40,10 @@ def retriever_config(run_dir: Path) -> RetrieverConfig:
 
 def trained_config(meta: dict, *, run_dir: Path) -> RetrieverConfig:
     """The config of ``retriever/config.json``'s contents ``meta``. Raises DataError for a
-    retriever whose item head learned its content signal among the nearest items only (trained
-    before :data:`RETRIEVER_FORMAT` 2 without ``item_head.dense_content``): this code would feed
-    its gate cosines it never saw, so its lists would change silently."""
+    retriever whose item head learned its content signal among the nearest items only (saved
+    before :data:`~generative_rec.config.RETRIEVER_FORMAT` 2, without
+    ``item_head.dense_content``): this code would feed its gate cosines it never saw, so its
+    lists would change silently."""
     head = meta["retriever"].get("item_head") or {}
     if (meta.get("version", 1) < 2 and head.get("signals")
             and not head.get("dense_content")):

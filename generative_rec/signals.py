@@ -11,9 +11,10 @@ item -> item count table, so here the item head reads those numbers directly: ea
 
 added to its logit, where ``cos_h(j)`` is the content cosine of ``j`` to the ``h``-th most recent
 item (0 for that item itself), for every item of the catalogue: the heuristic's content term
-reaches every item, and cut to each recent item's nearest items the model trailed it (experiments
-69 and 70). ``gate`` is a linear map of the head's query: how much each signal counts is learned, per history, from the training loss
-instead of fitted on validation users by hand-set grids. Training examples are the training
+reaches every item, and cut to each recent item's nearest items the model trailed it
+(experiments 69 and 70). ``gate`` is a linear map of the head's query: how much each signal
+counts is learned, per history, from the training loss instead of fitted on validation users by
+hand-set grids. Training examples are the training
 sequences' own transitions, so each example's own pair is left out of the count (and its target
 out of the popularity): at validation and test time the target's transition is never counted.
 
