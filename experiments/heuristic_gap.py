@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.heuristic import Heuristic
+from eval.heuristic import Heuristic, _recent as recent
 from generative_rec.content import ContentVectors
 from generative_rec.inference import load_priors
 from generative_rec.priors import ndcg_at_10
@@ -30,15 +30,6 @@ from recdata.layout import layout
 from recdata.split import SequentialSplit
 
 LAMBDAS = (0.0, 1.0, 2.0, 4.0, 8.0)
-
-
-def recent(histories: list[np.ndarray], depth: int) -> np.ndarray:
-    """``[U, depth]`` most recent items, most recent first, -1 past a history's start."""
-    out = np.full((len(histories), depth), -1, np.int64)
-    for row, hist in enumerate(histories):
-        tail = np.asarray(hist[-depth:], np.int64)[::-1]
-        out[row, : len(tail)] = tail
-    return out
 
 
 def heuristic_ndcg(*, split: SequentialSplit, rule: Heuristic, vectors: np.ndarray,
