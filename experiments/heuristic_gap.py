@@ -34,31 +34,22 @@ LAMBDAS = (0.0, 1.0, 2.0, 4.0, 8.0)
 
 def heuristic_ndcg(*, split: SequentialSplit, rule: Heuristic, vectors: np.ndarray,
                    users: np.ndarray, weights: dict, clip: bool, chunk: int = 500) -> float:
-    """Validation NDCG@10 of the heuristic over the whole catalogue (history items excluded),
-    its cosines clipped at 0 or signed."""
+    """Validation NDCG@10 of the heuristic over the whole catalogue, under the benchmark's
+    protocol (history items not excluded, ties by the shared hash), its cosines clipped at 0
+    (the rule as it is) or signed."""
     total = 0.0
     depth = int(weights["content_history"])
     for lo in range(0, len(users), chunk):
-        block = users[lo:lo + chunk]
-        hist = [split.valid_inputs[u] for u in block]
-        rec = recent(hist, depth)
-        scores = np.zeros((len(block), split.n_items), np.float32)
-        has = rec[:, 0] >= 0
-        scores[has] = weights["transition_weight"] * rule.transitions[rec[has, 0]].toarray()
-        for h in range(depth):
-            items = rec[:, h]
-            sim = vectors[np.maximum(items, 0)] @ vectors.T
-            if clip:
-                sim = np.maximum(sim, 0.0)
-            sim[items < 0] = 0.0
-            rows = np.flatnonzero(items >= 0)
-            sim[rows, items[rows]] = 0.0
-            scores += weights["content_weight"] * weights["content_decay"] ** h * sim
-        scores += weights["popularity_weight"] * rule.popularity[None, :]
-        for row, h in enumerate(hist):
-            scores[row, np.asarray(h, np.int64)] = -np.inf
-        target = scores[np.arange(len(block)), split.valid_targets[block]]
-        rank = (scores > target[:, None]).sum(1)
+        block_users = users[lo:lo + chunk]
+        histories = [split.valid_inputs[u] for u in block_users]
+        block = rule.block(histories=histories, users=block_users, depth=depth, exclude=False)
+        if not clip:  # the clipped cosines plus what clipping took away
+            items = recent(histories, depth)
+            for h in range(depth):
+                negative = np.minimum(vectors[np.maximum(items[:, h], 0)] @ vectors.T, 0.0)
+                negative[items[:, h] < 0] = 0.0
+                block.content[h] += negative.astype(np.float16)
+        rank = rule.rank_of_targets(block, weights, split.valid_targets[block_users])
         total += float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).sum())
     return total / len(users)
 

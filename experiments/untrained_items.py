@@ -37,9 +37,10 @@ from generative_rec.untrained import ANCHORS, trained_items
 from recdata.split import SequentialSplit
 
 
-def head_scores(run_dir: Path, split: SequentialSplit, *, zero_untrained_ids: np.ndarray | None,
-                batch: int = 128) -> np.ndarray:
-    """``[U, N]``: the item head's logits plus its signals for every test user and item."""
+def head_scores(run_dir: Path, split: SequentialSplit, *, untrained: np.ndarray,
+                batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """``[U, N]`` twice: the item head's logits plus its signals for every test user and item,
+    as trained and with the ``untrained`` items' learned ID rows zeroed."""
     cfg = inference.retriever_config(run_dir)
     model, vocab, trie = inference.load_retriever(run_dir, device="cpu")
     t5 = unwrap(model)
@@ -48,12 +49,13 @@ def head_scores(run_dir: Path, split: SequentialSplit, *, zero_untrained_ids: np
     collate = Collator(item_tokens=vocab.encode_sids(trie.codes.numpy()), user_tokens=user_tokens,
                        pad_id=vocab.pad_id, eos_id=vocab.eos_id,
                        item_offset=item_token_offset(model))
-    out = []
+    out, out_zeroed = [], []
     with torch.no_grad():
         table = emb.head_table()
-        if zero_untrained_ids is not None and emb.item_id is not None:
-            mask = torch.as_tensor(zero_untrained_ids)
-            table[mask] -= emb.item_id.weight[mask]
+        zeroed = table.clone()
+        if emb.item_id is not None:
+            mask = torch.as_tensor(untrained)
+            zeroed[mask] -= emb.item_id.weight[mask]
         for lo in range(0, split.n_users, batch):
             users = np.arange(lo, min(lo + batch, split.n_users))
             b = collate(histories_to_examples([split.test_inputs[u].tolist() for u in users],
@@ -61,10 +63,10 @@ def head_scores(run_dir: Path, split: SequentialSplit, *, zero_untrained_ids: np
             ids = b.input_ids.clone()
             ids[:, 0] = torch.as_tensor(user_tokens)[torch.as_tensor(users)]  # rows are users
             q = item_query(model, input_ids=ids, attention_mask=b.attention_mask)
-            s = q @ table.T + signal_term(t5, query=q, input_ids=ids,
-                                          attention_mask=b.attention_mask)
-            out.append(s.numpy())
-    return np.concatenate(out)
+            signals = signal_term(t5, query=q, input_ids=ids, attention_mask=b.attention_mask)
+            out.append((q @ table.T + signals).numpy())
+            out_zeroed.append((q @ zeroed.T + signals).numpy())
+    return np.concatenate(out), np.concatenate(out_zeroed)
 
 
 def report(label: str, lists: np.ndarray, targets: np.ndarray, cold: np.ndarray) -> None:
@@ -93,12 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(untrained)} untrained items; {cold.sum()} of {len(targets)} test users have "
           "one as target")
 
-    scores = head_scores(args.run_dir, split, zero_untrained_ids=None)
+    scores, zeroed = head_scores(args.run_dir, split, untrained=~trained)
     report("head + signals, whole catalogue", top10(scores), targets, cold)
     target_rank = (scores > scores[np.arange(len(targets)), targets][:, None]).sum(1)
     print(f"  median rank of untrained targets: {np.median(target_rank[cold]):.0f} of "
           f"{split.n_items}")
-    zeroed = head_scores(args.run_dir, split, zero_untrained_ids=~trained)
     zrank = (zeroed > zeroed[np.arange(len(targets)), targets][:, None]).sum(1)
     report("untrained items' ID rows zeroed", top10(zeroed), targets, cold)
     print(f"  median rank of untrained targets: {np.median(zrank[cold]):.0f} of {split.n_items}")

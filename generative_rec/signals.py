@@ -14,9 +14,9 @@ item (0 for that item itself), for every item of the catalogue: the heuristic's 
 reaches every item, and cut to each recent item's nearest items the model trailed it
 (experiments 69 and 70). ``gate`` is a linear map of the head's query: how much each signal
 counts is learned, per history, from the training loss instead of fitted on validation users by
-hand-set grids. Training examples are the training
-sequences' own transitions, so each example's own pair is left out of the count (and its target
-out of the popularity): at validation and test time the target's transition is never counted.
+hand-set grids. Training examples are the training sequences' own transitions, so each
+example's own pair is left out of the count (and its target out of the popularity): at
+validation and test time the target's transition is never counted.
 
 Two implementations compute the same term: :meth:`ItemSignals.catalogue_term` for every item of
 the catalogue (the training softmax: a scatter of the successor counts and one product of the
