@@ -123,7 +123,7 @@ def rank_sasrec_priors(
         content = None
     transitions = TransitionCounts.from_sequences(split.train_sequences, n_items=split.n_items)
     priors_cfg = PriorsConfig()
-    depth = max(priors_cfg.content_history)
+    depth = priors_cfg.history_depth
     recent = {which: np.stack([_recent_row(h, depth) for h in inputs])
               for which, inputs in (("valid", split.valid_inputs), ("test", split.test_inputs))}
     width = cands["valid_items"].shape[1]

@@ -26,6 +26,8 @@ from recdata.overrides import move_flat_keys
 CONTENT_NEIGHBOURS = 32
 # Nearest items per item that the untrained items' channel reads (generative_rec.untrained).
 UNTRAINED_NEIGHBOURS = 16
+# Recent items the places for untrained items are chosen by (generative_rec.untrained).
+SLOT_HISTORY = 5
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 HISTORY_ENCODINGS = ("item", "token")
@@ -127,15 +129,27 @@ class PriorsConfig:
     """Items without training interactions (cold items, items added after training) are offered
     to a user when they are among the this many items nearest by content to the most recent
     item, each scored as its nearest listed trained item (:mod:`generative_rec.untrained`);
-    0 = off. A fixed width, not fitted: validation targets all have training interactions, so
-    they cannot tell its worth."""
+    0 = off. A fixed width, not fitted: it lists near duplicates of listed items and costs the
+    other users nothing measurable (experiment 64)."""
+    untrained_slots: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    """Candidate numbers of the last places of the first ten given to the untrained items most
+    like the user's recent items (:func:`generative_rec.untrained.nearest_untrained`), fitted
+    after the weights on the validation users when some of their targets are untrained (the
+    cold-start protocol holds items out as validation targets too); otherwise the first value
+    stands."""
+
+    @property
+    def history_depth(self) -> int:
+        """How many of each validation user's most recent items the fit reads."""
+        return max(max(self.content_history), SLOT_HISTORY)
 
     def validate(self) -> None:
         grids = {"transition_weights": self.transition_weights,
                  "transition_candidates": self.transition_candidates,
                  "content_weights": self.content_weights,
                  "content_candidates": self.content_candidates,
-                 "content_history": self.content_history, "content_decay": self.content_decay}
+                 "content_history": self.content_history, "content_decay": self.content_decay,
+                 "untrained_slots": self.untrained_slots}
         for name, grid in grids.items():
             if not isinstance(grid, list) or not grid:
                 raise DataError(f"retriever config: priors.{name} must be a non-empty list")
@@ -148,6 +162,8 @@ class PriorsConfig:
             (min(self.content_history) >= 1, "priors.content_history must be >= 1"),
             (all(0.0 < d <= 1.0 for d in self.content_decay), "priors.content_decay must lie in (0, 1]"),
             (self.rounds >= 1, "priors.rounds must be >= 1"),
+            (all(0 <= int(n) <= 10 for n in self.untrained_slots),
+             "priors.untrained_slots must lie in 0..10"),
             (0 <= self.untrained_candidates <= UNTRAINED_NEIGHBOURS,
              f"priors.untrained_candidates must lie in 0..{UNTRAINED_NEIGHBOURS}"),
         ]

@@ -63,7 +63,8 @@ def load_priors(run_dir: Path) -> CandidatePriors:
     weights = read_json(path).get("weights", {})
     transitions = (TransitionCounts.load(layout(run_dir).retriever_transitions)
                    if weights.get("transition_weight", 0) > 0 else None)
-    wanted = weights.get("content_weight", 0) > 0 or weights.get("untrained_candidates", 0) > 0
+    wanted = any(weights.get(k, 0) > 0 for k in
+                 ("content_weight", "untrained_candidates", "untrained_slots"))
     content = (ContentVectors.load(layout(run_dir).retriever_content)
                if wanted and layout(run_dir).retriever_content.exists() else None)
     priors = CandidatePriors.from_weights(weights, transitions=transitions, content=content)
@@ -91,7 +92,7 @@ def with_catalogue(priors: CandidatePriors, *, trained: np.ndarray,
         content = content.extended(added)
         trained = np.concatenate([trained, np.zeros(len(added), bool)])
     untrained = (UntrainedItems.build(content=content, trained=trained)
-                 if priors.untrained_candidates > 0 else None)
+                 if priors.untrained_candidates > 0 or priors.untrained_slots > 0 else None)
     return replace(priors, content=content, untrained=untrained)
 
 

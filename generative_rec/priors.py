@@ -7,7 +7,9 @@ and the content prior (how close a candidate's frozen embedding is to that item'
 :mod:`generative_rec.content`). Each may first offer extra candidates the search missed (the
 item's top successors, its nearest items), scored just below the lists' last candidate. They
 are applied in that order, each re-sorting the lists, which are then cut to size. Before them,
-items the model never trained on may enter the lists by content (:mod:`generative_rec.untrained`).
+items the model never trained on may enter the lists by content (:mod:`generative_rec.untrained`),
+and after them a fitted number of the first ten places may be given to the untrained items most
+like the recent history.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from generative_rec.transitions import (
     append_candidates,
     rerank_with_transitions,
 )
-from generative_rec.untrained import UntrainedItems
+from generative_rec.untrained import (SLOT_HISTORY, UntrainedItems, nearest_untrained,
+                                      reserve_slots)
 
 
 def rerank_with_content(*, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
@@ -62,13 +65,16 @@ class CandidatePriors:
     content_decay: float = 0.5
     untrained: UntrainedItems | None = None
     untrained_candidates: int = 0
+    untrained_slots: int = 0
 
     WEIGHTS = ("transition_weight", "transition_candidates", "content_weight",
-               "content_candidates", "content_history", "content_decay", "untrained_candidates")
+               "content_candidates", "content_history", "content_decay", "untrained_candidates",
+               "untrained_slots")
 
     def weights(self) -> dict[str, float | int]:
-        """The settings, as ``retriever/priors.json`` stores them: the fitted weights and the
-        untrained items' channel width (``PriorsConfig.untrained_candidates``)."""
+        """The settings, as ``retriever/priors.json`` stores them: the fitted weights, the
+        untrained items' channel width (``PriorsConfig.untrained_candidates``) and their fitted
+        places in the first ten."""
         return {name: getattr(self, name) for name in self.WEIGHTS}
 
     @classmethod
@@ -92,13 +98,25 @@ class CandidatePriors:
                 and self.untrained.count > 0)
 
     @property
+    def _slots_on(self) -> bool:
+        return (self.untrained is not None and self.content is not None
+                and self.untrained_slots > 0 and self.untrained.count > 0)
+
+    @property
     def active(self) -> bool:
-        return self._transition_on or self._content_on or self._untrained_on
+        return self._transition_on or self._content_on or self._untrained_on or self._slots_on
 
     @property
     def history_needed(self) -> int:
         """How many of each user's most recent items :meth:`apply` reads."""
-        return self.content_history if self._content_on else 1
+        depth = self.content_history if self._content_on else 1
+        return max(depth, SLOT_HISTORY) if self._slots_on else depth
+
+    def slot_proposals(self, recent: np.ndarray) -> np.ndarray:
+        """``[E, P]`` the untrained items that may take each row's reserved places, best
+        first (enough to fill them after those already listed above them)."""
+        return nearest_untrained(vectors=self.content.vectors, untrained=self.untrained.untrained,
+                                 recent=recent, k=self.untrained_slots + 10)
 
     def apply(self, *, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
               top_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +146,10 @@ class CandidatePriors:
             items, scores = rerank_with_content(
                 items=items, scores=scores, recent=recent[:, : self.content_history],
                 content=self.content, weight=self.content_weight, decay=self.content_decay)
+        if self._slots_on:
+            items, scores = reserve_slots(items=items[:, :top_k], scores=scores[:, :top_k],
+                                          proposals=self.slot_proposals(recent),
+                                          slots=self.untrained_slots)
         return items[:, :top_k], scores[:, :top_k]
 
 
@@ -180,9 +202,11 @@ def fit_priors(*, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
     against ``targets``, by :func:`coordinate_ascent` over ``cfg``'s grids from each grid's
     first value (the default grids start at weight 0: no prior). ``untrained``: the items
     without training interactions, offered by a channel of fixed width
-    (``cfg.untrained_candidates``) that the fitted priors carry but the fit leaves out.
-    Returns the fitted priors and a report (chosen weights, validation NDCG@10 without and with
-    them, every trial)."""
+    (``cfg.untrained_candidates``) that the fitted priors carry but the weights' fit leaves
+    out; the places reserved for them in the first ten (``cfg.untrained_slots``) are fitted
+    last, given the weights, and only when some validation target is such an item.
+    Returns the fitted priors and a report (chosen weights, validation NDCG@10 without them and
+    with them as served, the untrained items' channel included, every trial)."""
     none = CandidatePriors(transitions=transitions, content=content)
     if not cfg.fit or (transitions is None and content is None):
         base = ndcg_at_10(items, targets)
@@ -197,7 +221,7 @@ def fit_priors(*, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
         grids["content_candidates"] = [int(m) for m in cfg.content_candidates]
         grids["content_history"] = [int(h) for h in cfg.content_history]
         grids["content_decay"] = [float(d) for d in cfg.content_decay]
-    depth = max(cfg.content_history) if content is not None else 1
+    depth = cfg.history_depth if content is not None else 1
     recent = np.asarray(recent).reshape(len(items), -1)[:, :depth]
 
     def score(setting: dict[str, Any]) -> float:
@@ -213,10 +237,45 @@ def fit_priors(*, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
     # keep its offers out of the validation lists (experiment 64).
     fitted = replace(none, **best, untrained=untrained,
                      untrained_candidates=int(cfg.untrained_candidates))
+    fitted, best_score, slot_report = _fit_slots(
+        fitted, items=items, scores=scores, recent=recent, targets=targets, top_k=top_k,
+        grid=[int(s) for s in cfg.untrained_slots])
     report = {"fitted": True, "weights": fitted.weights(),
               "valid_ndcg@10_model": trials[0]["ndcg@10"], "valid_ndcg@10": round(best_score, 6),
-              "valid_users": int(len(items)), "trials": trials}
+              "valid_users": int(len(items)), "trials": trials, "untrained_slots": slot_report}
     logging.getLogger(__name__).info(
         "priors fitted on %d validation users: NDCG@10 %.4f -> %.4f with %s", len(items),
         trials[0]["ndcg@10"], best_score, fitted.weights())
     return fitted, report
+
+
+def _fit_slots(priors: CandidatePriors, *, items: np.ndarray, scores: np.ndarray,
+               recent: np.ndarray, targets: np.ndarray, top_k: int,
+               grid: list[int]) -> tuple[CandidatePriors, float, dict[str, Any]]:
+    """``priors`` with the number of places in the first ten reserved for untrained items that
+    scores the highest validation NDCG@10 (ties keep the grid's earlier value). Fitted only
+    when some validation target is untrained: otherwise validation users cannot tell what the
+    places are worth, and the grid's first value stands."""
+    untrained = priors.untrained
+    n_targets = (int(untrained.untrained[np.asarray(targets, np.int64)].sum())
+                 if untrained is not None and untrained.count > 0 else 0)
+    base = replace(priors, untrained_slots=0)
+    ranked, ranked_scores = base.apply(items=items, scores=scores, recent=recent, top_k=top_k)
+    base_score = ndcg_at_10(ranked, targets)
+    if n_targets == 0 or priors.content is None or len(grid) < 2:
+        return replace(priors, untrained_slots=grid[0]), base_score, {
+            "fitted": False, "valid_targets_untrained": n_targets, "trials": []}
+    proposals = replace(base, untrained_slots=max(grid)).slot_proposals(
+        np.asarray(recent).reshape(len(items), -1))
+    trials, best, best_score = [], grid[0], -1.0
+    for slots in grid:
+        got, _ = reserve_slots(items=ranked, scores=ranked_scores, proposals=proposals, slots=slots)
+        value = ndcg_at_10(got, targets)
+        trials.append({"untrained_slots": slots, "ndcg@10": round(value, 6)})
+        if value > best_score:
+            best, best_score = slots, value
+    logging.getLogger(__name__).info(
+        "untrained items' places fitted on %d validation users (%d untrained targets): %s",
+        len(items), n_targets, trials)
+    return (replace(priors, untrained_slots=best), best_score,
+            {"fitted": True, "valid_targets_untrained": n_targets, "trials": trials})

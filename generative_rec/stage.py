@@ -250,7 +250,7 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
     raw = {"valid": (valid_items, valid_scores), "test": (test_items, test_scores)}
     priors, prior_fit = fit_priors(
         items=valid_items, scores=valid_scores,
-        recent=recent_items(data.examples["valid"].history, max(cfg.priors.content_history)),
+        recent=recent_items(data.examples["valid"].history, cfg.priors.history_depth),
         targets=data.examples["valid"].targets, top_k=valid_items.shape[1], cfg=cfg.priors,
         transitions=data.transitions, content=data.content,
         untrained=None if data.content is None else UntrainedItems.build(

@@ -12,9 +12,13 @@ yet is expected to do as well as the trained item it most resembles), or, when n
 is listed, a score below the whole list (only the content prior can then lift it). The
 transition and content priors then treat it like any other candidate.
 
-Validation users cannot tune this channel: their targets all have training interactions. So
-its width is a fixed setting (``priors.untrained_candidates``), and the cold-start benchmark
-measures both what it gains on cold targets and what it costs everyone else.
+Its width is a fixed setting (``priors.untrained_candidates``): it reaches near duplicates
+at no measurable cost to other users, but on ml-100k's cold-start protocol no cold target
+(experiment 64). A second, fitted channel (:func:`nearest_untrained`, :func:`reserve_slots`)
+gives the last places of the first ten to the untrained items most like the recent history;
+how many is fitted on validation users whose targets include untrained items (the cold-start
+protocol holds items out as validation targets too), since only they can weigh the places'
+gain on new items against their cost to everyone else (experiment 72).
 
 Cost per user: one row of the table and a lookup of each proposal's trained neighbours in the
 list; it does not grow with the catalogue. The tables are built when a run is loaded (or items
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from generative_rec.config import UNTRAINED_NEIGHBOURS
+from generative_rec.config import SLOT_HISTORY, UNTRAINED_NEIGHBOURS
 from generative_rec.content import ContentVectors
 
 # How many trained neighbours of an untrained item may lend it their score.
@@ -147,3 +151,68 @@ def _top(queries: np.ndarray, keys: np.ndarray, key_ids: np.ndarray, k: int,
         got = ids_t[idx].masked_fill(~torch.isfinite(vals), -1)
         out[lo:lo + len(got), :got.shape[1]] = got.numpy()
     return out
+
+
+# ------------------------------------------------------------------ places for untrained items
+
+# The slots' candidates are ranked by the content-only rule's form (``content_knn``, the
+# heuristic's content term) over the SLOT_HISTORY most recent items with this decay: experiment
+# 72 found the nearest to the last five items reach more cold targets than those nearest to
+# the last one.
+SLOT_DECAY = 0.7
+
+
+def nearest_untrained(*, vectors: np.ndarray, untrained: np.ndarray, recent: np.ndarray,
+                      k: int, chunk: int = 1024) -> np.ndarray:
+    """``[E, k]`` per row of ``recent`` (``[E, H]`` most recent items first, -1 = none): the
+    untrained items with the highest ``sum_{h < SLOT_HISTORY} SLOT_DECAY**h * max(0, cos(recent_h,
+    j))``, highest first, ties to the lower id; a row's own recent items, and items with no
+    similarity at all, are never proposed; -1 pads. Cost: (rows × untrained items), not the
+    catalogue."""
+    recent = np.asarray(recent, np.int64).reshape(len(recent), -1)[:, :SLOT_HISTORY]
+    n = len(vectors)
+    pool = np.flatnonzero(np.asarray(untrained, bool))
+    out = np.full((len(recent), k), -1, np.int64)
+    if not len(pool) or not k:
+        return out
+    keys = torch.from_numpy(np.ascontiguousarray(vectors[pool]))
+    pool_t = torch.from_numpy(pool)
+    decay = torch.tensor([SLOT_DECAY ** h for h in range(recent.shape[1])])
+    for lo in range(0, len(recent), chunk):
+        rows = torch.from_numpy(recent[lo:lo + chunk])
+        known = (rows >= 0) & (rows < n)
+        queries = torch.from_numpy(vectors)[rows.clamp(0, n - 1)] * known[..., None]
+        sims = (queries @ keys.T).clamp_min(0)  # [B, H, U]
+        score = (sims * decay[None, :, None]).sum(1)
+        own = (rows[:, :, None] == pool_t[None, None, :]).any(1)
+        score = score.masked_fill(own | (score <= 0), float("-inf"))
+        # pool is ascending, so a stable sort puts ties on the lower id
+        vals, idx = torch.sort(score, dim=1, descending=True, stable=True)
+        vals, idx = vals[:, :k], idx[:, :k]
+        got = pool_t[idx].masked_fill(~torch.isfinite(vals), -1)
+        out[lo:lo + len(got), :got.shape[1]] = got.numpy()
+    return out
+
+
+def reserve_slots(*, items: np.ndarray, scores: np.ndarray, proposals: np.ndarray, slots: int,
+                  cut: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Give the last ``slots`` of each row's first ``cut`` places to its ``proposals`` (``[E,
+    P]``, best first, -1 = none) that are not already above them; the items they displace move
+    down, in order, and the rows keep their width. A proposal takes the score of the item above
+    it, so the scores stay sorted. Rows without proposals are unchanged."""
+    items, scores = items.copy(), scores.copy()
+    width = items.shape[1]
+    first = max(0, min(cut, width) - slots)
+    for row in np.flatnonzero((proposals >= 0).any(1)) if slots > 0 else ():
+        head = items[row, :first].tolist()
+        picks = [int(j) for j in proposals[row] if j >= 0 and int(j) not in head][:slots]
+        if not picks:
+            continue
+        rest = [(int(j), float(s)) for j, s in zip(items[row, first:], scores[row, first:])
+                if int(j) not in picks]
+        above = float(scores[row, first - 1]) if first > 0 else float(scores[row, 0])
+        merged = [(j, above) for j in picks] + rest
+        merged = (merged + [(-1, -np.inf)] * width)[: width - first]
+        items[row, first:] = [j for j, _ in merged]
+        scores[row, first:] = [s for _, s in merged]
+    return items, scores

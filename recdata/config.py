@@ -32,8 +32,9 @@ class DataConfig:
     min_user_interactions: int = 3
     """Users need a training item, a validation item and a test item."""
     cold_item_share: float = 0.0
-    """Cold-start protocol: this share of items is held out of training entirely and only
-    appears as test targets (0 = off)."""
+    """Cold-start protocol: this share of items is held out of training entirely: they appear
+    only as validation and test targets (and so as the last item of a test history), never in
+    the training sequences (0 = off)."""
     popular_share: float = 0.25
     """Top share of items (by training interactions) that forms the `popular` stratum."""
     long_tail_share: float = 0.25

@@ -31,6 +31,8 @@ PROTOCOL = {
     "strata": "computed from training interactions only (validation and test targets excluded): "
     "popular = top share of items by count, long_tail = bottom share of items seen in training, "
     "middle = the rest, cold = never seen in training",
+    "cold_items": "with cold_item_share > 0, that share of items is held out of every training "
+    "sequence (s[:-2]) and kept only where it is a validation or test target",
     "ranking_split": "global chronological cut when timestamps exist (per-user order otherwise): "
     "last share = test, the last share of the remainder = validation; rating > threshold = 1",
 }
@@ -121,10 +123,13 @@ def prepare(*, dataset: Dataset, cfg: DataConfig, run_dir: Path, seed: int = 0) 
         rng = np.random.default_rng(seed)
         n_cold = int(round(cfg.cold_item_share * len(item_ids)))
         cold_items[rng.choice(len(item_ids), size=n_cold, replace=False)] = True
+        # Held-out items leave the training part s[:-2] only: as validation targets (s[-2]) as
+        # well as test targets they let the settings of the channel for new items be fitted on
+        # validation users like every other weight, instead of set by hand.
         kept = []
         removed = 0
         for seq in seq_list:
-            history, last = seq[:-1], seq[-1:]
+            history, last = seq[:-2], seq[-2:]
             keep = ~cold_items[history]
             removed += int((~keep).sum())
             kept.append(np.concatenate([history[keep], last]))
