@@ -151,6 +151,15 @@ def test_items_added_after_training_join_the_content_and_the_channel(caplog) -> 
     listed, _ = grown.apply(items=np.array([[1, 2]]), scores=np.array([[0.0, -1.0]]),
                             recent=np.array([0]), top_k=4)
     assert 13 in listed[0].tolist()
+    # with a place fitted for new items, the added item most like the history takes it, even
+    # when the list is full of trained items and the anchor channel is off
+    slotted = with_catalogue(replace(priors, content_weight=0.0, untrained_candidates=0,
+                                     untrained_slots=1),
+                             trained=trained, added=added)
+    full = np.arange(1, 12)[None, :]
+    listed, _ = slotted.apply(items=full, scores=-np.arange(11.0)[None, :],
+                              recent=np.array([[0, 5]]), top_k=11)
+    assert listed[0, 9] == 13 and listed[0, :9].tolist() == list(range(1, 10))
     # vectors of other encoders: served without them, with a warning
     other = with_catalogue(priors, trained=trained, added=_unit(rng, 2, d=5))
     assert other.content.n_items == 12 and other.untrained.count == 0
