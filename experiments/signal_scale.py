@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from generative_rec.calibrate import GROUPS, signal_parts
 from generative_rec.inference import load_retriever, retriever_config
-from generative_rec.model import item_query, item_signals, signal_term
+from generative_rec.model import _item_embedding, item_query, item_signals
 from generative_rec.priors import ndcg_at_10
+from generative_rec.signals import recent_from_inputs
 from generative_rec.stage import make_retriever_data
 from recdata.split import SequentialSplit
 from tokenizer.sid import SemanticIds
@@ -38,9 +40,7 @@ SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 
 def last_training_examples(users: np.ndarray) -> np.ndarray:
     """Index of each user's last training example (examples are in sequence order per user)."""
-    reverse = users[::-1]
-    _, first = np.unique(reverse, return_index=True)
-    return len(users) - 1 - first
+    return len(users) - 1 - np.unique(users[::-1], return_index=True)[1]
 
 
 def top10(model, collator, examples, *, part: str, scales: tuple[float, ...],
@@ -48,29 +48,20 @@ def top10(model, collator, examples, *, part: str, scales: tuple[float, ...],
     """``{c: [E, 10]}`` whole-catalogue top 10 by ``head + c · signals`` where ``part`` picks the
     signals scaled (``all``, ``count``, ``content``); the rest stay at 1."""
     signals = item_signals(model)
-    table = model.encoder.embed_tokens.head_table()
+    emb = _item_embedding(model)
+    table = emb.head_table()
     out = {c: [] for c in scales}
     with torch.no_grad():
         for lo in range(0, len(examples), batch):
-            index = np.arange(lo, min(lo + batch, len(examples)))
-            b = collator(examples, index)
+            b = collator(examples, np.arange(lo, min(lo + batch, len(examples))))
             query = item_query(model, input_ids=b.input_ids, attention_mask=b.attention_mask)
+            recent = recent_from_inputs(b.input_ids, b.attention_mask,
+                                        item_offset=emb.vocab_size, n=signals.history)
+            parts = dict(zip(GROUPS, signal_parts(signals, query, recent,
+                                                  b.targets if with_targets else None)))
             head = query @ table.T
-            gate = signals.gate
-            saved = (gate.weight.detach().clone(), gate.bias.detach().clone())
-            parts = {}
-            for name, rows in (("count", [0]), ("content", list(range(1, 1 + signals.history))),
-                               ("popularity", [signals.history + 1])):
-                gate.weight.zero_(), gate.bias.zero_()
-                gate.weight[rows] = saved[0][rows]
-                gate.bias[rows] = saved[1][rows]
-                parts[name] = signal_term(model, query=query, input_ids=b.input_ids,
-                                          attention_mask=b.attention_mask,
-                                          targets=b.targets if with_targets else None)
-            gate.weight.copy_(saved[0]), gate.bias.copy_(saved[1])
             for c in scales:
-                scaled = {k: (c if part in ("all", k) else 1.0) * v for k, v in parts.items()}
-                score = head + sum(scaled.values())
+                score = head + sum((c if part in ("all", k) else 1.0) * v for k, v in parts.items())
                 out[c].append(torch.topk(score, 10, dim=1).indices.numpy())
     return {c: np.concatenate(v) for c, v in out.items()}
 
