@@ -26,16 +26,76 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generative_rec.calibrate import GROUPS, signal_parts
 from generative_rec.inference import load_retriever, retriever_config
 from generative_rec.model import _item_embedding, item_query, item_signals
 from generative_rec.priors import ndcg_at_10
-from generative_rec.signals import recent_from_inputs
+from generative_rec.signals import ItemSignals, recent_from_inputs
 from generative_rec.stage import make_retriever_data
 from recdata.split import SequentialSplit
 from tokenizer.sid import SemanticIds
 
 SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+GROUPS = ("count", "content", "popularity")
+
+
+def signal_parts(signals: ItemSignals, query: torch.Tensor, recent: torch.Tensor,
+                 targets: torch.Tensor | None) -> list[torch.Tensor]:
+    """Each group's share of the catalogue term (``[B, N]`` per group, in ``GROUPS`` order;
+    they sum to the whole term): the gate with every other group's rows zeroed."""
+    rows = {"count": [0], "content": list(range(1, 1 + signals.history)),
+            "popularity": [signals.history + 1]}
+    gate = signals.gate
+    weight, bias = gate.weight.detach().clone(), gate.bias.detach().clone()
+    parts = []
+    with torch.no_grad():
+        for name in GROUPS:
+            gate.weight.zero_()
+            gate.bias.zero_()
+            gate.weight[rows[name]] = weight[rows[name]]
+            gate.bias[rows[name]] = bias[rows[name]]
+            parts.append(signals.catalogue_term(query, recent, targets=targets))
+        gate.weight.copy_(weight)
+        gate.bias.copy_(bias)
+    return parts
+
+
+def cross_entropy_scales(model, collator, examples, *, steps: int = 300, batch: int = 256,
+                         seed: int = 0) -> dict[str, float]:
+    """One scale per signal group that minimises the head's cross-entropy over the whole
+    catalogue on ``examples`` (Adam on log-scales), with the loss before and after."""
+    signals = item_signals(model)
+    emb = _item_embedding(model)
+    table = emb.head_table().detach()
+    queries, recents = [], []
+    with torch.no_grad():
+        for lo in range(0, len(examples), batch):
+            b = collator(examples, np.arange(lo, min(lo + batch, len(examples))))
+            queries.append(item_query(model, input_ids=b.input_ids, attention_mask=b.attention_mask))
+            recents.append(recent_from_inputs(b.input_ids, b.attention_mask,
+                                              item_offset=emb.vocab_size, n=signals.history))
+    query, recent = torch.cat(queries), torch.cat(recents)
+    targets = torch.as_tensor(examples.targets)
+    log_scale = torch.zeros(len(GROUPS), requires_grad=True)
+    opt = torch.optim.Adam([log_scale], lr=0.05)
+    gen = torch.Generator().manual_seed(seed)
+
+    def loss_of(index: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        parts = signal_parts(signals, query[index], recent[index], None)
+        logits = query[index] @ table.T + sum(s * p for s, p in zip(scale, parts))
+        return torch.nn.functional.cross_entropy(logits, targets[index])
+
+    probe = torch.randperm(len(examples), generator=gen)[: 4 * batch]
+    with torch.no_grad():
+        before = float(loss_of(probe, torch.ones(len(GROUPS))))
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_of(torch.randint(len(examples), (batch,), generator=gen), log_scale.exp()).backward()
+        opt.step()
+    scale = log_scale.detach().exp()
+    with torch.no_grad():
+        after = float(loss_of(probe, scale))
+    out = {name: round(float(s), 4) for s, name in zip(scale, GROUPS)}
+    return {**out, "loss_before": round(before, 4), "loss_after": round(after, 4)}
 
 
 def last_training_examples(users: np.ndarray) -> np.ndarray:
@@ -72,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--fit-ce", action="store_true",
+                        help="also fit one scale per signal group by the head's cross-entropy "
+                             "on half of the validation users and print NDCG@10 of the other "
+                             "half at scale 1 and at the fitted scales")
+    parser.add_argument("--skip-table", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     cfg = retriever_config(args.run_dir)
@@ -92,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"{len(users)} users; NDCG@10 of head + c · signals over the whole catalogue")
     print("| scaled | examples | " + " | ".join(f"c={c:g}" for c in SCALES) + " |")
-    for part in ("all", "count", "content"):
+    for part in () if args.skip_table else ("all", "count", "content"):
         for name, ex, own in (("last training", train_ex, True), ("validation", valid_ex, False)):
             lists = top10(model, data.collator, ex, part=part, scales=SCALES, with_targets=own)
             ndcg = {c: ndcg_at_10(lists[c], ex.targets) for c in SCALES}
@@ -100,9 +165,27 @@ def main(argv: list[str] | None = None) -> int:
                          "ndcg@10": {f"{c:g}": round(v, 4) for c, v in ndcg.items()}})
             print(f"| {part} | {name} | " + " | ".join(f"{ndcg[c]:.4f}" for c in SCALES) + " |",
                   flush=True)
+    fit = None
+    if args.fit_ce:
+        half = np.arange(len(valid_ex)) % 2 == 0
+        fit_on, judge = valid_ex.subset(np.flatnonzero(half)), valid_ex.subset(np.flatnonzero(~half))
+        before = ndcg_at_10(top10(model, data.collator, judge, part="all", scales=(1.0,),
+                                  with_targets=False)[1.0], judge.targets)
+        fit = cross_entropy_scales(model, data.collator, fit_on)
+        h = item_signals(model).history
+        rows_of = {"count": [0], "content": list(range(1, 1 + h)), "popularity": [h + 1]}
+        with torch.no_grad():  # fold the fitted scales into the gate, group by group
+            for name in GROUPS:
+                item_signals(model).gate.weight[rows_of[name]] *= fit[name]
+                item_signals(model).gate.bias[rows_of[name]] *= fit[name]
+        after = ndcg_at_10(top10(model, data.collator, judge, part="all", scales=(1.0,),
+                                 with_targets=False)[1.0], judge.targets)
+        fit.update({"fitted_users": int(len(fit_on)), "judged_users": int(len(judge)),
+                    "ndcg@10_before": round(before, 4), "ndcg@10_after": round(after, 4)})
+        print(f"cross-entropy scales fitted on {len(fit_on)} validation users: {fit}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"run": str(args.run_dir), "users": int(len(users)),
-                                         "rows": rows}, indent=1) + "\n")
+                                         "rows": rows, "fit_ce": fit}, indent=1) + "\n")
     return 0
 
 

@@ -226,10 +226,6 @@ class ItemHeadConfig:
     """With ``signals``: the most recent item's most frequent successors and, as many, its
     nearest items by content that join the beam's candidates when decoding, scored by the model
     like the beam's own (decoding only; 0 = the beam alone)."""
-    calibration_share: float = 0.0
-    """With ``signals``: the share of users whose last training transition is kept out of
-    training and, after it, calibrates the signals' scales (one per group: count, content,
-    popularity; :mod:`generative_rec.calibrate`); 0 = off."""
 
 
 @dataclass
@@ -424,9 +420,6 @@ class RetrieverConfig:
              f"item_head.signal_candidates must lie in 0..{CONTENT_NEIGHBOURS}"),
             (not head.signals or head.loss_weight > 0,
              "item_head.signals needs an item head (item_head.loss_weight > 0)"),
-            (0 <= head.calibration_share < 1, "item_head.calibration_share must lie in [0, 1)"),
-            (not head.calibration_share or head.signals,
-             "item_head.calibration_share needs item_head.signals"),
             (sch.batch_size > 0 and sch.eval_batch_size > 0, "batch sizes must be positive"),
             (sch.length_buckets >= 0, "schedule.length_buckets must be >= 0"),
             (sch.lr > 0, "schedule.lr must be positive"),
@@ -487,8 +480,6 @@ class RetrieverConfig:
             # The content signal over every item (the only one since it replaced the nearest
             # items'): hashed as before, so checkpoints of the nearest-items signal never resume.
             fields["item_signals_dense"] = True
-        if self.item_head.calibration_share:  # held-out examples change the training data
-            fields["calibration_share"] = self.item_head.calibration_share
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -60,7 +60,6 @@ from generative_rec.stage2 import clear_stage2, mark_stage2, run_stage2, stage1_
 from generative_rec.untrained import UntrainedItems, trained_items
 from generative_rec.train import SELECTION_METRIC, amp_dtype, decode_examples, retrieval_metrics
 from generative_rec.content import ContentVectors
-from generative_rec.calibrate import calibrate, hold_out
 from generative_rec.priors import CandidatePriors, fit_priors
 from generative_rec.transitions import recent_items
 from recdata.errors import DataError
@@ -185,10 +184,6 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
         clear_stage2(run_dir=run_dir, ctx=ctx)  # an earlier run's stage 2 no longer applies
     data = make_retriever_data(split=split, codes=codes, sizes=sizes, cfg=cfg,
                                content=run_content(run_dir, cfg))
-    held_out = None
-    if cfg.item_head.calibration_share:
-        data.examples["train"], held_out = hold_out(
-            data.examples["train"], share=cfg.item_head.calibration_share, seed=seed)
     log.info("retriever: %d users, %d items, SID length %d, vocab %d, %d training prefixes",
              split.n_users, split.n_items, data.vocab.sid_length, data.vocab.vocab_size,
              len(data.examples["train"]))
@@ -204,9 +199,6 @@ def run(*, cfg: RetrieverConfig, run_dir: Path, seed: int = 0, device: str = "au
     phases = {"train": phase_summary(result)}
     history = list(result.log)
     summary: dict[str, Any] = {"parameters": n_params, "world_size": ctx.world_size}
-    if held_out is not None:
-        summary["calibration"] = calibrate(model, examples=held_out, collator=data.collator,
-                                           device=device, seed=seed)
 
     final_test = final_valid = None
     if cfg.stage2.enabled:
