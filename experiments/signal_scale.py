@@ -38,12 +38,17 @@ SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 GROUPS = ("count", "content", "popularity")
 
 
+def group_rows(signals: ItemSignals) -> dict[str, list[int]]:
+    """The gate's rows of each signal group."""
+    return {"count": [0], "content": list(range(1, 1 + signals.history)),
+            "popularity": [signals.history + 1]}
+
+
 def signal_parts(signals: ItemSignals, query: torch.Tensor, recent: torch.Tensor,
                  targets: torch.Tensor | None) -> list[torch.Tensor]:
     """Each group's share of the catalogue term (``[B, N]`` per group, in ``GROUPS`` order;
     they sum to the whole term): the gate with every other group's rows zeroed."""
-    rows = {"count": [0], "content": list(range(1, 1 + signals.history)),
-            "popularity": [signals.history + 1]}
+    rows = group_rows(signals)
     gate = signals.gate
     weight, bias = gate.weight.detach().clone(), gate.bias.detach().clone()
     parts = []
@@ -172,12 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         before = ndcg_at_10(top10(model, data.collator, judge, part="all", scales=(1.0,),
                                   with_targets=False)[1.0], judge.targets)
         fit = cross_entropy_scales(model, data.collator, fit_on)
-        h = item_signals(model).history
-        rows_of = {"count": [0], "content": list(range(1, 1 + h)), "popularity": [h + 1]}
+        gate = item_signals(model).gate
         with torch.no_grad():  # fold the fitted scales into the gate, group by group
-            for name in GROUPS:
-                item_signals(model).gate.weight[rows_of[name]] *= fit[name]
-                item_signals(model).gate.bias[rows_of[name]] *= fit[name]
+            for name, rows in group_rows(item_signals(model)).items():
+                gate.weight[rows] *= fit[name]
+                gate.bias[rows] *= fit[name]
         after = ndcg_at_10(top10(model, data.collator, judge, part="all", scales=(1.0,),
                                  with_targets=False)[1.0], judge.targets)
         fit.update({"fitted_users": int(len(fit_on)), "judged_users": int(len(judge)),

@@ -239,7 +239,7 @@ def fit_priors(*, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
                      untrained_candidates=int(cfg.untrained_candidates))
     fitted, best_score, slot_report = _fit_slots(
         fitted, items=items, scores=scores, recent=recent, targets=targets, top_k=top_k,
-        grid=[int(s) for s in cfg.untrained_slots])
+        grid=[int(s) for s in cfg.untrained_slots], ascent_score=best_score)
     report = {"fitted": True, "weights": fitted.weights(),
               "valid_ndcg@10_model": trials[0]["ndcg@10"], "valid_ndcg@10": round(best_score, 6),
               "valid_users": int(len(items)), "trials": trials, "untrained_slots": slot_report}
@@ -250,21 +250,25 @@ def fit_priors(*, items: np.ndarray, scores: np.ndarray, recent: np.ndarray,
 
 
 def _fit_slots(priors: CandidatePriors, *, items: np.ndarray, scores: np.ndarray,
-               recent: np.ndarray, targets: np.ndarray, top_k: int,
-               grid: list[int]) -> tuple[CandidatePriors, float, dict[str, Any]]:
+               recent: np.ndarray, targets: np.ndarray, top_k: int, grid: list[int],
+               ascent_score: float) -> tuple[CandidatePriors, float, dict[str, Any]]:
     """``priors`` with the number of places in the first ten reserved for untrained items that
-    scores the highest validation NDCG@10 (ties keep the grid's earlier value). Fitted only
-    when some validation target is untrained: otherwise validation users cannot tell what the
-    places are worth, and the grid's first value stands."""
+    scores the highest validation NDCG@10 (ties keep the grid's earlier value), and that
+    score as served. Fitted only when some validation target is untrained: otherwise
+    validation users cannot tell what the places are worth, and the grid's first value stands.
+    ``ascent_score``: the weights' score without any untrained items' channel."""
     untrained = priors.untrained
     n_targets = (int(untrained.untrained[np.asarray(targets, np.int64)].sum())
                  if untrained is not None and untrained.count > 0 else 0)
+    if n_targets == 0 or priors.content is None or len(grid) < 2:
+        served = replace(priors, untrained_slots=grid[0])
+        report = {"fitted": False, "valid_targets_untrained": n_targets, "trials": []}
+        if not (served._untrained_on or served._slots_on):
+            return served, ascent_score, report  # the weights' fit scored these very lists
+        got, _ = served.apply(items=items, scores=scores, recent=recent, top_k=top_k)
+        return served, ndcg_at_10(got, targets), report
     base = replace(priors, untrained_slots=0)
     ranked, ranked_scores = base.apply(items=items, scores=scores, recent=recent, top_k=top_k)
-    base_score = ndcg_at_10(ranked, targets)
-    if n_targets == 0 or priors.content is None or len(grid) < 2:
-        return replace(priors, untrained_slots=grid[0]), base_score, {
-            "fitted": False, "valid_targets_untrained": n_targets, "trials": []}
     proposals = replace(base, untrained_slots=max(grid)).slot_proposals(
         np.asarray(recent).reshape(len(items), -1))
     trials, best, best_score = [], grid[0], -1.0
