@@ -15,6 +15,15 @@ count alone, for the cosines alone), and prints NDCG@10 per c. History items are
 and no prior is applied (the benchmark's protocol for the model's own lists).
 
     python experiments/signal_scale.py RUN --users 3000 --json out.json
+
+With ``--fit-ce`` it also asks which training loss agrees with the metric (experiment 78): one
+scale per signal group is fitted on half of the validation users by an objective (the
+whole-catalogue cross-entropy; ``--fit-top M``: a softmax over the target and the M
+highest-scored other items; ``--fit-ndcg T``: a smoothed NDCG; ``--fit-cap C [--fit-slope S]``:
+each example's cross-entropy capped at C, its excess counting S times) and judged by NDCG@10
+of the other half.
+
+    python experiments/signal_scale.py RUN --users 2000 --skip-table --fit-ce --fit-cap 5 --fit-slope 0.1
 """
 
 from __future__ import annotations
@@ -64,10 +73,34 @@ def signal_parts(signals: ItemSignals, query: torch.Tensor, recent: torch.Tensor
     return parts
 
 
+def top_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, top: int) -> torch.Tensor:
+    """Cross-entropy of the target against the ``top`` highest-scored other items only: the
+    softmax of the head's top of the list, where NDCG@10 is decided, not of the whole catalogue.
+    The candidates are picked without gradient, the target's own score is kept apart."""
+    masked = logits.detach().scatter(1, targets[:, None], float("-inf"))
+    rivals = torch.topk(masked, top, dim=1).indices
+    pool = torch.cat([logits.gather(1, targets[:, None]), logits.gather(1, rivals)], dim=1)
+    return torch.nn.functional.cross_entropy(pool, torch.zeros_like(targets))
+
+
+def approx_ndcg_loss(logits: torch.Tensor, targets: torch.Tensor,
+                     temperature: float) -> torch.Tensor:
+    """Minus the mean smoothed NDCG of the targets: each target's rank is 1 plus the sum over
+    the other items of sigmoid((s_j - s_target) / temperature), so an example whose target is
+    far down the list has almost no gradient, as it has no NDCG to win."""
+    own = logits.gather(1, targets[:, None])
+    above = torch.sigmoid((logits - own) / temperature)
+    rank = 1.0 + above.sum(1) - 0.5  # the target's own sigmoid(0) = .5
+    return -(1.0 / torch.log2(1.0 + rank)).mean()
+
+
 def cross_entropy_scales(model, collator, examples, *, steps: int = 300, batch: int = 256,
-                         seed: int = 0) -> dict[str, float]:
-    """One scale per signal group that minimises the head's cross-entropy over the whole
-    catalogue on ``examples`` (Adam on log-scales), with the loss before and after."""
+                         seed: int = 0, top: int | None = None,
+                         temperature: float | None = None,
+                         cap: float | None = None, slope: float = 0.0) -> dict[str, float]:
+    """One scale per signal group that minimises the head's cross-entropy on ``examples`` (Adam
+    on log-scales), over the whole catalogue or (``top``) the top of each list, with the loss
+    before and after."""
     signals = item_signals(model)
     emb = _item_embedding(model)
     table = emb.head_table().detach()
@@ -87,7 +120,13 @@ def cross_entropy_scales(model, collator, examples, *, steps: int = 300, batch: 
     def loss_of(index: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         parts = signal_parts(signals, query[index], recent[index], None)
         logits = query[index] @ table.T + sum(s * p for s, p in zip(scale, parts))
-        return torch.nn.functional.cross_entropy(logits, targets[index])
+        if temperature:
+            return approx_ndcg_loss(logits, targets[index], temperature)
+        if top:
+            return top_cross_entropy(logits, targets[index], top)
+        ce = torch.nn.functional.cross_entropy(logits, targets[index], reduction="none")
+        # Capped: an example whose target is far down the list has no NDCG to win there.
+        return torch.where(ce <= cap, ce, cap + slope * (ce - cap)).mean() if cap else ce.mean()
 
     probe = torch.randperm(len(examples), generator=gen)[: 4 * batch]
     with torch.no_grad():
@@ -141,6 +180,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="also fit one scale per signal group by the head's cross-entropy "
                              "on half of the validation users and print NDCG@10 of the other "
                              "half at scale 1 and at the fitted scales")
+    parser.add_argument("--fit-top", type=int, default=0, metavar="M",
+                        help="with --fit-ce: the softmax over the target and the M highest-scored "
+                             "other items instead of the whole catalogue")
+    parser.add_argument("--fit-ndcg", type=float, default=0.0, metavar="T",
+                        help="with --fit-ce: maximise a smoothed NDCG (sigmoid rank, temperature "
+                             "T) instead of a cross-entropy")
+    parser.add_argument("--fit-cap", type=float, default=0.0, metavar="C",
+                        help="with --fit-ce: each example's cross-entropy capped at C")
+    parser.add_argument("--fit-slope", type=float, default=0.0,
+                        help="with --fit-cap: the excess above the cap counts this much")
     parser.add_argument("--skip-table", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -176,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         fit_on, judge = valid_ex.subset(np.flatnonzero(half)), valid_ex.subset(np.flatnonzero(~half))
         before = ndcg_at_10(top10(model, data.collator, judge, part="all", scales=(1.0,),
                                   with_targets=False)[1.0], judge.targets)
-        fit = cross_entropy_scales(model, data.collator, fit_on)
+        fit = cross_entropy_scales(model, data.collator, fit_on, top=args.fit_top or None,
+                                   temperature=args.fit_ndcg or None, cap=args.fit_cap or None,
+                                   slope=args.fit_slope)
         gate = item_signals(model).gate
         with torch.no_grad():  # fold the fitted scales into the gate, group by group
             for name, rows in group_rows(item_signals(model)).items():
@@ -184,7 +235,12 @@ def main(argv: list[str] | None = None) -> int:
                 gate.bias[rows] *= fit[name]
         after = ndcg_at_10(top10(model, data.collator, judge, part="all", scales=(1.0,),
                                  with_targets=False)[1.0], judge.targets)
-        fit.update({"fitted_users": int(len(fit_on)), "judged_users": int(len(judge)),
+        objective = (f"approx-ndcg T={args.fit_ndcg}" if args.fit_ndcg else
+                     f"softmax over {args.fit_top or 'catalogue'}"
+                     + (f", capped at {args.fit_cap} (slope {args.fit_slope})" if args.fit_cap
+                        else ""))
+        fit.update({"objective": objective, "fitted_users": int(len(fit_on)),
+                    "judged_users": int(len(judge)),
                     "ndcg@10_before": round(before, 4), "ndcg@10_after": round(after, 4)})
         print(f"cross-entropy scales fitted on {len(fit_on)} validation users: {fit}", flush=True)
     if args.json:
