@@ -94,13 +94,14 @@ def approx_ndcg_loss(logits: torch.Tensor, targets: torch.Tensor,
     return -(1.0 / torch.log2(1.0 + rank)).mean()
 
 
-def cross_entropy_scales(model, collator, examples, *, steps: int = 300, batch: int = 256,
+def fitted_scales(model, collator, examples, *, steps: int = 300, batch: int = 256,
                          seed: int = 0, top: int | None = None,
                          temperature: float | None = None,
                          cap: float | None = None, slope: float = 0.0) -> dict[str, float]:
-    """One scale per signal group that minimises the head's cross-entropy on ``examples`` (Adam
-    on log-scales), over the whole catalogue or (``top``) the top of each list, with the loss
-    before and after."""
+    """One scale per signal group fitted on ``examples`` (Adam on log-scales) by one objective:
+    the head's cross-entropy over the whole catalogue, or over the target and the ``top``
+    highest-scored items, or a smoothed NDCG (``temperature``), or the cross-entropy capped at
+    ``cap`` (the excess counting ``slope``); with the objective's value before and after."""
     signals = item_signals(model)
     emb = _item_embedding(model)
     table = emb.head_table().detach()
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--fit-ce", action="store_true",
                         help="also fit one scale per signal group by the head's cross-entropy "
-                             "on half of the validation users and print NDCG@10 of the other "
+                             "(or the objective set below) on half of the validation users and print NDCG@10 of the other "
                              "half at scale 1 and at the fitted scales")
     parser.add_argument("--fit-top", type=int, default=0, metavar="M",
                         help="with --fit-ce: the softmax over the target and the M highest-scored "
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         fit_on, judge = valid_ex.subset(np.flatnonzero(half)), valid_ex.subset(np.flatnonzero(~half))
         before = ndcg_at_10(top10(model, data.collator, judge, part="all", scales=(1.0,),
                                   with_targets=False)[1.0], judge.targets)
-        fit = cross_entropy_scales(model, data.collator, fit_on, top=args.fit_top or None,
+        fit = fitted_scales(model, data.collator, fit_on, top=args.fit_top or None,
                                    temperature=args.fit_ndcg or None, cap=args.fit_cap or None,
                                    slope=args.fit_slope)
         gate = item_signals(model).gate
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         fit.update({"objective": objective, "fitted_users": int(len(fit_on)),
                     "judged_users": int(len(judge)),
                     "ndcg@10_before": round(before, 4), "ndcg@10_after": round(after, 4)})
-        print(f"cross-entropy scales fitted on {len(fit_on)} validation users: {fit}", flush=True)
+        print(f"scales fitted on {len(fit_on)} validation users: {fit}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"run": str(args.run_dir), "users": int(len(users)),
                                          "rows": rows, "fit_ce": fit}, indent=1) + "\n")
